@@ -1,0 +1,150 @@
+//! Start-up and shutdown: builds the one `AppState`, owns the background tasks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::auth::{load_secret, Keys};
+use crate::config::ServerConfig;
+use crate::fanout::Fanout;
+use crate::hub::Hub;
+use crate::protocol::time::now_ms;
+use crate::store::track::TrackWriter;
+use crate::store::Store;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub keys: Arc<Keys>,
+    pub cfg: Arc<ServerConfig>,
+    /// Flips to true when the server drains: sockets close with 1012.
+    pub shutdown: watch::Receiver<bool>,
+    /// Held by each open socket; the drain waits until every clone is dropped.
+    pub session_guard: mpsc::Sender<()>,
+}
+
+/// A started server.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown_tx: watch::Sender<bool>,
+    sessions_rx: mpsc::Receiver<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    sweeper: JoinHandle<()>,
+    writer_stop: watch::Sender<bool>,
+    writer: JoinHandle<()>,
+}
+
+/// Opens the store, restores active trips, binds the listener and starts serving.
+pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let secret = load_secret(&cfg.data_dir, cfg.jwt_secret.as_deref(), true)?;
+    let store = Store::connect(&cfg.database_url).await?;
+    let (writer_stop, writer_stop_rx) = watch::channel(false);
+    let (track, writer) = TrackWriter::spawn(store.clone(), writer_stop_rx);
+    let hub = Arc::new(Hub::new(cfg.hub, store, track, Fanout::new()));
+    let restored = hub.restore().await?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (session_guard, sessions_rx) = mpsc::channel(1);
+    let state = AppState { hub: hub.clone(), keys: Arc::new(Keys::from_secret(&secret)), cfg: Arc::new(cfg.clone()), shutdown: shutdown_rx.clone(), session_guard };
+
+    let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
+    let addr = listener.local_addr()?;
+    let router = router(state.clone());
+    let mut stop = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { draining(&mut stop).await })
+            .await
+    });
+    let sweeper = tokio::spawn(presence_sweeper(hub, shutdown_rx));
+    tracing::info!(%addr, database = %redact(&cfg.database_url), restored_trips = restored, "trackhub listening");
+    Ok(Running { addr, state, shutdown_tx, sessions_rx, server, sweeper, writer_stop, writer })
+}
+
+/// Every route of the hub.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(crate::api::readyz))
+        .route("/v1/ws/driver", get(crate::ws::driver::upgrade))
+        .route("/v1/ws/watch", get(crate::ws::watch::upgrade))
+        .merge(crate::api::routes())
+        .with_state(state)
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub async fn draining(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+async fn presence_sweeper(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => { hub.sweep_presence(now_ms()); }
+            _ = draining(&mut shutdown) => return,
+        }
+    }
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, host)) => format!("{}://…@{host}", scheme_user.split("://").next().unwrap_or("")),
+        None => url.to_string(),
+    }
+}
+
+impl Running {
+    /// Drains: stops accepting, closes sockets with 1012 (service restart), waits for them (at
+    /// most `grace`), flushes track history, closes the database.
+    pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
+        let Running { state, shutdown_tx, mut sessions_rx, server, sweeper, writer_stop, writer, .. } = self;
+        let _ = shutdown_tx.send(true);
+        let store = state.hub.store.clone();
+        drop(state);
+        let drained = tokio::time::timeout(grace, async {
+            let _ = server.await;
+            while sessions_rx.recv().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("sockets still open after the grace period");
+        }
+        let _ = sweeper.await;
+        let _ = writer_stop.send(true);
+        let _ = writer.await;
+        store.close().await;
+        Ok(())
+    }
+
+    /// Waits for SIGINT/SIGTERM, then drains.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal: draining");
+        self.stop(Duration::from_secs(10)).await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,157 @@
+//! Bearer tokens: HS256 JWTs with `sub`, `role`, `fleet`, `exp` (RFC 7519).
+
+use std::path::Path;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// The fleet of a token that names none.
+pub const DEFAULT_FLEET: &str = "default";
+/// File in the data dir holding the generated signing secret (hex, mode 0600).
+pub const SECRET_FILE: &str = "jwt_secret";
+
+/// What a token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Publishes its own fixes on `/v1/ws/driver`.
+    Driver,
+    /// Reads and manages its fleet: trips, live map, check-ins.
+    Admin,
+    /// Another system reading its fleet's streams.
+    Service,
+}
+
+fn default_fleet() -> String {
+    DEFAULT_FLEET.to_string()
+}
+
+/// JWT claims. `sub` is the driver id for drivers; `exp` is unix seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    #[serde(default = "default_fleet")]
+    pub fleet: String,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+}
+
+/// Signing and verification keys (HS256).
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(HS256, redacted)")
+    }
+}
+
+impl Keys {
+    pub fn from_secret(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 30;
+        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
+    }
+
+    /// Signs a token for `sub` with `role` in `fleet`, valid for `ttl_s` seconds.
+    pub fn mint(&self, sub: &str, role: Role, fleet: &str, ttl_s: i64) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims { sub: sub.into(), role, fleet: fleet.into(), exp: now + ttl_s, iat: Some(now) };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail")
+    }
+
+    /// Verifies signature, algorithm and `exp`; returns the claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, String> {
+        let claims = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| e.to_string())?.claims;
+        if claims.sub.is_empty() || claims.fleet.is_empty() {
+            return Err("token has an empty sub or fleet".into());
+        }
+        Ok(claims)
+    }
+}
+
+/// The signing secret: `override_secret` (from `TRACKHUB_JWT_SECRET`) when given, else the one
+/// kept in `data_dir/jwt_secret`, generated (32 random bytes) when `create` and absent.
+pub fn load_secret(data_dir: &Path, override_secret: Option<&str>, create: bool) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = override_secret.filter(|s| !s.is_empty()) {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(hex::decode(text.trim()).map_err(|e| anyhow::anyhow!("{} is not hex: {e}", path.display()))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            std::fs::create_dir_all(data_dir)?;
+            let secret: [u8; 32] = rand::random();
+            write_private(&path, &hex::encode(secret))?;
+            Ok(secret.to_vec())
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot read the signing secret {}: {e} (start `trackhub serve` once with this data dir, or set TRACKHUB_JWT_SECRET)",
+            path.display()
+        )),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(text.as_bytes())
+}
+
+/// The authenticated caller of a request, from `Authorization: Bearer` or `?access_token=`
+/// (browsers cannot set headers on WebSockets). Rejects with 401 when missing or invalid.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Claims);
+
+impl Caller {
+    /// 403 unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("role `{:?}` may not do this", self.0.role).to_lowercase()))
+        }
+    }
+
+    /// 403 unless the caller is an admin or service of its fleet, or is driver `driver_id`.
+    pub fn require_reader_of(&self, driver_id: &str) -> Result<(), ApiError> {
+        match self.0.role {
+            Role::Admin | Role::Service => Ok(()),
+            Role::Driver if self.0.sub == driver_id => Ok(()),
+            Role::Driver => Err(ApiError::Forbidden("drivers may only read their own data".into())),
+        }
+    }
+}
+
+fn token_from(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());
+    }
+    let query = parts.uri.query()?;
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = token_from(parts).ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        let claims = state.keys.verify(&token).map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
+        Ok(Caller(claims))
+    }
+}

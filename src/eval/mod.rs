@@ -1,0 +1,3 @@
+//! Evaluation of arrival detection against labelled real traces.
+
+pub mod amazon;

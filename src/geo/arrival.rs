@@ -1,0 +1,528 @@
+//! Arrival detection: deciding from a stream of fixes that a driver has really stopped at a stop.
+//!
+//! A driver is **checked in** at a stop when, on the fixes' own timestamps, they have stayed
+//! *stationary* inside the stop's geofence for a *dwell* time:
+//!
+//! - *inside*: great-circle distance to the stop ≤ the stop's radius (default 100 m);
+//! - *stationary*: every fix of the dwell lies within `stationary_radius_m` of the running
+//!   centroid of the dwell's fixes, and no fix reports a speed above `max_dwell_speed_mps`;
+//! - *dwell*: at least `min_fixes` fixes spanning at least `dwell_ms`.
+//!
+//! One outlier (a jittery fix outside the zone or away from the centroid) is tolerated without
+//! restarting the dwell; two in a row restart it. Fixes whose reported accuracy is worse than
+//! `max_accuracy_m` are ignored: they neither start, extend nor break a dwell.
+//!
+//! After a check-in, the driver **departs** once `exit_confirm_fixes` consecutive fixes lie
+//! beyond the exit ring (`radius × exit_radius_factor`): the wider ring is the hysteresis that
+//! keeps jitter around the edge from flapping arrive/depart. A stop is checked in at most once
+//! and departed at most once; the database enforces the same per (trip, stop).
+//!
+//! Defaults were chosen on the Amazon delivery dataset (805 six-minute chunks with per-fix
+//! `Driving`/`OnFoot` ground truth, ~5 s sampling, see `eval::amazon`):
+//! - parked stops (`OnFoot` ≥ 60 s) wander a median 21 m, p95 45 m, p99 80 m from where the
+//!   stop began (the courier walks with the phone): hence a 50 m stationary radius;
+//! - stationary runs *inside* `Driving` (traffic lights, queues) last p90 20 s, p99 65 s, and a
+//!   few 60-130 s. A 60 s dwell checked in at 23 of them; 75 s at 14; 90 s at 7 but lost 7 % of
+//!   real stops. The vehicle is already stopped before the courier gets out and stays stopped
+//!   after, so 75 s still catches 60 s `OnFoot` stretches: measured precision 0.984, recall 0.993.
+//! - `max_dwell_speed_mps` 2.5 m/s (9 km/h) is above brisk walking (1.4-1.8 m/s), below urban
+//!   driving; device Doppler speed is accurate to a few tenths of m/s.
+//! - 100 m radius: geocoded addresses sit a median 48 m from where couriers really are (LaDe).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rstar::{primitives::GeomWithData, primitives::Rectangle, RTree};
+
+use super::{haversine_m, BBox, Fix};
+
+/// Detection parameters. See the module docs for where each default comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArrivalConfig {
+    /// Minimum time stationary inside the geofence before a check-in, ms (default 75,000).
+    pub dwell_ms: i64,
+    /// Radius around the dwell's running centroid that still counts as stationary, m (default 50).
+    pub stationary_radius_m: f64,
+    /// Minimum number of fixes in a dwell (default 3), so one or two stray fixes never suffice.
+    pub min_fixes: u32,
+    /// Fixes reporting a worse accuracy than this are ignored by detection, m (default 50).
+    pub max_accuracy_m: f64,
+    /// A fix reporting a higher speed is moving, never dwelling, m/s (default 2.5).
+    pub max_dwell_speed_mps: f64,
+    /// Consecutive outlier fixes tolerated inside a dwell (default 1).
+    pub tolerated_outliers: u32,
+    /// Exit ring = radius × this factor (default 1.5: a 100 m stop departs beyond 150 m).
+    pub exit_radius_factor: f64,
+    /// Consecutive fixes beyond the exit ring that confirm a departure (default 2).
+    pub exit_confirm_fixes: u32,
+}
+
+impl Default for ArrivalConfig {
+    fn default() -> Self {
+        Self {
+            dwell_ms: 75_000,
+            stationary_radius_m: 50.0,
+            min_fixes: 3,
+            max_accuracy_m: 50.0,
+            max_dwell_speed_mps: 2.5,
+            tolerated_outliers: 1,
+            exit_radius_factor: 1.5,
+            exit_confirm_fixes: 2,
+        }
+    }
+}
+
+/// Identifies one stop of one trip.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StopKey {
+    pub trip_id: Arc<str>,
+    pub stop_id: Arc<str>,
+}
+
+/// The zone around a stop: centre (degrees WGS84) and radius (m).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Geofence {
+    pub key: StopKey,
+    pub lat: f64,
+    pub lon: f64,
+    pub radius_m: f64,
+}
+
+/// Where a stop stands for its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopPhase {
+    /// Not yet checked in.
+    Pending,
+    /// Checked in; the dwell began at `arrived_at_ms` (device time, unix ms).
+    Arrived { arrived_at_ms: i64 },
+    /// Checked in and left again.
+    Departed,
+}
+
+/// What a fix caused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The driver has arrived: dwell began at `arrived_at_ms`, confirmed by the fix at
+    /// `confirmed_at_ms` (both device time, unix ms UTC).
+    CheckIn { key: StopKey, arrived_at_ms: i64, confirmed_at_ms: i64 },
+    /// The driver left the exit ring after a check-in; `departed_at_ms` is the first fix outside.
+    Departure { key: StopKey, departed_at_ms: i64 },
+}
+
+/// Running sums of a dwell in progress (no fixes are stored: O(1) memory per stop).
+#[derive(Debug, Clone, Copy, Default)]
+struct Dwell {
+    first_ts_ms: i64,
+    count: u32,
+    sum_lat: f64,
+    sum_lon: f64,
+}
+
+impl Dwell {
+    fn push(&mut self, fix: &Fix) {
+        if self.count == 0 {
+            self.first_ts_ms = fix.ts_ms;
+        }
+        self.count += 1;
+        self.sum_lat += fix.lat;
+        self.sum_lon += fix.lon;
+    }
+
+    fn centroid(&self) -> (f64, f64) {
+        (self.sum_lat / self.count as f64, self.sum_lon / self.count as f64)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct StopTrack {
+    fence: Geofence,
+    phase: StopPhase,
+    dwell: Dwell,
+    /// Consecutive outliers inside a dwell.
+    strikes: u32,
+    /// Consecutive fixes beyond the exit ring after a check-in, and when the first one was.
+    outside: u32,
+    first_outside_ms: i64,
+}
+
+impl StopTrack {
+    /// True while this stop needs to see fixes even outside its geofence's envelope.
+    fn engaged(&self) -> bool {
+        matches!(self.phase, StopPhase::Arrived { .. })
+            || (self.phase == StopPhase::Pending && self.dwell.count > 0)
+    }
+
+    fn exit_radius_m(&self, cfg: &ArrivalConfig) -> f64 {
+        self.fence.radius_m * cfg.exit_radius_factor.max(1.0)
+    }
+
+    fn observe(&mut self, fix: &Fix, cfg: &ArrivalConfig) -> Option<Decision> {
+        let d = haversine_m(fix.lat, fix.lon, self.fence.lat, self.fence.lon);
+        match self.phase {
+            StopPhase::Pending => self.observe_pending(fix, d, cfg),
+            StopPhase::Arrived { .. } => self.observe_arrived(fix, d, cfg),
+            StopPhase::Departed => None,
+        }
+    }
+
+    fn observe_pending(&mut self, fix: &Fix, d: f64, cfg: &ArrivalConfig) -> Option<Decision> {
+        let moving = fix.speed_mps.is_some_and(|s| s > cfg.max_dwell_speed_mps);
+        let inside = d <= self.fence.radius_m && !moving;
+        if self.dwell.count == 0 {
+            self.strikes = 0;
+            if inside {
+                self.dwell.push(fix);
+            }
+            return None;
+        }
+        let (clat, clon) = self.dwell.centroid();
+        let stationary = haversine_m(fix.lat, fix.lon, clat, clon) <= cfg.stationary_radius_m;
+        if !(inside && stationary) {
+            self.strikes += 1;
+            if self.strikes > cfg.tolerated_outliers {
+                self.dwell = Dwell::default();
+                self.strikes = 0;
+                if inside {
+                    self.dwell.push(fix);
+                }
+            }
+            return None;
+        }
+        self.strikes = 0;
+        self.dwell.push(fix);
+        if self.dwell.count >= cfg.min_fixes && fix.ts_ms - self.dwell.first_ts_ms >= cfg.dwell_ms {
+            let arrived_at_ms = self.dwell.first_ts_ms;
+            self.phase = StopPhase::Arrived { arrived_at_ms };
+            self.dwell = Dwell::default();
+            return Some(Decision::CheckIn {
+                key: self.fence.key.clone(),
+                arrived_at_ms,
+                confirmed_at_ms: fix.ts_ms,
+            });
+        }
+        None
+    }
+
+    fn observe_arrived(&mut self, fix: &Fix, d: f64, cfg: &ArrivalConfig) -> Option<Decision> {
+        if d <= self.exit_radius_m(cfg) {
+            self.outside = 0;
+            return None;
+        }
+        if self.outside == 0 {
+            self.first_outside_ms = fix.ts_ms;
+        }
+        self.outside += 1;
+        if self.outside >= cfg.exit_confirm_fixes.max(1) {
+            self.phase = StopPhase::Departed;
+            return Some(Decision::Departure { key: self.fence.key.clone(), departed_at_ms: self.first_outside_ms });
+        }
+        None
+    }
+}
+
+type FenceEntry = GeomWithData<Rectangle<[f64; 2]>, StopKey>;
+
+/// The arrival state of one driver: the geofences of the stops of its active trips in an R-tree
+/// (over each exit ring's bounding box), and a state machine per stop.
+///
+/// Each fix costs one R-tree point query plus work for the stops it is near (or engaged with),
+/// so 100k stops cost about what 10 do.
+#[derive(Debug, Default)]
+pub struct ArrivalTracker {
+    tree: RTree<FenceEntry>,
+    stops: HashMap<StopKey, StopTrack>,
+    /// Stops with a dwell in progress or checked in: they must see fixes outside their envelope.
+    engaged: HashSet<StopKey>,
+    /// Device time of the newest fix observed; older or equal fixes are ignored.
+    last_ts_ms: Option<i64>,
+}
+
+impl ArrivalTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of stops tracked.
+    pub fn len(&self) -> usize {
+        self.stops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stops.is_empty()
+    }
+
+    /// Adds (or replaces) a stop in the given phase (restored from storage on start-up).
+    pub fn add_stop(&mut self, fence: Geofence, phase: StopPhase, cfg: &ArrivalConfig) {
+        self.remove_stop(&fence.key, cfg);
+        let key = fence.key.clone();
+        let exit = fence.radius_m * cfg.exit_radius_factor.max(1.0);
+        for (lo, hi) in BBox::around(fence.lat, fence.lon, exit).parts() {
+            self.tree.insert(FenceEntry::new(Rectangle::from_corners(lo, hi), key.clone()));
+        }
+        let track = StopTrack { fence, phase, dwell: Dwell::default(), strikes: 0, outside: 0, first_outside_ms: 0 };
+        if track.engaged() {
+            self.engaged.insert(key.clone());
+        }
+        self.stops.insert(key, track);
+    }
+
+    /// Removes a stop (trip cancelled or finished).
+    pub fn remove_stop(&mut self, key: &StopKey, cfg: &ArrivalConfig) {
+        if let Some(track) = self.stops.remove(key) {
+            let exit = track.exit_radius_m(cfg);
+            for (lo, hi) in BBox::around(track.fence.lat, track.fence.lon, exit).parts() {
+                self.tree.remove(&FenceEntry::new(Rectangle::from_corners(lo, hi), key.clone()));
+            }
+            self.engaged.remove(key);
+        }
+    }
+
+    /// Marks a stop checked in by other means (a manual check-in) so detection does not repeat it.
+    pub fn mark_arrived(&mut self, key: &StopKey, arrived_at_ms: i64) {
+        if let Some(track) = self.stops.get_mut(key) {
+            if track.phase == StopPhase::Pending {
+                track.phase = StopPhase::Arrived { arrived_at_ms };
+                track.dwell = Dwell::default();
+                self.engaged.insert(key.clone());
+            }
+        }
+    }
+
+    /// Forces a stop's phase, e.g. back to `Pending` when a check-in could not be stored.
+    pub fn set_phase(&mut self, key: &StopKey, phase: StopPhase) {
+        if let Some(track) = self.stops.get_mut(key) {
+            track.phase = phase;
+            track.dwell = Dwell::default();
+            track.strikes = 0;
+            track.outside = 0;
+            if track.engaged() {
+                self.engaged.insert(key.clone());
+            } else {
+                self.engaged.remove(key);
+            }
+        }
+    }
+
+    /// The phase of one stop.
+    pub fn phase(&self, key: &StopKey) -> Option<StopPhase> {
+        self.stops.get(key).map(|t| t.phase)
+    }
+
+    /// Feeds one fix (device time must increase: older or equal fixes are ignored and return
+    /// nothing). Returns the check-ins and departures it caused, in a stable order.
+    pub fn observe(&mut self, fix: &Fix, cfg: &ArrivalConfig) -> Vec<Decision> {
+        if self.last_ts_ms.is_some_and(|last| fix.ts_ms <= last) {
+            return Vec::new();
+        }
+        self.last_ts_ms = Some(fix.ts_ms);
+        if fix.accuracy_m.is_some_and(|a| a > cfg.max_accuracy_m) {
+            return Vec::new();
+        }
+        let mut candidates: Vec<StopKey> =
+            self.tree.locate_all_at_point(&[fix.lon, fix.lat]).map(|e| e.data.clone()).collect();
+        candidates.extend(self.engaged.iter().cloned());
+        candidates.sort();
+        candidates.dedup();
+
+        let mut decisions = Vec::new();
+        for key in candidates {
+            let Some(track) = self.stops.get_mut(&key) else { continue };
+            if let Some(decision) = track.observe(fix, cfg) {
+                decisions.push(decision);
+            }
+            if track.engaged() {
+                self.engaged.insert(key);
+            } else {
+                self.engaged.remove(&key);
+            }
+        }
+        decisions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAT: f64 = 47.61;
+    const LON: f64 = -122.33;
+    /// Metres per degree of latitude (mean).
+    const M_PER_DEG: f64 = 111_195.0;
+
+    fn key(s: &str) -> StopKey {
+        StopKey { trip_id: "t".into(), stop_id: s.into() }
+    }
+
+    fn tracker(cfg: &ArrivalConfig) -> ArrivalTracker {
+        let mut t = ArrivalTracker::new();
+        t.add_stop(Geofence { key: key("s1"), lat: LAT, lon: LON, radius_m: 100.0 }, StopPhase::Pending, cfg);
+        t
+    }
+
+    /// A fix `north_m` metres north and `east_m` east of the stop at `t_s` seconds.
+    fn fix(t_s: i64, north_m: f64, east_m: f64) -> Fix {
+        Fix {
+            ts_ms: 1_700_000_000_000 + t_s * 1000,
+            lat: LAT + north_m / M_PER_DEG,
+            lon: LON + east_m / (M_PER_DEG * LAT.to_radians().cos()),
+            accuracy_m: Some(8.0),
+            speed_mps: None,
+            heading_deg: None,
+        }
+    }
+
+    fn run(t: &mut ArrivalTracker, cfg: &ArrivalConfig, fixes: &[Fix]) -> Vec<Decision> {
+        fixes.iter().flat_map(|f| t.observe(f, cfg)).collect()
+    }
+
+    #[test]
+    fn parked_at_stop_checks_in_once_with_dwell_start() {
+        let cfg = ArrivalConfig::default();
+        let mut t = tracker(&cfg);
+        // Jitter of ±15 m around a point 30 m from the stop, every 5 s for 3 minutes.
+        let fixes: Vec<Fix> =
+            (0..36).map(|i| fix(i * 5, 30.0 + if i % 2 == 0 { 15.0 } else { -15.0 }, 10.0)).collect();
+        let d = run(&mut t, &cfg, &fixes);
+        assert_eq!(d.len(), 1, "{d:?}");
+        match &d[0] {
+            Decision::CheckIn { arrived_at_ms, confirmed_at_ms, .. } => {
+                assert_eq!(*arrived_at_ms, fixes[0].ts_ms);
+                assert_eq!(*confirmed_at_ms, fixes[15].ts_ms, "75 s after the first fix");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn driving_past_does_not_check_in() {
+        let cfg = ArrivalConfig::default();
+        let mut t = tracker(&cfg);
+        // 10 m/s straight through the stop.
+        let fixes: Vec<Fix> = (0..40).map(|i| fix(i * 5, -200.0 + i as f64 * 50.0, 0.0)).collect();
+        assert!(run(&mut t, &cfg, &fixes).is_empty());
+    }
+
+    #[test]
+    fn crawling_in_traffic_does_not_check_in() {
+        let cfg = ArrivalConfig::default();
+        let mut t = tracker(&cfg);
+        // 1.5 m/s through the zone: 200 m of zone takes 133 s, but never stationary for 75 s.
+        let fixes: Vec<Fix> = (0..60).map(|i| fix(i * 5, -150.0 + i as f64 * 7.5, 20.0)).collect();
+        assert!(run(&mut t, &cfg, &fixes).is_empty());
+    }
+
+    #[test]
+    fn waiting_at_a_light_for_a_minute_does_not_check_in() {
+        let cfg = ArrivalConfig::default();
+        let mut t = tracker(&cfg);
+        let mut fixes: Vec<Fix> = (0..10).map(|i| fix(i * 5, -300.0 + i as f64 * 25.0, 40.0)).collect();
+        fixes.extend((10..22).map(|i| fix(i * 5, -60.0, 40.0))); // 60 s stopped 72 m away
+        fixes.extend((22..40).map(|i| fix(i * 5, -60.0 + (i - 21) as f64 * 40.0, 40.0)));
+        assert!(run(&mut t, &cfg, &fixes).is_empty());
+    }
+
+    #[test]
+    fn one_jittery_fix_inside_does_not_check_in() {
+        let cfg = ArrivalConfig::default();
+        let mut t = tracker(&cfg);
+        let mut fixes: Vec<Fix> = (0..40).map(|i| fix(i * 5, 400.0, 0.0)).collect();
+        fixes[10] = fix(50, 5.0, 0.0); // one wild fix at the stop
+        assert!(run(&mut t, &cfg, &fixes).is_empty());
+    }
+
+    #[test]
+    fn poor_accuracy_fixes_never_check_in() {
+        let cfg = ArrivalConfig::default();
+        let mut t = tracker(&cfg);
+        let fixes: Vec<Fix> =
+            (0..40).map(|i| Fix { accuracy_m: Some(120.0), ..fix(i * 5, 10.0, 0.0) }).collect();
+        assert!(run(&mut t, &cfg, &fixes).is_empty());
+    }
+
+    #[test]
+    fn moving_speed_breaks_the_dwell() {
+        let cfg = ArrivalConfig::default();
+        let mut t = tracker(&cfg);
+        let fixes: Vec<Fix> =
+            (0..40).map(|i| Fix { speed_mps: Some(6.0), ..fix(i * 5, 10.0, 0.0) }).collect();
+        assert!(run(&mut t, &cfg, &fixes).is_empty());
+    }
+
+    #[test]
+    fn single_outlier_is_tolerated_and_two_restart() {
+        let cfg = ArrivalConfig::default();
+        let mut t = tracker(&cfg);
+        let mut fixes: Vec<Fix> = (0..20).map(|i| fix(i * 5, 0.0, 0.0)).collect();
+        fixes[8] = fix(40, 300.0, 0.0);
+        let d = run(&mut t, &cfg, &fixes);
+        assert!(matches!(d.as_slice(), [Decision::CheckIn { arrived_at_ms, .. }] if *arrived_at_ms == fixes[0].ts_ms));
+
+        let mut t = tracker(&cfg);
+        let mut fixes: Vec<Fix> = (0..20).map(|i| fix(i * 5, 0.0, 0.0)).collect();
+        fixes[8] = fix(40, 300.0, 0.0);
+        fixes[9] = fix(45, 300.0, 0.0);
+        let d = run(&mut t, &cfg, &fixes);
+        assert!(d.is_empty(), "dwell restarted at 50 s, only 45 s by the last fix: {d:?}");
+    }
+
+    #[test]
+    fn departure_needs_two_fixes_beyond_the_exit_ring() {
+        let cfg = ArrivalConfig::default();
+        let mut t = tracker(&cfg);
+        let mut fixes: Vec<Fix> = (0..20).map(|i| fix(i * 5, 0.0, 0.0)).collect();
+        fixes.push(fix(100, 160.0, 0.0)); // beyond 150 m once: jitter
+        fixes.push(fix(105, 120.0, 0.0)); // back inside the ring
+        fixes.push(fix(110, 170.0, 0.0));
+        fixes.push(fix(115, 400.0, 0.0));
+        fixes.push(fix(120, 0.0, 0.0)); // coming back never re-checks in
+        fixes.extend((25..60).map(|i| fix(i * 5, 0.0, 0.0)));
+        let d = run(&mut t, &cfg, &fixes);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(matches!(&d[1], Decision::Departure { departed_at_ms, .. } if *departed_at_ms == fixes[22].ts_ms));
+        assert_eq!(t.phase(&key("s1")), Some(StopPhase::Departed));
+    }
+
+    #[test]
+    fn replayed_or_old_fixes_change_nothing() {
+        let cfg = ArrivalConfig::default();
+        let mut t = tracker(&cfg);
+        let fixes: Vec<Fix> = (0..20).map(|i| fix(i * 5, 0.0, 0.0)).collect();
+        assert_eq!(run(&mut t, &cfg, &fixes).len(), 1);
+        assert!(run(&mut t, &cfg, &fixes).is_empty());
+    }
+
+    #[test]
+    fn restored_arrived_stop_does_not_check_in_again() {
+        let cfg = ArrivalConfig::default();
+        let mut t = ArrivalTracker::new();
+        t.add_stop(
+            Geofence { key: key("s1"), lat: LAT, lon: LON, radius_m: 100.0 },
+            StopPhase::Arrived { arrived_at_ms: 0 },
+            &cfg,
+        );
+        let fixes: Vec<Fix> = (0..20).map(|i| fix(i * 5, 0.0, 0.0)).collect();
+        assert!(run(&mut t, &cfg, &fixes).is_empty());
+    }
+
+    #[test]
+    fn only_nearby_stops_among_many_are_touched() {
+        let cfg = ArrivalConfig::default();
+        let mut t = ArrivalTracker::new();
+        for i in 0..10_000 {
+            let fence = Geofence {
+                key: key(&format!("s{i}")),
+                lat: LAT + (i / 100) as f64 * 0.01,
+                lon: LON + (i % 100) as f64 * 0.01,
+                radius_m: 100.0,
+            };
+            t.add_stop(fence, StopPhase::Pending, &cfg);
+        }
+        let fixes: Vec<Fix> = (0..20).map(|i| fix(i * 5, 0.0, 0.0)).collect();
+        let d = run(&mut t, &cfg, &fixes);
+        assert_eq!(d.len(), 1);
+        assert!(matches!(&d[0], Decision::CheckIn { key, .. } if &*key.stop_id == "s0"));
+        t.remove_stop(&key("s0"), &cfg);
+        assert_eq!(t.len(), 9_999);
+        assert_eq!(t.tree.size(), 9_999);
+    }
+}

@@ -1,0 +1,168 @@
+//! The live index: the latest fix of every online driver of one fleet, in an R-tree.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rstar::{primitives::GeomWithData, RTree, AABB};
+
+use super::{haversine_m, BBox, Fix};
+
+/// A driver id shared between the index, fan-out and the hub without copying the string.
+pub type DriverId = Arc<str>;
+
+type Entry = GeomWithData<[f64; 2], DriverId>;
+
+/// The latest position of one driver together with the server time it was received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LivePosition {
+    pub driver_id: DriverId,
+    pub fix: Fix,
+    /// Server receive time, unix ms UTC (used for presence, never for detection).
+    pub received_ms: i64,
+}
+
+/// A position with its great-circle distance from a query point, in metres.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nearby {
+    pub position: LivePosition,
+    pub distance_m: f64,
+}
+
+/// Latest fix per driver of one fleet, with an `rstar` R-tree over `[lon, lat]` degrees for
+/// bbox and k-nearest queries. Not synchronised: the hub wraps one per fleet in a lock.
+#[derive(Debug, Default)]
+pub struct LiveIndex {
+    tree: RTree<Entry>,
+    latest: HashMap<DriverId, LivePosition>,
+}
+
+impl LiveIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of drivers in the index.
+    pub fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+
+    /// Moves `position.driver_id` to its new fix; returns the previous position if there was one.
+    /// O(log n): one R-tree removal and one insertion.
+    pub fn upsert(&mut self, position: LivePosition) -> Option<LivePosition> {
+        let key = position.driver_id.clone();
+        let point = [position.fix.lon, position.fix.lat];
+        let previous = self.latest.insert(key.clone(), position);
+        if let Some(prev) = &previous {
+            self.tree.remove(&Entry::new([prev.fix.lon, prev.fix.lat], key.clone()));
+        }
+        self.tree.insert(Entry::new(point, key));
+        previous
+    }
+
+    /// Removes a driver (gone offline); returns its last position.
+    pub fn remove(&mut self, driver_id: &str) -> Option<LivePosition> {
+        let prev = self.latest.remove(driver_id)?;
+        self.tree.remove(&Entry::new([prev.fix.lon, prev.fix.lat], prev.driver_id.clone()));
+        Some(prev)
+    }
+
+    /// The latest position of one driver.
+    pub fn get(&self, driver_id: &str) -> Option<&LivePosition> {
+        self.latest.get(driver_id)
+    }
+
+    /// Every driver inside the bbox (edges included; antimeridian-crossing boxes supported).
+    pub fn in_bbox(&self, bbox: &BBox) -> Vec<LivePosition> {
+        let mut out = Vec::new();
+        for (lo, hi) in bbox.parts() {
+            for e in self.tree.locate_in_envelope(&AABB::from_corners(lo, hi)) {
+                if let Some(p) = self.latest.get(&e.data) {
+                    out.push(p.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The `limit` drivers nearest to (lat, lon) by great-circle distance, nearest first, no
+    /// farther than `radius_m` when given.
+    ///
+    /// The tree is in degrees, where Euclidean order is not great-circle order (a degree of
+    /// longitude shrinks with cos(lat)), so this searches a conservative box around a circle of
+    /// growing radius, ranks candidates by haversine distance, and stops once `limit` drivers lie
+    /// within the circle: anything outside it is farther than all of them.
+    pub fn nearest(&self, lat: f64, lon: f64, limit: usize, radius_m: Option<f64>) -> Vec<Nearby> {
+        if limit == 0 || self.latest.is_empty() {
+            return Vec::new();
+        }
+        const HALF_CIRCUMFERENCE_M: f64 = 20_016_000.0;
+        let max_radius = radius_m.unwrap_or(HALF_CIRCUMFERENCE_M).min(HALF_CIRCUMFERENCE_M);
+        let mut search = max_radius.min(1_000.0);
+        loop {
+            let mut found: Vec<Nearby> = self
+                .in_bbox(&BBox::around(lat, lon, search))
+                .into_iter()
+                .map(|p| Nearby { distance_m: haversine_m(lat, lon, p.fix.lat, p.fix.lon), position: p })
+                .filter(|n| n.distance_m <= search)
+                .collect();
+            if found.len() >= limit || search >= max_radius {
+                found.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+                found.truncate(limit);
+                return found;
+            }
+            search = (search * 4.0).min(max_radius);
+        }
+    }
+
+    /// Every position, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = &LivePosition> {
+        self.latest.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(id: &str, lat: f64, lon: f64) -> LivePosition {
+        LivePosition {
+            driver_id: id.into(),
+            fix: Fix { ts_ms: 0, lat, lon, accuracy_m: None, speed_mps: None, heading_deg: None },
+            received_ms: 0,
+        }
+    }
+
+    #[test]
+    fn upsert_moves_the_driver() {
+        let mut idx = LiveIndex::new();
+        idx.upsert(pos("a", 10.0, 10.0));
+        let prev = idx.upsert(pos("a", 20.0, 20.0)).unwrap();
+        assert_eq!(prev.fix.lat, 10.0);
+        assert_eq!(idx.len(), 1);
+        assert!(idx.in_bbox(&BBox::new(9.0, 9.0, 11.0, 11.0).unwrap()).is_empty());
+        assert_eq!(idx.in_bbox(&BBox::new(19.0, 19.0, 21.0, 21.0).unwrap()).len(), 1);
+        assert!(idx.remove("a").is_some());
+        assert!(idx.is_empty());
+        assert_eq!(idx.tree.size(), 0);
+    }
+
+    #[test]
+    fn nearest_uses_great_circle_not_degrees() {
+        // At 60°N a degree of longitude is ~55.6 km, a degree of latitude ~111 km. In degrees the
+        // east driver (0.9° lon away) looks farther than the north one (0.6° lat away), but on the
+        // ground it is nearer: ~50 km vs ~67 km.
+        let mut idx = LiveIndex::new();
+        idx.upsert(pos("north", 60.6, 10.0));
+        idx.upsert(pos("east", 60.0, 10.9));
+        let got = idx.nearest(60.0, 10.0, 1, None);
+        assert_eq!(&*got[0].position.driver_id, "east");
+        let both = idx.nearest(60.0, 10.0, 5, None);
+        assert_eq!(both.len(), 2);
+        assert!(both[0].distance_m < both[1].distance_m);
+        assert!(idx.nearest(60.0, 10.0, 5, Some(40_000.0)).is_empty());
+    }
+}

@@ -1,0 +1,63 @@
+//! Domain events: what happened to a driver, a stop or a trip.
+
+use std::sync::Arc;
+
+use crate::geo::arrival::StopKey;
+
+/// How a check-in was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckinSource {
+    /// By arrival detection on the driver's fixes.
+    Auto,
+    /// By an admin or the driver through the REST fallback.
+    Manual,
+}
+
+impl CheckinSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// First accepted fix after being offline.
+    DriverOnline,
+    /// Silent past the presence timeout (server time).
+    DriverOffline,
+    /// Checked in at a stop; times are device time, unix ms UTC.
+    StopCheckedIn { key: StopKey, arrived_at_ms: i64, checked_in_at_ms: i64, source: CheckinSource },
+    /// Left a stop's exit ring after its check-in.
+    StopDeparted { key: StopKey, departed_at_ms: i64 },
+    /// Every stop of the trip is checked in.
+    TripCompleted { trip_id: Arc<str> },
+}
+
+impl EventKind {
+    /// The dotted event name used on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::DriverOnline => "driver.online",
+            Self::DriverOffline => "driver.offline",
+            Self::StopCheckedIn { .. } => "stop.checked_in",
+            Self::StopDeparted { .. } => "stop.departed",
+            Self::TripCompleted { .. } => "trip.completed",
+        }
+    }
+}
+
+/// One event of one fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub fleet: Arc<str>,
+    pub driver_id: Arc<str>,
+    /// When it happened, unix ms UTC.
+    pub ts_ms: i64,
+    /// Where the driver was, (lat, lon) degrees, when known.
+    pub position: Option<(f64, f64)>,
+    pub kind: EventKind,
+}

@@ -1,0 +1,21 @@
+//! trackhub: a real-time fleet tracking hub.
+//!
+//! Drivers' phones stream GPS fixes over WebSockets; the hub keeps each driver's latest position
+//! in an R-tree, checks each fix against the stops of the driver's active trips, checks the
+//! driver in when they have really stopped there, and fans positions and events out to watchers.
+//! See `DESIGN.md`-style layering in the README: edges (`ws`, `api`) → `hub` → core (`geo`,
+//! `fanout`, `store`).
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod eval;
+pub mod fanout;
+pub mod geo;
+pub mod hub;
+pub mod protocol;
+pub mod replay;
+pub mod store;
+pub mod ws;

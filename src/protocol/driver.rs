@@ -1,0 +1,147 @@
+//! Driver socket messages (`/v1/ws/driver`).
+
+use serde::{Deserialize, Serialize};
+
+use super::time::WireTs;
+use crate::geo::Fix;
+
+/// Most pings accepted in one `batch` frame.
+pub const MAX_BATCH: usize = 1_000;
+
+/// A message from a driver's phone.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DriverIn {
+    /// One fix.
+    Ping(Ping),
+    /// Fixes the phone buffered while offline, oldest first. Each is validated on its own.
+    Batch { pings: Vec<serde_json::Value> },
+}
+
+/// One fix as sent by a phone. Any driver id in the body is ignored: the driver is the token's `sub`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ping {
+    /// Client sequence number; acks report the highest processed.
+    pub seq: u64,
+    /// Device time: RFC 3339 or unix ms.
+    pub ts: WireTs,
+    /// Degrees WGS84.
+    pub lat: f64,
+    pub lon: f64,
+    /// Horizontal accuracy, m (≥ 0).
+    #[serde(default)]
+    pub accuracy_m: Option<f64>,
+    /// Speed over ground, m/s (≥ 0).
+    #[serde(default)]
+    pub speed_mps: Option<f64>,
+    /// Heading, degrees clockwise from north, [0, 360).
+    #[serde(default)]
+    pub heading_deg: Option<f64>,
+}
+
+/// Why a ping was refused; `code` goes on the wire as the error frame's `code`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl Ping {
+    /// Validates the ping into a domain [`Fix`]: finite lat/lon in range, `ts` no more than
+    /// `max_future_ms` ahead of `now_ms` and not before 2000-01-01, accuracy and speed ≥ 0,
+    /// heading in [0, 360).
+    pub fn validate(&self, now_ms: i64, max_future_ms: i64) -> Result<Fix, Rejection> {
+        const Y2000_MS: i64 = 946_684_800_000;
+        if !self.lat.is_finite() || !(-90.0..=90.0).contains(&self.lat) {
+            return Err(Rejection::new("invalid_coordinates", "lat must be a number within [-90, 90]"));
+        }
+        if !self.lon.is_finite() || !(-180.0..=180.0).contains(&self.lon) {
+            return Err(Rejection::new("invalid_coordinates", "lon must be a number within [-180, 180]"));
+        }
+        if self.ts.0 > now_ms + max_future_ms {
+            return Err(Rejection::new(
+                "timestamp_in_future",
+                format!("ts is {} ms ahead of server time (limit {max_future_ms} ms)", self.ts.0 - now_ms),
+            ));
+        }
+        if self.ts.0 < Y2000_MS {
+            return Err(Rejection::new("invalid_timestamp", "ts is before 2000-01-01"));
+        }
+        let non_negative = |v: Option<f64>, code: &'static str, name: &str| match v {
+            Some(x) if !x.is_finite() || x < 0.0 => Err(Rejection::new(code, format!("{name} must be ≥ 0"))),
+            _ => Ok(()),
+        };
+        non_negative(self.accuracy_m, "invalid_accuracy", "accuracy_m")?;
+        non_negative(self.speed_mps, "invalid_speed", "speed_mps")?;
+        if let Some(h) = self.heading_deg {
+            if !h.is_finite() || !(0.0..360.0).contains(&h) {
+                return Err(Rejection::new("invalid_heading", "heading_deg must be within [0, 360)"));
+            }
+        }
+        Ok(Fix {
+            ts_ms: self.ts.0,
+            lat: self.lat,
+            lon: self.lon,
+            accuracy_m: self.accuracy_m,
+            speed_mps: self.speed_mps,
+            heading_deg: self.heading_deg,
+        })
+    }
+}
+
+/// A message to a driver's phone.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DriverOut {
+    /// Every seq up to and including `seq` that the phone sent has been processed.
+    Ack { seq: u64 },
+    /// A refused message or fix; the socket stays open.
+    Error {
+        code: &'static str,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// The driver was checked in at a stop. Times RFC 3339 UTC.
+    Checkin { trip_id: String, stop_id: String, arrived_at: String, checked_in_at: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ping(json: &str) -> Ping {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn decodes_and_validates() {
+        let now = 1_800_000_000_000;
+        let p = ping(r#"{"seq":7,"ts":"2026-11-21T10:00:00.120Z","lat":47.61,"lon":-122.33,"accuracy_m":8}"#);
+        let fix = p.validate(now, 60_000).unwrap();
+        assert_eq!(fix.accuracy_m, Some(8.0));
+        assert_eq!(fix.speed_mps, None);
+        let bad = |j: &str| ping(j).validate(now, 60_000).unwrap_err().code;
+        assert_eq!(bad(r#"{"seq":1,"ts":1790000000000,"lat":91,"lon":0}"#), "invalid_coordinates");
+        assert_eq!(bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":-181}"#), "invalid_coordinates");
+        assert_eq!(bad(r#"{"seq":1,"ts":1800000070000,"lat":0,"lon":0}"#), "timestamp_in_future");
+        assert_eq!(bad(r#"{"seq":1,"ts":5,"lat":0,"lon":0}"#), "invalid_timestamp");
+        assert_eq!(bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"accuracy_m":-1}"#), "invalid_accuracy");
+        assert_eq!(bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"speed_mps":-0.1}"#), "invalid_speed");
+        assert_eq!(bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"heading_deg":360}"#), "invalid_heading");
+    }
+
+    #[test]
+    fn message_envelope() {
+        let m: DriverIn = serde_json::from_str(r#"{"type":"batch","pings":[{"seq":1}]}"#).unwrap();
+        assert!(matches!(m, DriverIn::Batch { pings } if pings.len() == 1));
+        let out = serde_json::to_string(&DriverOut::Ack { seq: 3 }).unwrap();
+        assert_eq!(out, r#"{"type":"ack","seq":3}"#);
+    }
+}

@@ -1,0 +1,108 @@
+//! Wire types (serde JSON). Edges decode into domain types once; the core never sees JSON.
+//!
+//! Times on the wire are RFC 3339 UTC strings (`2026-11-21T10:00:00.120Z`); unix milliseconds are
+//! accepted on input too. See `PROTOCOL.md` for the full protocol.
+
+pub mod driver;
+pub mod time;
+pub mod watch;
+
+use serde::Serialize;
+
+use crate::geo::index::LivePosition;
+use crate::hub::events::{Event, EventKind};
+use time::format_ts;
+
+/// A driver's position as sent to watchers and REST clients.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PositionView {
+    pub driver_id: String,
+    /// Degrees WGS84.
+    pub lat: f64,
+    pub lon: f64,
+    /// Device time of the fix, RFC 3339 UTC.
+    pub ts: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy_m: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed_mps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heading_deg: Option<f64>,
+}
+
+impl From<&LivePosition> for PositionView {
+    fn from(p: &LivePosition) -> Self {
+        Self {
+            driver_id: p.driver_id.to_string(),
+            lat: p.fix.lat,
+            lon: p.fix.lon,
+            ts: format_ts(p.fix.ts_ms),
+            accuracy_m: p.fix.accuracy_m,
+            speed_mps: p.fix.speed_mps,
+            heading_deg: p.fix.heading_deg,
+        }
+    }
+}
+
+/// An event as it appears on the wire: `{"type":"stop.checked_in","ts":…,"driver_id":…,…}`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EventView {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When it happened, RFC 3339 UTC.
+    pub ts: String,
+    pub fleet: String,
+    pub driver_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trip_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrived_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked_in_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub departed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'static str>,
+}
+
+impl From<&Event> for EventView {
+    fn from(e: &Event) -> Self {
+        let mut v = EventView {
+            kind: e.kind.name(),
+            ts: format_ts(e.ts_ms),
+            fleet: e.fleet.to_string(),
+            driver_id: e.driver_id.to_string(),
+            lat: e.position.map(|p| p.0),
+            lon: e.position.map(|p| p.1),
+            trip_id: None,
+            stop_id: None,
+            arrived_at: None,
+            checked_in_at: None,
+            departed_at: None,
+            source: None,
+        };
+        match &e.kind {
+            EventKind::DriverOnline | EventKind::DriverOffline => {}
+            EventKind::StopCheckedIn { key, arrived_at_ms, checked_in_at_ms, source } => {
+                v.trip_id = Some(key.trip_id.to_string());
+                v.stop_id = Some(key.stop_id.to_string());
+                v.arrived_at = Some(format_ts(*arrived_at_ms));
+                v.checked_in_at = Some(format_ts(*checked_in_at_ms));
+                v.source = Some(source.as_str());
+            }
+            EventKind::StopDeparted { key, departed_at_ms } => {
+                v.trip_id = Some(key.trip_id.to_string());
+                v.stop_id = Some(key.stop_id.to_string());
+                v.departed_at = Some(format_ts(*departed_at_ms));
+            }
+            EventKind::TripCompleted { trip_id } => v.trip_id = Some(trip_id.to_string()),
+        }
+        v
+    }
+}

@@ -1,0 +1,305 @@
+//! `trackhub replay`: recorded traces replayed as live drivers over real WebSockets.
+//!
+//! Every trace becomes one driver, all at once. With `--speed N` fix *k* is sent at
+//! `start + (t_k − t_0) / N` of wall time while its `ts` keeps the recorded spacing, shifted so
+//! the trace's last fix is stamped at the moment it is sent: the hub's detection, which runs on
+//! device time, sees the same trace at any speed and gives the same check-ins.
+
+pub mod formats;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::auth::{load_secret, Keys, Role};
+use crate::eval::amazon;
+use crate::protocol::time::now_ms;
+use formats::{RawFix, Trace};
+
+/// Flags of `trackhub replay`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// The hub's data dir, to mint tokens with its secret (or set TRACKHUB_JWT_SECRET).
+    #[arg(long, env = "TRACKHUB_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "TRACKHUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Base URL of the hub.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub hub: String,
+    /// Replay N times faster than recorded (timestamps keep the recorded spacing).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Fleet of the minted tokens.
+    #[arg(long, default_value = crate::auth::DEFAULT_FLEET)]
+    pub fleet: String,
+    /// `lat,lon` origin for Amazon chunks (metres from an unknown point).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Replay at most this many traces (drivers).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Send at most this many fixes per driver.
+    #[arg(long)]
+    pub max_fixes: Option<usize>,
+    /// For Amazon chunks: first create a trip per driver with stops where `OnFoot` stretches of
+    /// ≥ 60 s begin (must check in) and on stretches only driven past (must not).
+    #[arg(long)]
+    pub amazon_trips: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Trace files: CSV, GPX, Go!Track, Porto, cabspotting, Amazon chunks.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub drivers: usize,
+    pub fixes_sent: u64,
+    pub fixes_acked: u64,
+    pub fixes_rejected: u64,
+    pub checkins: u64,
+    /// Drivers whose socket failed before every fix was acked.
+    pub failed_drivers: usize,
+    pub trips_created: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "drivers {} | fixes sent {} acked {} rejected {} | check-ins {} | trips created {} | failed drivers {}",
+            self.drivers, self.fixes_sent, self.fixes_acked, self.fixes_rejected, self.checkins, self.trips_created, self.failed_drivers
+        )
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    rejected: AtomicU64,
+    checkins: AtomicU64,
+}
+
+fn parse_origin(text: &str) -> anyhow::Result<(f64, f64)> {
+    let (lat, lon) = text.split_once(',').ok_or_else(|| anyhow!("--origin must be `lat,lon`"))?;
+    Ok((lat.trim().parse()?, lon.trim().parse()?))
+}
+
+/// Replays the files and returns the totals.
+pub async fn run(args: &ReplayArgs) -> anyhow::Result<Summary> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        bail!("--speed must be a positive number");
+    }
+    raise_fd_limit();
+    let origin = args.origin.as_deref().map(parse_origin).transpose()?;
+    let secret = load_secret(&args.data_dir, args.jwt_secret.as_deref(), false)?;
+    let keys = Keys::from_secret(&secret);
+    let hub = args.hub.trim_end_matches('/').to_string();
+    let ws_base = if let Some(rest) = hub.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        format!("ws://{}", hub.trim_start_matches("http://"))
+    };
+
+    let mut traces: Vec<Trace> = Vec::new();
+    let mut trips_created = 0;
+    for path in &args.files {
+        let mut found = formats::read(path, origin)?;
+        if args.amazon_trips && formats::detect(path)? == formats::Format::Amazon {
+            let chunk = amazon::read_chunk(path)?;
+            let origin = origin.unwrap_or(amazon::DEFAULT_ORIGIN);
+            for t in &found {
+                create_amazon_trip(&hub, &keys, &args.fleet, &t.driver_id, &chunk, origin).await?;
+                trips_created += 1;
+            }
+        }
+        traces.append(&mut found);
+    }
+    if let Some(limit) = args.limit {
+        traces.truncate(limit);
+    }
+    if let Some(max) = args.max_fixes {
+        traces.iter_mut().for_each(|t| t.fixes.truncate(max));
+    }
+    if traces.is_empty() {
+        bail!("no fixes found in the given files");
+    }
+
+    let total: u64 = traces.iter().map(|t| t.fixes.len() as u64).sum();
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} fixes acked ({per_sec}) {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let counters = Arc::new(Counters::default());
+    let start = Instant::now();
+    let start_ms = now_ms();
+    let connect_slots = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(traces.len());
+    let drivers = traces.len();
+    for trace in traces {
+        let token = keys.mint(&trace.driver_id, Role::Driver, &args.fleet, 7 * 86_400);
+        let url = format!("{ws_base}/v1/ws/driver?access_token={token}");
+        let (counters, bar, slots, speed) = (counters.clone(), bar.clone(), connect_slots.clone(), args.speed);
+        tasks.push(tokio::spawn(async move {
+            let driver = trace.driver_id.clone();
+            drive(trace, url, speed, start, start_ms, counters, bar, slots)
+                .await
+                .with_context(|| format!("driver {driver}"))
+        }));
+    }
+    let mut failed_drivers = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failed_drivers += 1;
+                bar.suspend(|| eprintln!("replay: {e:#}"));
+            }
+            Err(e) => {
+                failed_drivers += 1;
+                bar.suspend(|| eprintln!("replay: task failed: {e}"));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(Summary {
+        drivers,
+        fixes_sent: counters.sent.load(Ordering::Relaxed),
+        fixes_acked: counters.acked.load(Ordering::Relaxed),
+        fixes_rejected: counters.rejected.load(Ordering::Relaxed),
+        checkins: counters.checkins.load(Ordering::Relaxed),
+        failed_drivers,
+        trips_created,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    trace: Trace,
+    url: String,
+    speed: f64,
+    start: Instant,
+    start_ms: i64,
+    counters: Arc<Counters>,
+    bar: ProgressBar,
+    slots: Arc<tokio::sync::Semaphore>,
+) -> anyhow::Result<()> {
+    let ws = {
+        let _slot = slots.acquire().await?;
+        tokio_tungstenite::connect_async(url.as_str()).await.map(|(ws, _)| ws).map_err(|e| anyhow!("connect: {e}"))?
+    };
+    let (mut sink, mut stream) = ws.split();
+    let n = trace.fixes.len() as u64;
+    let reader = {
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let mut acked = 0u64;
+            while let Some(Ok(msg)) = stream.next().await {
+                let Message::Text(text) = msg else { continue };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { continue };
+                match v["type"].as_str() {
+                    Some("ack") => {
+                        let seq = v["seq"].as_u64().unwrap_or(0);
+                        if seq > acked {
+                            counters.acked.fetch_add(seq - acked, Ordering::Relaxed);
+                            bar.inc(seq - acked);
+                            acked = seq;
+                        }
+                        if acked >= n {
+                            break;
+                        }
+                    }
+                    Some("error") => {
+                        counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some("checkin") => {
+                        counters.checkins.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+            acked
+        })
+    };
+    let t0 = trace.fixes[0].ts_ms;
+    let t_last = trace.fixes[trace.fixes.len() - 1].ts_ms;
+    let span_ms = ((t_last - t0) as f64 / speed) as i64;
+    for (i, f) in trace.fixes.iter().enumerate() {
+        let due = start + Duration::from_millis(((f.ts_ms - t0) as f64 / speed) as u64);
+        tokio::time::sleep_until(due.into()).await;
+        // Recorded spacing, ending at "now" for the last fix; never stamped in the future.
+        let ts = (start_ms + span_ms - (t_last - f.ts_ms)).min(now_ms());
+        sink.send(Message::Text(ping_json(i as u64 + 1, ts, f).into())).await.map_err(|e| anyhow!("send: {e}"))?;
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    let acked = tokio::time::timeout(Duration::from_secs(30), reader).await.map_err(|_| anyhow!("acks timed out"))??;
+    let _ = sink.close().await;
+    if acked < n {
+        bail!("socket closed with {acked}/{n} fixes acked");
+    }
+    Ok(())
+}
+
+fn ping_json(seq: u64, ts_ms: i64, f: &RawFix) -> String {
+    let mut v = json!({"type": "ping", "seq": seq, "ts": ts_ms, "lat": f.lat, "lon": f.lon});
+    if let Some(a) = f.accuracy_m {
+        v["accuracy_m"] = json!(a);
+    }
+    if let Some(s) = f.speed_mps {
+        v["speed_mps"] = json!(s);
+    }
+    if let Some(h) = f.heading_deg {
+        v["heading_deg"] = json!(h);
+    }
+    v.to_string()
+}
+
+async fn create_amazon_trip(
+    hub: &str,
+    keys: &Keys,
+    fleet: &str,
+    driver_id: &str,
+    chunk: &amazon::Chunk,
+    origin: (f64, f64),
+) -> anyhow::Result<()> {
+    let stops: Vec<serde_json::Value> = amazon::geofences(chunk, origin)
+        .iter()
+        .map(|g| json!({"id": &*g.key.stop_id, "lat": g.lat, "lon": g.lon, "radius_m": g.radius_m}))
+        .collect();
+    if stops.is_empty() {
+        return Ok(());
+    }
+    let admin = keys.mint("replay", Role::Admin, fleet, 3600);
+    let trip_id = format!("{driver_id}-{:08x}", rand::random::<u32>());
+    let resp = reqwest::Client::new()
+        .post(format!("{hub}/v1/trips"))
+        .bearer_auth(admin)
+        .json(&json!({"id": trip_id, "driver_id": driver_id, "stops": stops}))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("creating trip {trip_id}: {} {}", resp.status(), resp.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Raises the open-file limit to the hard limit: every replayed driver is a socket.
+pub fn raise_fd_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
+}

@@ -1,0 +1,432 @@
+//! Persistence (sqlx): trips, stops, check-ins, track history and durable events.
+//!
+//! One code path for both back ends through sqlx's `Any` driver: SQLite (embedded mode, a file in
+//! the data dir) or PostgreSQL (`DATABASE_URL=postgres://…`). Every time column is BIGINT unix ms
+//! UTC and every coordinate DOUBLE PRECISION degrees, which both engines store natively.
+
+pub mod track;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::geo::arrival::StopKey;
+use crate::hub::events::{CheckinSource, Event, EventKind};
+use crate::protocol::EventView;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row already exists (e.g. a trip id in use).
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Which engine the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A stop to create, already validated.
+#[derive(Debug, Clone)]
+pub struct NewStop {
+    pub id: String,
+    pub name: Option<String>,
+    pub lat: f64,
+    pub lon: f64,
+    pub radius_m: f64,
+}
+
+/// A trip to create, already validated.
+#[derive(Debug, Clone)]
+pub struct NewTrip {
+    pub id: String,
+    pub fleet: String,
+    pub driver_id: String,
+    pub stops: Vec<NewStop>,
+}
+
+/// A stored stop. Times unix ms UTC (device time of the fixes that decided them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopRecord {
+    pub id: String,
+    pub position: i64,
+    pub name: Option<String>,
+    pub lat: f64,
+    pub lon: f64,
+    pub radius_m: f64,
+    /// `pending` | `arrived` | `departed`.
+    pub status: String,
+    pub arrived_at: Option<i64>,
+    pub checked_in_at: Option<i64>,
+    pub departed_at: Option<i64>,
+}
+
+/// A stored trip with its stops in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TripRecord {
+    pub id: String,
+    pub fleet: String,
+    pub driver_id: String,
+    /// `active` | `completed`.
+    pub status: String,
+    pub created_at: i64,
+    pub completed_at: Option<i64>,
+    pub stops: Vec<StopRecord>,
+}
+
+/// A stored check-in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckinRecord {
+    pub id: i64,
+    pub fleet: String,
+    pub trip_id: String,
+    pub stop_id: String,
+    pub driver_id: String,
+    pub arrived_at: i64,
+    pub checked_in_at: i64,
+    pub departed_at: Option<i64>,
+    /// `auto` | `manual`.
+    pub source: String,
+}
+
+/// What recording a check-in did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckinOutcome {
+    /// `None` when the stop was already checked in (nothing written).
+    pub checkin: Option<CheckinRecord>,
+    /// The `trip.completed` event (already stored) when this check-in completed its trip.
+    pub trip_completed: Option<Event>,
+}
+
+/// Filter for listing check-ins.
+#[derive(Debug, Clone, Default)]
+pub struct CheckinFilter {
+    pub trip_id: Option<String>,
+    pub driver_id: Option<String>,
+    pub limit: i64,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://…`) and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the single writer; NORMAL sync is durable
+                        // across application crashes, the usual trade-off for WAL.
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Round-trips a trivial query (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection (after the writers have flushed).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Creates a trip and its stops in one transaction. `Conflict` when the id is taken.
+    pub async fn insert_trip(&self, trip: &NewTrip, now_ms: i64) -> Result<TripRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO trips (id, fleet, driver_id, status, created_at) VALUES ($1, $2, $3, 'active', $4) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&trip.id)
+        .bind(&trip.fleet)
+        .bind(&trip.driver_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("trip `{}`", trip.id)));
+        }
+        for (i, s) in trip.stops.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO stops (trip_id, id, position, name, lat, lon, radius_m, status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
+            )
+            .bind(&trip.id)
+            .bind(&s.id)
+            .bind(i as i64)
+            .bind(s.name.clone())
+            .bind(s.lat)
+            .bind(s.lon)
+            .bind(s.radius_m)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.trip(&trip.fleet, &trip.id).await?.ok_or_else(|| StoreError::Db(sqlx::Error::RowNotFound))
+    }
+
+    /// One trip of a fleet with its stops, or `None`.
+    pub async fn trip(&self, fleet: &str, id: &str) -> Result<Option<TripRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, fleet, driver_id, status, created_at, completed_at FROM trips WHERE fleet = $1 AND id = $2",
+        )
+        .bind(fleet)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut trip = trip_from_row(&row)?;
+        trip.stops = self.stops_of(&trip.id).await?;
+        Ok(Some(trip))
+    }
+
+    /// Every active trip of every fleet, with stops (restored into arrival detection at start).
+    pub async fn active_trips(&self) -> Result<Vec<TripRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, fleet, driver_id, status, created_at, completed_at FROM trips WHERE status = 'active' ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut trips = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut trip = trip_from_row(&row)?;
+            trip.stops = self.stops_of(&trip.id).await?;
+            trips.push(trip);
+        }
+        Ok(trips)
+    }
+
+    async fn stops_of(&self, trip_id: &str) -> Result<Vec<StopRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, position, name, lat, lon, radius_m, status, arrived_at, checked_in_at, departed_at \
+             FROM stops WHERE trip_id = $1 ORDER BY position",
+        )
+        .bind(trip_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StopRecord {
+                    id: r.try_get("id")?,
+                    position: r.try_get("position")?,
+                    name: r.try_get("name")?,
+                    lat: r.try_get("lat")?,
+                    lon: r.try_get("lon")?,
+                    radius_m: r.try_get("radius_m")?,
+                    status: r.try_get("status")?,
+                    arrived_at: r.try_get("arrived_at")?,
+                    checked_in_at: r.try_get("checked_in_at")?,
+                    departed_at: r.try_get("departed_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a check-in, its stop's new status and its events in one transaction; completes the
+    /// trip (and records `trip.completed`) when no stop is left pending. Exactly once per
+    /// (trip, stop): a second call writes nothing and returns `checkin: None`.
+    pub async fn record_checkin(
+        &self,
+        fleet: &str,
+        driver_id: &str,
+        key: &StopKey,
+        arrived_at_ms: i64,
+        checked_in_at_ms: i64,
+        source: CheckinSource,
+        event: &Event,
+    ) -> Result<CheckinOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO checkins (fleet, trip_id, stop_id, driver_id, arrived_at, checked_in_at, source) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (trip_id, stop_id) DO NOTHING RETURNING id",
+        )
+        .bind(fleet)
+        .bind(&*key.trip_id)
+        .bind(&*key.stop_id)
+        .bind(driver_id)
+        .bind(arrived_at_ms)
+        .bind(checked_in_at_ms)
+        .bind(source.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(CheckinOutcome { checkin: None, trip_completed: None });
+        };
+        let id: i64 = row.try_get(0)?;
+        sqlx::query(
+            "UPDATE stops SET status = 'arrived', arrived_at = $3, checked_in_at = $4 \
+             WHERE trip_id = $1 AND id = $2 AND status = 'pending'",
+        )
+        .bind(&*key.trip_id)
+        .bind(&*key.stop_id)
+        .bind(arrived_at_ms)
+        .bind(checked_in_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        let pending: i64 = sqlx::query("SELECT COUNT(*) FROM stops WHERE trip_id = $1 AND status = 'pending'")
+            .bind(&*key.trip_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        insert_event(&mut tx, event).await?;
+        let mut trip_completed = None;
+        if pending == 0 {
+            let done = sqlx::query(
+                "UPDATE trips SET status = 'completed', completed_at = $2 WHERE id = $1 AND status = 'active'",
+            )
+            .bind(&*key.trip_id)
+            .bind(checked_in_at_ms)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                let completed = Event { kind: EventKind::TripCompleted { trip_id: key.trip_id.clone() }, ..event.clone() };
+                insert_event(&mut tx, &completed).await?;
+                trip_completed = Some(completed);
+            }
+        }
+        tx.commit().await?;
+        Ok(CheckinOutcome {
+            checkin: Some(CheckinRecord {
+                id,
+                fleet: fleet.to_string(),
+                trip_id: key.trip_id.to_string(),
+                stop_id: key.stop_id.to_string(),
+                driver_id: driver_id.to_string(),
+                arrived_at: arrived_at_ms,
+                checked_in_at: checked_in_at_ms,
+                departed_at: None,
+                source: source.as_str().to_string(),
+            }),
+            trip_completed,
+        })
+    }
+
+    /// Records a departure (once) with its event; returns false when there was nothing to depart.
+    pub async fn record_departure(&self, key: &StopKey, departed_at_ms: i64, event: &Event) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE stops SET status = 'departed', departed_at = $3 WHERE trip_id = $1 AND id = $2 AND status = 'arrived'",
+        )
+        .bind(&*key.trip_id)
+        .bind(&*key.stop_id)
+        .bind(departed_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE checkins SET departed_at = $3 WHERE trip_id = $1 AND stop_id = $2")
+            .bind(&*key.trip_id)
+            .bind(&*key.stop_id)
+            .bind(departed_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Appends one event on its own (presence events).
+    pub async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Check-ins of a fleet, newest first, filtered by trip and/or driver.
+    pub async fn checkins(&self, fleet: &str, filter: &CheckinFilter) -> Result<Vec<CheckinRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, fleet, trip_id, stop_id, driver_id, arrived_at, checked_in_at, departed_at, source \
+             FROM checkins WHERE fleet = $1 AND ($2 IS NULL OR trip_id = $2) AND ($3 IS NULL OR driver_id = $3) \
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(fleet)
+        .bind(filter.trip_id.clone())
+        .bind(filter.driver_id.clone())
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CheckinRecord {
+                    id: r.try_get("id")?,
+                    fleet: r.try_get("fleet")?,
+                    trip_id: r.try_get("trip_id")?,
+                    stop_id: r.try_get("stop_id")?,
+                    driver_id: r.try_get("driver_id")?,
+                    arrived_at: r.try_get("arrived_at")?,
+                    checked_in_at: r.try_get("checked_in_at")?,
+                    departed_at: r.try_get("departed_at")?,
+                    source: r.try_get("source")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn trip_from_row(row: &AnyRow) -> Result<TripRecord, StoreError> {
+    Ok(TripRecord {
+        id: row.try_get("id")?,
+        fleet: row.try_get("fleet")?,
+        driver_id: row.try_get("driver_id")?,
+        status: row.try_get("status")?,
+        created_at: row.try_get("created_at")?,
+        completed_at: row.try_get("completed_at")?,
+        stops: Vec::new(),
+    })
+}
+
+async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Any>, event: &Event) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(&EventView::from(event)).unwrap_or_default();
+    sqlx::query("INSERT INTO events (fleet, type, ts, driver_id, payload) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&*event.fleet)
+        .bind(event.kind.name())
+        .bind(event.ts_ms)
+        .bind(&*event.driver_id)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+

@@ -1,0 +1,155 @@
+//! Track history: every accepted fix, written in batches by a background task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::{Store, StoreError};
+use crate::geo::Fix;
+
+/// Fixes waiting for the writer before producers wait (backpressure on the sending socket).
+pub const TRACK_QUEUE: usize = 65_536;
+/// Most rows in one INSERT (9 parameters each: 4,500, under SQLite's 32,766 and PostgreSQL's 65,535).
+pub const BATCH_ROWS: usize = 500;
+
+/// One accepted fix of one driver.
+#[derive(Debug, Clone)]
+pub struct TrackPoint {
+    pub fleet: Arc<str>,
+    pub driver_id: Arc<str>,
+    pub fix: Fix,
+    /// Server receive time, unix ms UTC.
+    pub received_ms: i64,
+}
+
+/// Sending half of the history writer. Cloned into the hub; when every clone is dropped the
+/// writer drains what is queued, writes it and stops.
+#[derive(Clone, Debug)]
+pub struct TrackWriter {
+    tx: mpsc::Sender<TrackPoint>,
+}
+
+impl TrackWriter {
+    /// Starts the writer task on `store`. When `stop` turns true the writer refuses new fixes,
+    /// writes everything already queued and ends: join the handle to know history is flushed.
+    pub fn spawn(store: Store, stop: watch::Receiver<bool>) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(TRACK_QUEUE);
+        let task = tokio::spawn(run(store, rx, stop));
+        (Self { tx }, task)
+    }
+
+    /// Queues one fix; waits only when the queue is full (the database is behind), which slows
+    /// that one socket instead of dropping acknowledged history.
+    pub async fn push(&self, point: TrackPoint) {
+        if self.tx.send(point).await.is_err() {
+            tracing::error!("track writer stopped; a fix was not stored");
+        }
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<TrackPoint>, mut stop: watch::Receiver<bool>) {
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    loop {
+        // Batches form by themselves: while one INSERT runs, the next fixes queue up.
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH_ROWS) => n,
+            _ = crate::app::draining(&mut stop), if !rx.is_closed() => { rx.close(); continue; }
+        };
+        if received == 0 {
+            return;
+        }
+        let mut attempt = 0u32;
+        loop {
+            match insert_batch(&store, &batch).await {
+                Ok(()) => break,
+                Err(e) if attempt < 8 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, rows = batch.len(), "track batch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, rows = batch.len(), "track batch dropped after retries");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// One multi-row INSERT; a fix already stored (same fleet, driver, ts) is skipped.
+async fn insert_batch(store: &Store, rows: &[TrackPoint]) -> Result<(), StoreError> {
+    const COLS: usize = 9;
+    let mut sql = String::from(
+        "INSERT INTO track_points (fleet, driver_id, ts, lat, lon, accuracy_m, speed_mps, heading_deg, received_at) VALUES ",
+    );
+    for i in 0..rows.len() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..COLS {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push('$');
+            sql.push_str(&(i * COLS + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (fleet, driver_id, ts) DO NOTHING");
+    let mut q = sqlx::query(&sql);
+    for r in rows {
+        q = q
+            .bind(&*r.fleet)
+            .bind(&*r.driver_id)
+            .bind(r.fix.ts_ms)
+            .bind(r.fix.lat)
+            .bind(r.fix.lon)
+            .bind(r.fix.accuracy_m)
+            .bind(r.fix.speed_mps)
+            .bind(r.fix.heading_deg)
+            .bind(r.received_ms);
+    }
+    q.execute(store.pool()).await?;
+    Ok(())
+}
+
+impl Store {
+    /// A driver's stored fixes with `from_ms <= ts <= to_ms`, oldest first, at most `limit`.
+    pub async fn track(
+        &self,
+        fleet: &str,
+        driver_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Fix>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT ts, lat, lon, accuracy_m, speed_mps, heading_deg FROM track_points \
+             WHERE fleet = $1 AND driver_id = $2 AND ts >= $3 AND ts <= $4 ORDER BY ts LIMIT $5",
+        )
+        .bind(fleet)
+        .bind(driver_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Fix {
+                    ts_ms: r.try_get("ts")?,
+                    lat: r.try_get("lat")?,
+                    lon: r.try_get("lon")?,
+                    accuracy_m: r.try_get("accuracy_m")?,
+                    speed_mps: r.try_get("speed_mps")?,
+                    heading_deg: r.try_get("heading_deg")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,144 @@
+//! `GET /v1/ws/watch`: admins' maps and services follow live positions and events.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use super::{close, is_too_big, limits, send_text};
+use crate::app::AppState;
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::fanout::{Scope, WatcherHandle};
+use crate::geo::BBox;
+use crate::protocol::watch::{WatchIn, WatchOut};
+use crate::protocol::{EventView, PositionView};
+
+/// Most driver ids in one subscription.
+pub const MAX_SUBSCRIBED_DRIVERS: usize = 10_000;
+
+/// Upgrade handler: 401 without a valid token, 403 unless the role is `admin` or `service`.
+pub async fn upgrade(State(app): State<AppState>, caller: Result<Caller, ApiError>, ws: WebSocketUpgrade) -> Response {
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = caller.require(&[Role::Admin, Role::Service]) {
+        return e.into_response();
+    }
+    let fleet = caller.0.fleet;
+    limits(ws).on_upgrade(move |socket| session(app, fleet, socket)).into_response()
+}
+
+fn encode(frame: &WatchOut) -> String {
+    serde_json::to_string(frame).expect("wire types serialize")
+}
+
+async fn session(app: AppState, fleet: String, mut socket: WebSocket) {
+    let _guard = app.session_guard.clone();
+    let mut shutdown = app.shutdown.clone();
+    let mut handle: WatcherHandle = app.hub.fanout.register(fleet.as_str().into());
+    let idle = Duration::from_secs(app.cfg.idle_timeout_s);
+    let mut heartbeat = tokio::time::interval(idle / 3);
+    heartbeat.tick().await;
+    let mut flush = tokio::time::interval(Duration::from_millis(app.cfg.flush_interval_ms));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            msg = socket.recv() => {
+                let Some(msg) = msg else { return };
+                last_heard = Instant::now();
+                match msg {
+                    Ok(Message::Text(text)) => {
+                        let reply = match handle_subscribe(&app, &fleet, &handle, text.as_str()) {
+                            Ok(snapshot) => snapshot,
+                            Err((code, message)) => WatchOut::Error { code, message },
+                        };
+                        if !send_text(&mut socket, encode(&reply)).await {
+                            return;
+                        }
+                    }
+                    Ok(Message::Binary(_)) => {
+                        let reply = WatchOut::Error { code: "unsupported_frame", message: "send JSON text frames".into() };
+                        if !send_text(&mut socket, encode(&reply)).await {
+                            return;
+                        }
+                    }
+                    Ok(Message::Close(_)) => return,
+                    Ok(_) => {}
+                    Err(e) if is_too_big(&e) => {
+                        close(&mut socket, close::TOO_BIG, "message over 64 KiB").await;
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+            event = handle.events.recv() => {
+                let Some(event) = event else { return };
+                let frame = WatchOut::Event { event: EventView::from(&*event) };
+                if !send_text(&mut socket, encode(&frame)).await {
+                    return;
+                }
+            }
+            _ = flush.tick() => {
+                if handle.watcher.is_lagging() {
+                    close(&mut socket, close::TRY_AGAIN_LATER, "too far behind; resubscribe for a fresh snapshot").await;
+                    return;
+                }
+                let positions = handle.watcher.take_pending();
+                if !positions.is_empty() {
+                    let frame = WatchOut::Positions { positions: positions.iter().map(PositionView::from).collect() };
+                    if !send_text(&mut socket, encode(&frame)).await {
+                        return;
+                    }
+                }
+            }
+            _ = handle.watcher.wake.notified() => {
+                close(&mut socket, close::TRY_AGAIN_LATER, "too far behind; resubscribe for a fresh snapshot").await;
+                return;
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() >= idle {
+                    close(&mut socket, close::GOING_AWAY, "idle timeout").await;
+                    return;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            _ = crate::app::draining(&mut shutdown) => {
+                close(&mut socket, close::SERVICE_RESTART, "server restarting; reconnect").await;
+                return;
+            }
+        }
+    }
+}
+
+/// Applies a `subscribe` and returns the snapshot to send, or an error frame's code and message.
+fn handle_subscribe(
+    app: &AppState,
+    fleet: &str,
+    handle: &WatcherHandle,
+    text: &str,
+) -> Result<WatchOut, (&'static str, String)> {
+    let msg: WatchIn = serde_json::from_str(text).map_err(|e| {
+        (if e.is_data() { "invalid_message" } else { "invalid_json" }, e.to_string())
+    })?;
+    let WatchIn::Subscribe { bbox, drivers } = msg;
+    if bbox.is_none() && drivers.as_ref().is_none_or(|d| d.is_empty()) {
+        return Err(("invalid_subscription", "subscribe needs a bbox and/or a non-empty drivers list".into()));
+    }
+    let bbox = bbox.map(|[w, s, e, n]| BBox::new(w, s, e, n)).transpose().map_err(|m| ("invalid_bbox", m))?;
+    let drivers: HashSet<String> = drivers.unwrap_or_default().into_iter().collect();
+    if drivers.len() > MAX_SUBSCRIBED_DRIVERS {
+        return Err(("invalid_subscription", format!("at most {MAX_SUBSCRIBED_DRIVERS} drivers per subscription")));
+    }
+    let scope = Scope { bbox, drivers };
+    // Scope first, then snapshot: a fix landing in between shows up in both, never in neither.
+    handle.watcher.set_scope(scope.clone());
+    let positions = app.hub.snapshot(fleet, &scope).iter().map(PositionView::from).collect();
+    Ok(WatchOut::Snapshot { positions })
+}
