@@ -133,13 +133,21 @@ impl Dwell {
     }
 }
 
+/// A fix that did not fit the dwell in progress, kept in case the dwell restarts from it.
+#[derive(Debug, Clone, Copy)]
+struct Outlier {
+    fix: Fix,
+    inside: bool,
+}
+
 #[derive(Debug, Clone)]
 struct StopTrack {
     fence: Geofence,
     phase: StopPhase,
     dwell: Dwell,
-    /// Consecutive outliers inside a dwell.
+    /// Consecutive outliers inside a dwell, and the latest of them.
     strikes: u32,
+    last_outlier: Option<Outlier>,
     /// Consecutive fixes beyond the exit ring after a check-in, and when the first one was.
     outside: u32,
     first_outside_ms: i64,
@@ -160,6 +168,9 @@ impl StopTrack {
         let d = haversine_m(fix.lat, fix.lon, self.fence.lat, self.fence.lon);
         match self.phase {
             StopPhase::Pending => self.observe_pending(fix, d, cfg),
+            // A departure follows the arrival in device time: fixes from before it (a phone
+            // resending its buffer after a hub restart) say nothing about leaving.
+            StopPhase::Arrived { arrived_at_ms } if fix.ts_ms <= arrived_at_ms => None,
             StopPhase::Arrived { .. } => self.observe_arrived(fix, d, cfg),
             StopPhase::Departed => None,
         }
@@ -170,6 +181,7 @@ impl StopTrack {
         let inside = d <= self.fence.radius_m && !moving;
         if self.dwell.count == 0 {
             self.strikes = 0;
+            self.last_outlier = None;
             if inside {
                 self.dwell.push(fix);
             }
@@ -180,15 +192,26 @@ impl StopTrack {
         if !(inside && stationary) {
             self.strikes += 1;
             if self.strikes > cfg.tolerated_outliers {
+                // Restart. When the previous outlier was inside too and this fix sits next to it,
+                // the driver stopped there: the new dwell starts at that earlier fix.
                 self.dwell = Dwell::default();
                 self.strikes = 0;
+                if let Some(prev) = self.last_outlier.filter(|p| {
+                    inside && p.inside && haversine_m(p.fix.lat, p.fix.lon, fix.lat, fix.lon) <= cfg.stationary_radius_m
+                }) {
+                    self.dwell.push(&prev.fix);
+                }
                 if inside {
                     self.dwell.push(fix);
                 }
+                self.last_outlier = None;
+            } else {
+                self.last_outlier = Some(Outlier { fix: *fix, inside });
             }
             return None;
         }
         self.strikes = 0;
+        self.last_outlier = None;
         self.dwell.push(fix);
         if self.dwell.count >= cfg.min_fixes && fix.ts_ms - self.dwell.first_ts_ms >= cfg.dwell_ms {
             let arrived_at_ms = self.dwell.first_ts_ms;
@@ -259,7 +282,15 @@ impl ArrivalTracker {
         for (lo, hi) in BBox::around(fence.lat, fence.lon, exit).parts() {
             self.tree.insert(FenceEntry::new(Rectangle::from_corners(lo, hi), key.clone()));
         }
-        let track = StopTrack { fence, phase, dwell: Dwell::default(), strikes: 0, outside: 0, first_outside_ms: 0 };
+        let track = StopTrack {
+            fence,
+            phase,
+            dwell: Dwell::default(),
+            strikes: 0,
+            last_outlier: None,
+            outside: 0,
+            first_outside_ms: 0,
+        };
         if track.engaged() {
             self.engaged.insert(key.clone());
         }
@@ -294,6 +325,7 @@ impl ArrivalTracker {
             track.phase = phase;
             track.dwell = Dwell::default();
             track.strikes = 0;
+            track.last_outlier = None;
             track.outside = 0;
             if track.engaged() {
                 self.engaged.insert(key.clone());
@@ -463,6 +495,14 @@ mod tests {
         fixes[9] = fix(45, 300.0, 0.0);
         let d = run(&mut t, &cfg, &fixes);
         assert!(d.is_empty(), "dwell restarted at 50 s, only 45 s by the last fix: {d:?}");
+
+        // A driver rolling in: a fix on the way starts a dwell, then the vehicle stops 70 m on.
+        // The restart begins at the first fix of the real stop, not the second.
+        let mut t = tracker(&cfg);
+        let mut fixes = vec![fix(0, -50.0, 0.0)];
+        fixes.extend((1..25).map(|i| fix(i * 5, 20.0, 0.0)));
+        let d = run(&mut t, &cfg, &fixes);
+        assert!(matches!(d.as_slice(), [Decision::CheckIn { arrived_at_ms, .. }] if *arrived_at_ms == fixes[1].ts_ms), "{d:?}");
     }
 
     #[test]
@@ -489,6 +529,22 @@ mod tests {
         let fixes: Vec<Fix> = (0..20).map(|i| fix(i * 5, 0.0, 0.0)).collect();
         assert_eq!(run(&mut t, &cfg, &fixes).len(), 1);
         assert!(run(&mut t, &cfg, &fixes).is_empty());
+    }
+
+    #[test]
+    fn fixes_older_than_the_arrival_never_depart() {
+        let cfg = ArrivalConfig::default();
+        let mut t = ArrivalTracker::new();
+        let arrived_at_ms = fix(100, 0.0, 0.0).ts_ms;
+        t.add_stop(
+            Geofence { key: key("s1"), lat: LAT, lon: LON, radius_m: 100.0 },
+            StopPhase::Arrived { arrived_at_ms },
+            &cfg,
+        );
+        let before: Vec<Fix> = (0..10).map(|i| fix(i * 5, -500.0, 0.0)).collect();
+        assert!(run(&mut t, &cfg, &before).is_empty());
+        let after: Vec<Fix> = (21..24).map(|i| fix(i * 5, -500.0, 0.0)).collect();
+        assert_eq!(run(&mut t, &cfg, &after).len(), 1);
     }
 
     #[test]

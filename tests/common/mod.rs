@@ -1,0 +1,245 @@
+//! Test harness: a real hub on an ephemeral port, real WebSocket and HTTP clients.
+//!
+//! Backend: SQLite in a temp data dir, or PostgreSQL when `TRACKHUB_TEST_DATABASE_URL` is set
+//! (each hub gets a fresh database created on that server). Nothing is mocked.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use trackhub::app::{start, Running};
+use trackhub::auth::Role;
+use trackhub::config::ServerConfig;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestHub {
+    pub running: Option<Running>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub cfg: ServerConfig,
+    pub http: reqwest::Client,
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trackhub-test-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A fresh PostgreSQL database on the server named by `TRACKHUB_TEST_DATABASE_URL`, or None.
+async fn fresh_postgres() -> Option<String> {
+    let base = std::env::var("TRACKHUB_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())?;
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("TRACKHUB_TEST_DATABASE_URL={base} is set but unreachable: {e}"));
+    let name = format!("trackhub_test_{:016x}", rand::random::<u64>());
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+    let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+    Some(format!("{prefix}/{name}"))
+}
+
+impl TestHub {
+    /// Starts a hub with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a hub after `tweak` adjusts its config.
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let data_dir = temp_dir();
+        let mut cfg = ServerConfig::embedded("127.0.0.1:0".parse().unwrap(), data_dir.clone());
+        if let Some(url) = fresh_postgres().await {
+            cfg.database_url = url;
+        }
+        tweak(&mut cfg);
+        Self::start_cfg(cfg).await
+    }
+
+    async fn start_cfg(cfg: ServerConfig) -> Self {
+        let running = start(cfg.clone()).await.expect("hub starts");
+        let base = format!("http://{}", running.addr);
+        Self { data_dir: cfg.data_dir.clone(), running: Some(running), base, cfg, http: reqwest::Client::new() }
+    }
+
+    /// Stops (drains) and starts again on the same database and data dir.
+    pub async fn restart(mut self) -> Self {
+        self.running.take().unwrap().stop(Duration::from_secs(5)).await.unwrap();
+        let mut cfg = self.cfg.clone();
+        cfg.addr = "127.0.0.1:0".parse().unwrap();
+        Self::start_cfg(cfg).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop(Duration::from_secs(5)).await.unwrap();
+        }
+    }
+
+    pub fn token(&self, role: Role, sub: &str, fleet: &str) -> String {
+        self.running.as_ref().unwrap().state.keys.mint(sub, role, fleet, 3600)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn ws_url(&self, path: &str, token: &str) -> String {
+        format!("{}{path}?access_token={token}", self.base.replacen("http://", "ws://", 1))
+    }
+
+    pub async fn driver(&self, sub: &str, fleet: &str) -> Ws {
+        Ws::connect(&self.ws_url("/v1/ws/driver", &self.token(Role::Driver, sub, fleet))).await
+    }
+
+    pub async fn watcher(&self, fleet: &str) -> Ws {
+        Ws::connect(&self.ws_url("/v1/ws/watch", &self.token(Role::Admin, "admin", fleet))).await
+    }
+
+    /// GET as an admin of `fleet`; returns (status, JSON body).
+    pub async fn get(&self, path: &str, fleet: &str) -> (u16, Value) {
+        self.get_as(path, &self.token(Role::Admin, "admin", fleet)).await
+    }
+
+    pub async fn get_as(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).bearer_auth(token).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, fleet: &str, body: &Value) -> (u16, Value) {
+        self.post_as(path, &self.token(Role::Admin, "admin", fleet), body).await
+    }
+
+    pub async fn post_as(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let r = self.http.post(self.url(path)).bearer_auth(token).json(body).send().await.expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A WebSocket client speaking JSON text frames.
+pub struct Ws {
+    inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a receive saw.
+#[derive(Debug)]
+pub enum Frame {
+    Json(Value),
+    Closed(Option<CloseFrame>),
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Self {
+        let (inner, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        Self { inner }
+    }
+
+    pub async fn send(&mut self, v: &Value) {
+        self.inner.send(Message::Text(v.to_string().into())).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.inner.send(m).await.expect("send");
+    }
+
+    /// Next JSON frame or close, within `WAIT`.
+    pub async fn next(&mut self) -> Frame {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.inner.next()).await.expect("frame within timeout");
+            match msg {
+                None => return Frame::Closed(None),
+                Some(Err(e)) => panic!("socket error: {e}"),
+                Some(Ok(Message::Text(t))) => return Frame::Json(serde_json::from_str(t.as_str()).expect("JSON frame")),
+                Some(Ok(Message::Close(c))) => return Frame::Closed(c),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Next JSON frame; panics on close.
+    pub async fn json(&mut self) -> Value {
+        match self.next().await {
+            Frame::Json(v) => v,
+            Frame::Closed(c) => panic!("socket closed: {c:?}"),
+        }
+    }
+
+    /// Skips frames until one satisfies `pred`; panics after `WAIT`.
+    pub async fn until(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = tokio::time::timeout_at(deadline, self.json()).await.expect("expected frame within timeout");
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// Waits for the close frame, skipping any JSON before it; returns its code.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match self.next().await {
+                Frame::Json(_) => continue,
+                Frame::Closed(c) => return c.map(|c| u16::from(c.code)),
+            }
+        }
+    }
+
+    /// Sends a ping and waits for its ack (the hub processed every seq up to it).
+    pub async fn ping_acked(&mut self, ping: Value) -> Vec<Value> {
+        let seq = ping["seq"].as_u64().unwrap();
+        self.send(&ping).await;
+        self.until_ack(seq).await
+    }
+
+    /// Collects frames until an ack ≥ `seq`; returns everything received, ack included.
+    pub async fn until_ack(&mut self, seq: u64) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let v = self.json().await;
+            let done = v["type"] == "ack" && v["seq"].as_u64().unwrap() >= seq;
+            seen.push(v);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.inner.close(None).await;
+    }
+}
+
+/// Unix ms now.
+pub fn now_ms() -> i64 {
+    trackhub::protocol::time::now_ms()
+}
+
+/// A ping frame.
+pub fn ping(seq: u64, ts_ms: i64, lat: f64, lon: f64) -> Value {
+    json!({"type": "ping", "seq": seq, "ts": ts_ms, "lat": lat, "lon": lon, "accuracy_m": 8.0})
+}
+
+/// Metres per degree of latitude (mean sphere).
+pub const M_PER_DEG: f64 = 111_195.0;
+
+/// (lat, lon) `north_m` north and `east_m` east of (lat0, lon0).
+pub fn offset(lat0: f64, lon0: f64, north_m: f64, east_m: f64) -> (f64, f64) {
+    (lat0 + north_m / M_PER_DEG, lon0 + east_m / (M_PER_DEG * lat0.to_radians().cos()))
+}
+
+/// Path to a shared dataset; panics with a clear message when the data is missing.
+pub fn shared_data(rel: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel);
+    assert!(p.exists(), "shared dataset missing: {} (tests read ../shared/data next to the project)", p.display());
+    p
+}

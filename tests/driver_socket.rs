@@ -1,0 +1,191 @@
+//! The driver socket against a real hub: ingest and ack, duplicates, late fixes, bad input, auth.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use trackhub::auth::Role;
+
+const LAT: f64 = 47.61;
+const LON: f64 = -122.33;
+
+#[tokio::test]
+async fn ping_and_batch_are_acked_and_move_the_live_position() {
+    let hub = TestHub::start().await;
+    let mut d = hub.driver("D1", "f1").await;
+    let t = now_ms() - 10_000;
+    let frames = d.ping_acked(ping(1, t, LAT, LON)).await;
+    assert_eq!(frames.last().unwrap(), &json!({"type": "ack", "seq": 1}));
+
+    let (status, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(status, 200);
+    assert_eq!(pos["lat"], LAT);
+    assert_eq!(pos["driver_id"], "D1");
+
+    // A buffered batch: acked once with the highest seq; the live position is the newest fix.
+    let batch: Vec<_> = (2..=6).map(|s| ping(s, t + s as i64 * 1000, LAT + s as f64 * 1e-4, LON)).collect();
+    d.send(&json!({"type": "batch", "pings": batch})).await;
+    let frames = d.until_ack(6).await;
+    assert_eq!(frames.iter().filter(|f| f["type"] == "ack").count(), 1, "{frames:?}");
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert!((pos["lat"].as_f64().unwrap() - (LAT + 6e-4)).abs() < 1e-9);
+
+    // A driver id in the body is ignored: the token's subject is the driver.
+    d.ping_acked(json!({"type":"ping","seq":7,"ts":t + 7000,"lat":LAT,"lon":LON,"driver_id":"D2"})).await;
+    assert_eq!(hub.get("/v1/drivers/D2", "f1").await.0, 404);
+
+    let (_, track) = hub.get("/v1/drivers/D1/track", "f1").await;
+    assert_eq!(track["type"], "Feature");
+    assert_eq!(track["geometry"]["type"], "LineString");
+    // History is written in batches in the background: wait for all 7 fixes.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, track) = hub.get("/v1/drivers/D1/track", "f1").await;
+        if track["properties"]["count"] == 7 {
+            assert_eq!(track["geometry"]["coordinates"][0], json!([LON, LAT]));
+            assert_eq!(track["properties"]["timestamps"].as_array().unwrap().len(), 7);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "history not written: {track}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_seq_is_acked_and_ignored() {
+    let hub = TestHub::start().await;
+    let mut d = hub.driver("D1", "f1").await;
+    let t = now_ms() - 10_000;
+    d.ping_acked(ping(5, t, LAT, LON)).await;
+    // Same seq, different content: acked, but neither the live position nor history changes.
+    let frames = d.ping_acked(ping(5, t + 1000, LAT + 0.01, LON)).await;
+    assert_eq!(frames, vec![json!({"type": "ack", "seq": 5})]);
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(pos["lat"], LAT);
+
+    // A reconnect resending its buffer is deduplicated too (state is per driver, not per socket).
+    d.close().await;
+    let mut d = hub.driver("D1", "f1").await;
+    d.ping_acked(ping(5, t + 2000, LAT + 0.02, LON)).await;
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(pos["lat"], LAT);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn late_fix_goes_to_history_but_never_moves_the_live_position_back() {
+    let hub = TestHub::start().await;
+    let mut d = hub.driver("D1", "f1").await;
+    let t = now_ms() - 60_000;
+    d.ping_acked(ping(1, t + 30_000, LAT, LON)).await;
+    d.ping_acked(ping(2, t, LAT + 0.05, LON)).await; // older device time
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(pos["lat"], LAT, "live position stays at the newest fix");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, track) = hub.get("/v1/drivers/D1/track", "f1").await;
+        if track["properties"]["count"] == 2 {
+            // Ordered by device time: the late fix comes first.
+            assert_eq!(track["geometry"]["coordinates"][0][1], LAT + 0.05);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "late fix not in history: {track}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_typed_errors_and_the_socket_stays_open() {
+    let hub = TestHub::start().await;
+    let mut d = hub.driver("D1", "f1").await;
+    let t = now_ms() - 5_000;
+
+    let cases = vec![
+        (json!({"type":"ping","seq":1,"ts":t,"lat":91.0,"lon":0.0}), "invalid_coordinates", Some(1)),
+        (json!({"type":"ping","seq":2,"ts":t,"lat":0.0,"lon":181.0}), "invalid_coordinates", Some(2)),
+        (json!({"type":"ping","seq":3,"ts":now_ms() + 120_000,"lat":0.0,"lon":0.0}), "timestamp_in_future", Some(3)),
+        (json!({"type":"ping","seq":4,"ts":"not a time","lat":0.0,"lon":0.0}), "invalid_message", Some(4)),
+        (json!({"type":"ping","seq":5,"ts":t,"lat":0.0,"lon":0.0,"accuracy_m":-3.0}), "invalid_accuracy", Some(5)),
+        (json!({"type":"ping","seq":6,"ts":t,"lat":0.0,"lon":0.0,"speed_mps":-1.0}), "invalid_speed", Some(6)),
+        (json!({"type":"ping","seq":7,"ts":t,"lat":0.0,"lon":0.0,"heading_deg":400.0}), "invalid_heading", Some(7)),
+        (json!({"type":"ping","seq":8,"ts":t,"lat":"north","lon":0.0}), "invalid_message", Some(8)),
+        (json!({"type":"ping","seq":9,"ts":t}), "invalid_message", Some(9)),
+        (json!({"type":"teleport","seq":10}), "invalid_message", Some(10)),
+        (json!({"type":"ping","seq":11,"ts":1000,"lat":0.0,"lon":0.0}), "invalid_timestamp", Some(11)),
+    ];
+    for (frame, code, seq) in cases {
+        d.send(&frame).await;
+        let err = d.json().await;
+        assert_eq!(err["type"], "error", "{frame}");
+        assert_eq!(err["code"], code, "{frame} -> {err}");
+        assert_eq!(err["seq"].as_u64(), seq, "{frame}");
+        assert!(!err["message"].as_str().unwrap().is_empty());
+        // A refused fix is processed: the ack covers it so the phone drops it.
+        assert_eq!(d.json().await, json!({"type":"ack","seq":seq.unwrap()}));
+    }
+
+    d.send_raw(Message::Text("{not json".into())).await;
+    let err = d.json().await;
+    assert_eq!(err["code"], "invalid_json");
+
+    // A bad fix inside a batch is refused alone; the rest is ingested.
+    let batch = json!({"type":"batch","pings":[ping(20, t, LAT, LON), {"seq":21,"ts":t+1,"lat":200,"lon":0}, ping(22, t + 2000, LAT, LON)]});
+    d.send(&batch).await;
+    let frames = d.until_ack(22).await;
+    assert!(frames.iter().any(|f| f["code"] == "invalid_coordinates" && f["seq"] == 21), "{frames:?}");
+
+    let big: Vec<_> = (0..1001).map(|s| ping(100 + s, t, LAT, LON)).collect();
+    d.send(&json!({"type":"batch","pings": big})).await;
+    // That frame is over 64 KiB, so the socket closes with 1009 before the batch limit matters.
+    assert_eq!(d.close_code().await, Some(1009));
+
+    // Still-valid sockets work; the driver's earlier fixes are there.
+    let mut d = hub.driver("D1", "f1").await;
+    d.send_raw(Message::Binary(vec![1, 2, 3].into())).await;
+    assert_eq!(d.json().await["code"], "unsupported_frame");
+    d.ping_acked(ping(200, t + 3000, LAT, LON)).await;
+    assert_eq!(hub.get("/v1/drivers/D1", "f1").await.0, 200);
+
+    // A batch under 64 KiB but over 1,000 pings is refused as a whole.
+    let many: Vec<_> = (0..1001).map(|_| json!({})).collect();
+    d.send(&json!({"type":"batch","pings": many})).await;
+    assert_eq!(d.json().await["code"], "batch_too_large");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_roles_enforced() {
+    let hub = TestHub::start().await;
+    let connect = |path: &str, token: Option<String>| {
+        let url = match token {
+            Some(t) => hub.ws_url(path, &t),
+            None => hub.url(path).replacen("http://", "ws://", 1),
+        };
+        async move { tokio_tungstenite::connect_async(url).await }
+    };
+    let status = |r: Result<_, tokio_tungstenite::tungstenite::Error>| match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Ok(_) => 101,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(status(connect("/v1/ws/driver", None).await), 401);
+    assert_eq!(status(connect("/v1/ws/driver", Some("garbage".into())).await), 401);
+    let foreign = trackhub::auth::Keys::from_secret(b"another secret").mint("D1", Role::Driver, "f1", 60);
+    assert_eq!(status(connect("/v1/ws/driver", Some(foreign)).await), 401);
+    let expired = hub.running.as_ref().unwrap().state.keys.mint("D1", Role::Driver, "f1", -3600);
+    assert_eq!(status(connect("/v1/ws/driver", Some(expired)).await), 401);
+    assert_eq!(status(connect("/v1/ws/driver", Some(hub.token(Role::Admin, "a", "f1"))).await), 403);
+    assert_eq!(status(connect("/v1/ws/watch", Some(hub.token(Role::Driver, "D1", "f1"))).await), 403);
+    assert_eq!(status(connect("/v1/ws/watch", Some(hub.token(Role::Service, "svc", "f1"))).await), 101);
+
+    // REST: 401 problem+json without a token.
+    let r = hub.http.get(hub.url("/v1/drivers")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], 401);
+    hub.stop().await;
+}
