@@ -54,7 +54,13 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (session_guard, sessions_rx) = mpsc::channel(1);
-    let state = AppState { hub: hub.clone(), keys: Arc::new(Keys::from_secret(&secret)), cfg: Arc::new(cfg.clone()), shutdown: shutdown_rx.clone(), session_guard };
+    let state = AppState {
+        hub: hub.clone(),
+        keys: Arc::new(Keys::from_secret(&secret)),
+        cfg: Arc::new(cfg.clone()),
+        shutdown: shutdown_rx.clone(),
+        session_guard,
+    };
 
     let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
     let addr = listener.local_addr()?;
@@ -67,13 +73,25 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     });
     let sweeper = tokio::spawn(presence_sweeper(hub, shutdown_rx));
     tracing::info!(%addr, database = %redact(&cfg.database_url), restored_trips = restored, "trackhub listening");
-    Ok(Running { addr, state, shutdown_tx, sessions_rx, server, sweeper, writer_stop, writer })
+    Ok(Running {
+        addr,
+        state,
+        shutdown_tx,
+        sessions_rx,
+        server,
+        sweeper,
+        writer_stop,
+        writer,
+    })
 }
 
 /// Every route of the hub.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/livez", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/livez",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(crate::api::readyz))
         .route("/v1/ws/driver", get(crate::ws::driver::upgrade))
         .route("/v1/ws/watch", get(crate::ws::watch::upgrade))
@@ -98,7 +116,10 @@ async fn presence_sweeper(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
 
 fn redact(url: &str) -> String {
     match url.split_once('@') {
-        Some((scheme_user, host)) => format!("{}://…@{host}", scheme_user.split("://").next().unwrap_or("")),
+        Some((scheme_user, host)) => format!(
+            "{}://…@{host}",
+            scheme_user.split("://").next().unwrap_or("")
+        ),
         None => url.to_string(),
     }
 }
@@ -107,7 +128,16 @@ impl Running {
     /// Drains: stops accepting, closes sockets with 1012 (service restart), waits for them (at
     /// most `grace`), flushes track history, closes the database.
     pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
-        let Running { state, shutdown_tx, mut sessions_rx, server, sweeper, writer_stop, writer, .. } = self;
+        let Running {
+            state,
+            shutdown_tx,
+            mut sessions_rx,
+            server,
+            sweeper,
+            writer_stop,
+            writer,
+            ..
+        } = self;
         let _ = shutdown_tx.send(true);
         let store = state.hub.store.clone();
         drop(state);
@@ -140,7 +170,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

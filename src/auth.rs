@@ -60,19 +60,32 @@ impl Keys {
     pub fn from_secret(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 30;
-        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
     }
 
     /// Signs a token for `sub` with `role` in `fleet`, valid for `ttl_s` seconds.
     pub fn mint(&self, sub: &str, role: Role, fleet: &str, ttl_s: i64) -> String {
         let now = chrono::Utc::now().timestamp();
-        let claims = Claims { sub: sub.into(), role, fleet: fleet.into(), exp: now + ttl_s, iat: Some(now) };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail")
+        let claims = Claims {
+            sub: sub.into(),
+            role,
+            fleet: fleet.into(),
+            exp: now + ttl_s,
+            iat: Some(now),
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail")
     }
 
     /// Verifies signature, algorithm and `exp`; returns the claims.
     pub fn verify(&self, token: &str) -> Result<Claims, String> {
-        let claims = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| e.to_string())?.claims;
+        let claims = decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| e.to_string())?
+            .claims;
         if claims.sub.is_empty() || claims.fleet.is_empty() {
             return Err("token has an empty sub or fleet".into());
         }
@@ -82,7 +95,11 @@ impl Keys {
 
 /// The signing secret: `override_secret` (from `TRACKHUB_JWT_SECRET`) when given, else the one
 /// kept in `data_dir/jwt_secret`, generated (32 random bytes) when `create` and absent.
-pub fn load_secret(data_dir: &Path, override_secret: Option<&str>, create: bool) -> anyhow::Result<Vec<u8>> {
+pub fn load_secret(
+    data_dir: &Path,
+    override_secret: Option<&str>,
+    create: bool,
+) -> anyhow::Result<Vec<u8>> {
     if let Some(s) = override_secret.filter(|s| !s.is_empty()) {
         return Ok(s.as_bytes().to_vec());
     }
@@ -122,7 +139,9 @@ impl Caller {
         if roles.contains(&self.0.role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!("role `{:?}` may not do this", self.0.role).to_lowercase()))
+            Err(ApiError::Forbidden(
+                format!("role `{:?}` may not do this", self.0.role).to_lowercase(),
+            ))
         }
     }
 
@@ -131,7 +150,9 @@ impl Caller {
         match self.0.role {
             Role::Admin | Role::Service => Ok(()),
             Role::Driver if self.0.sub == driver_id => Ok(()),
-            Role::Driver => Err(ApiError::Forbidden("drivers may only read their own data".into())),
+            Role::Driver => Err(ApiError::Forbidden(
+                "drivers may only read their own data".into(),
+            )),
         }
     }
 }
@@ -140,18 +161,29 @@ fn token_from(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string());
     }
     let query = parts.uri.query()?;
-    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned())
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = token_from(parts).ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-        let claims = state.keys.verify(&token).map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = token_from(parts)
+            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        let claims = state
+            .keys
+            .verify(&token)
+            .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
         Ok(Caller(claims))
     }
 }

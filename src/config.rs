@@ -72,7 +72,10 @@ impl ServeArgs {
         ServerConfig {
             addr: self.addr,
             data_dir: self.data_dir.clone(),
-            database_url: self.database_url.clone().unwrap_or_else(|| sqlite_url(&self.data_dir)),
+            database_url: self
+                .database_url
+                .clone()
+                .unwrap_or_else(|| sqlite_url(&self.data_dir)),
             jwt_secret: self.jwt_secret.clone(),
             hub: HubConfig {
                 arrival,
@@ -87,7 +90,10 @@ impl ServeArgs {
 
 /// The embedded database URL for a data dir (created if missing).
 pub fn sqlite_url(data_dir: &std::path::Path) -> String {
-    format!("sqlite://{}?mode=rwc", data_dir.join("trackhub.db").display())
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("trackhub.db").display()
+    )
 }
 
 impl ServerConfig {

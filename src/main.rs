@@ -65,7 +65,9 @@ struct EvalArgs {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -85,7 +87,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token(args) => {
             let secret = load_secret(&args.data_dir, args.jwt_secret.as_deref(), false)?;
-            let token = Keys::from_secret(&secret).mint(&args.sub, args.role, &args.fleet, args.ttl_s);
+            let token =
+                Keys::from_secret(&secret).mint(&args.sub, args.role, &args.fleet, args.ttl_s);
             println!("{token}");
             Ok(())
         }

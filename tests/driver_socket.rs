@@ -24,15 +24,22 @@ async fn ping_and_batch_are_acked_and_move_the_live_position() {
     assert_eq!(pos["driver_id"], "D1");
 
     // A buffered batch: acked once with the highest seq; the live position is the newest fix.
-    let batch: Vec<_> = (2..=6).map(|s| ping(s, t + s as i64 * 1000, LAT + s as f64 * 1e-4, LON)).collect();
+    let batch: Vec<_> = (2..=6)
+        .map(|s| ping(s, t + s as i64 * 1000, LAT + s as f64 * 1e-4, LON))
+        .collect();
     d.send(&json!({"type": "batch", "pings": batch})).await;
     let frames = d.until_ack(6).await;
-    assert_eq!(frames.iter().filter(|f| f["type"] == "ack").count(), 1, "{frames:?}");
+    assert_eq!(
+        frames.iter().filter(|f| f["type"] == "ack").count(),
+        1,
+        "{frames:?}"
+    );
     let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
     assert!((pos["lat"].as_f64().unwrap() - (LAT + 6e-4)).abs() < 1e-9);
 
     // A driver id in the body is ignored: the token's subject is the driver.
-    d.ping_acked(json!({"type":"ping","seq":7,"ts":t + 7000,"lat":LAT,"lon":LON,"driver_id":"D2"})).await;
+    d.ping_acked(json!({"type":"ping","seq":7,"ts":t + 7000,"lat":LAT,"lon":LON,"driver_id":"D2"}))
+        .await;
     assert_eq!(hub.get("/v1/drivers/D2", "f1").await.0, 404);
 
     let (_, track) = hub.get("/v1/drivers/D1/track", "f1").await;
@@ -44,10 +51,16 @@ async fn ping_and_batch_are_acked_and_move_the_live_position() {
         let (_, track) = hub.get("/v1/drivers/D1/track", "f1").await;
         if track["properties"]["count"] == 7 {
             assert_eq!(track["geometry"]["coordinates"][0], json!([LON, LAT]));
-            assert_eq!(track["properties"]["timestamps"].as_array().unwrap().len(), 7);
+            assert_eq!(
+                track["properties"]["timestamps"].as_array().unwrap().len(),
+                7
+            );
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "history not written: {track}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "history not written: {track}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     hub.stop().await;
@@ -91,7 +104,10 @@ async fn late_fix_goes_to_history_but_never_moves_the_live_position_back() {
             assert_eq!(track["geometry"]["coordinates"][0][1], LAT + 0.05);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "late fix not in history: {track}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "late fix not in history: {track}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     hub.stop().await;
@@ -104,17 +120,61 @@ async fn bad_input_gets_typed_errors_and_the_socket_stays_open() {
     let t = now_ms() - 5_000;
 
     let cases = vec![
-        (json!({"type":"ping","seq":1,"ts":t,"lat":91.0,"lon":0.0}), "invalid_coordinates", Some(1)),
-        (json!({"type":"ping","seq":2,"ts":t,"lat":0.0,"lon":181.0}), "invalid_coordinates", Some(2)),
-        (json!({"type":"ping","seq":3,"ts":now_ms() + 120_000,"lat":0.0,"lon":0.0}), "timestamp_in_future", Some(3)),
-        (json!({"type":"ping","seq":4,"ts":"not a time","lat":0.0,"lon":0.0}), "invalid_message", Some(4)),
-        (json!({"type":"ping","seq":5,"ts":t,"lat":0.0,"lon":0.0,"accuracy_m":-3.0}), "invalid_accuracy", Some(5)),
-        (json!({"type":"ping","seq":6,"ts":t,"lat":0.0,"lon":0.0,"speed_mps":-1.0}), "invalid_speed", Some(6)),
-        (json!({"type":"ping","seq":7,"ts":t,"lat":0.0,"lon":0.0,"heading_deg":400.0}), "invalid_heading", Some(7)),
-        (json!({"type":"ping","seq":8,"ts":t,"lat":"north","lon":0.0}), "invalid_message", Some(8)),
-        (json!({"type":"ping","seq":9,"ts":t}), "invalid_message", Some(9)),
-        (json!({"type":"teleport","seq":10}), "invalid_message", Some(10)),
-        (json!({"type":"ping","seq":11,"ts":1000,"lat":0.0,"lon":0.0}), "invalid_timestamp", Some(11)),
+        (
+            json!({"type":"ping","seq":1,"ts":t,"lat":91.0,"lon":0.0}),
+            "invalid_coordinates",
+            Some(1),
+        ),
+        (
+            json!({"type":"ping","seq":2,"ts":t,"lat":0.0,"lon":181.0}),
+            "invalid_coordinates",
+            Some(2),
+        ),
+        (
+            json!({"type":"ping","seq":3,"ts":now_ms() + 120_000,"lat":0.0,"lon":0.0}),
+            "timestamp_in_future",
+            Some(3),
+        ),
+        (
+            json!({"type":"ping","seq":4,"ts":"not a time","lat":0.0,"lon":0.0}),
+            "invalid_message",
+            Some(4),
+        ),
+        (
+            json!({"type":"ping","seq":5,"ts":t,"lat":0.0,"lon":0.0,"accuracy_m":-3.0}),
+            "invalid_accuracy",
+            Some(5),
+        ),
+        (
+            json!({"type":"ping","seq":6,"ts":t,"lat":0.0,"lon":0.0,"speed_mps":-1.0}),
+            "invalid_speed",
+            Some(6),
+        ),
+        (
+            json!({"type":"ping","seq":7,"ts":t,"lat":0.0,"lon":0.0,"heading_deg":400.0}),
+            "invalid_heading",
+            Some(7),
+        ),
+        (
+            json!({"type":"ping","seq":8,"ts":t,"lat":"north","lon":0.0}),
+            "invalid_message",
+            Some(8),
+        ),
+        (
+            json!({"type":"ping","seq":9,"ts":t}),
+            "invalid_message",
+            Some(9),
+        ),
+        (
+            json!({"type":"teleport","seq":10}),
+            "invalid_message",
+            Some(10),
+        ),
+        (
+            json!({"type":"ping","seq":11,"ts":1000,"lat":0.0,"lon":0.0}),
+            "invalid_timestamp",
+            Some(11),
+        ),
     ];
     for (frame, code, seq) in cases {
         d.send(&frame).await;
@@ -135,7 +195,12 @@ async fn bad_input_gets_typed_errors_and_the_socket_stays_open() {
     let batch = json!({"type":"batch","pings":[ping(20, t, LAT, LON), {"seq":21,"ts":t+1,"lat":200,"lon":0}, ping(22, t + 2000, LAT, LON)]});
     d.send(&batch).await;
     let frames = d.until_ack(22).await;
-    assert!(frames.iter().any(|f| f["code"] == "invalid_coordinates" && f["seq"] == 21), "{frames:?}");
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["code"] == "invalid_coordinates" && f["seq"] == 21),
+        "{frames:?}"
+    );
 
     let big: Vec<_> = (0..1001).map(|s| ping(100 + s, t, LAT, LON)).collect();
     d.send(&json!({"type":"batch","pings": big})).await;
@@ -172,14 +237,33 @@ async fn tokens_are_required_and_roles_enforced() {
         Err(e) => panic!("{e}"),
     };
     assert_eq!(status(connect("/v1/ws/driver", None).await), 401);
-    assert_eq!(status(connect("/v1/ws/driver", Some("garbage".into())).await), 401);
-    let foreign = trackhub::auth::Keys::from_secret(b"another secret").mint("D1", Role::Driver, "f1", 60);
+    assert_eq!(
+        status(connect("/v1/ws/driver", Some("garbage".into())).await),
+        401
+    );
+    let foreign =
+        trackhub::auth::Keys::from_secret(b"another secret").mint("D1", Role::Driver, "f1", 60);
     assert_eq!(status(connect("/v1/ws/driver", Some(foreign)).await), 401);
-    let expired = hub.running.as_ref().unwrap().state.keys.mint("D1", Role::Driver, "f1", -3600);
+    let expired = hub
+        .running
+        .as_ref()
+        .unwrap()
+        .state
+        .keys
+        .mint("D1", Role::Driver, "f1", -3600);
     assert_eq!(status(connect("/v1/ws/driver", Some(expired)).await), 401);
-    assert_eq!(status(connect("/v1/ws/driver", Some(hub.token(Role::Admin, "a", "f1"))).await), 403);
-    assert_eq!(status(connect("/v1/ws/watch", Some(hub.token(Role::Driver, "D1", "f1"))).await), 403);
-    assert_eq!(status(connect("/v1/ws/watch", Some(hub.token(Role::Service, "svc", "f1"))).await), 101);
+    assert_eq!(
+        status(connect("/v1/ws/driver", Some(hub.token(Role::Admin, "a", "f1"))).await),
+        403
+    );
+    assert_eq!(
+        status(connect("/v1/ws/watch", Some(hub.token(Role::Driver, "D1", "f1"))).await),
+        403
+    );
+    assert_eq!(
+        status(connect("/v1/ws/watch", Some(hub.token(Role::Service, "svc", "f1"))).await),
+        101
+    );
 
     // REST: 401 problem+json without a token.
     let r = hub.http.get(hub.url("/v1/drivers")).send().await.unwrap();

@@ -30,11 +30,24 @@ fn replay_args(hub: &TestHub, files: Vec<std::path::PathBuf>, speed: f64) -> Rep
 /// The fixed evaluation subset: the first 200 chunks, scored in-process.
 #[test]
 fn amazon_subset_precision_and_recall_at_least_095() {
-    let paths = amazon::chunk_paths(&shared_data("amazon_delivery_activity_labels/data_anon")).unwrap();
+    let paths =
+        amazon::chunk_paths(&shared_data("amazon_delivery_activity_labels/data_anon")).unwrap();
     assert_eq!(paths.len(), 805);
-    let s = amazon::evaluate(&paths[..200], &ArrivalConfig::default(), amazon::DEFAULT_ORIGIN).unwrap();
-    eprintln!("amazon[0..200]: {s:?} precision {:.4} recall {:.4}", s.precision(), s.recall());
-    assert!(s.true_positives + s.false_negatives >= 150, "subset has enough real stops: {s:?}");
+    let s = amazon::evaluate(
+        &paths[..200],
+        &ArrivalConfig::default(),
+        amazon::DEFAULT_ORIGIN,
+    )
+    .unwrap();
+    eprintln!(
+        "amazon[0..200]: {s:?} precision {:.4} recall {:.4}",
+        s.precision(),
+        s.recall()
+    );
+    assert!(
+        s.true_positives + s.false_negatives >= 150,
+        "subset has enough real stops: {s:?}"
+    );
     assert!(s.precision() >= 0.95, "{s:?}");
     assert!(s.recall() >= 0.95, "{s:?}");
     assert_eq!(s.duplicates, 0);
@@ -49,7 +62,14 @@ fn detect_in_process(chunk: &amazon::Chunk) -> BTreeSet<String> {
     }
     let mut out = BTreeSet::new();
     for r in chunk.raw_fixes(amazon::DEFAULT_ORIGIN) {
-        let fix = Fix { ts_ms: r.ts_ms, lat: r.lat, lon: r.lon, accuracy_m: None, speed_mps: None, heading_deg: None };
+        let fix = Fix {
+            ts_ms: r.ts_ms,
+            lat: r.lat,
+            lon: r.lon,
+            accuracy_m: None,
+            speed_mps: None,
+            heading_deg: None,
+        };
         for d in t.observe(&fix, &cfg) {
             if let Decision::CheckIn { key, .. } = d {
                 out.insert(key.stop_id.to_string());
@@ -65,10 +85,17 @@ fn detect_in_process(chunk: &amazon::Chunk) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amazon_chunks_replayed_through_the_hub_check_in_like_the_detector() {
     let hub = TestHub::start().await;
-    let paths: Vec<_> = amazon::chunk_paths(&shared_data("amazon_delivery_activity_labels/data_anon")).unwrap()[..24].to_vec();
+    let paths: Vec<_> =
+        amazon::chunk_paths(&shared_data("amazon_delivery_activity_labels/data_anon")).unwrap()
+            [..24]
+            .to_vec();
     let mut args = replay_args(&hub, paths.clone(), 240.0);
     args.amazon_trips = true;
-    args.origin = Some(format!("{},{}", amazon::DEFAULT_ORIGIN.0, amazon::DEFAULT_ORIGIN.1));
+    args.origin = Some(format!(
+        "{},{}",
+        amazon::DEFAULT_ORIGIN.0,
+        amazon::DEFAULT_ORIGIN.1
+    ));
     let summary = replay::run(&args).await.unwrap();
     assert_eq!(summary.failed_drivers, 0, "{summary}");
     assert_eq!(summary.fixes_acked, summary.fixes_sent, "{summary}");
@@ -80,7 +107,10 @@ async fn amazon_chunks_replayed_through_the_hub_check_in_like_the_detector() {
         let chunk = amazon::read_chunk(p).unwrap();
         let got = detect_in_process(&chunk);
         let fences = amazon::geofences(&chunk, amazon::DEFAULT_ORIGIN);
-        score.add(&amazon::score(&fences, &got.iter().cloned().collect::<Vec<_>>()));
+        score.add(&amazon::score(
+            &fences,
+            &got.iter().cloned().collect::<Vec<_>>(),
+        ));
         if !got.is_empty() {
             expected.insert(format!("amazon-{}", chunk.name), got);
         }
@@ -88,18 +118,31 @@ async fn amazon_chunks_replayed_through_the_hub_check_in_like_the_detector() {
     let (_, list) = hub.get("/v1/checkins?limit=10000", "default").await;
     let mut served: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for c in list["checkins"].as_array().unwrap() {
-        let stops = served.entry(c["driver_id"].as_str().unwrap().to_string()).or_default();
-        assert!(stops.insert(c["stop_id"].as_str().unwrap().to_string()), "duplicate check-in {c}");
+        let stops = served
+            .entry(c["driver_id"].as_str().unwrap().to_string())
+            .or_default();
+        assert!(
+            stops.insert(c["stop_id"].as_str().unwrap().to_string()),
+            "duplicate check-in {c}"
+        );
     }
     assert_eq!(served, expected);
-    assert_eq!(summary.checkins as usize, expected.values().map(|s| s.len()).sum::<usize>());
+    assert_eq!(
+        summary.checkins as usize,
+        expected.values().map(|s| s.len()).sum::<usize>()
+    );
     eprintln!("amazon[0..24] through the hub: {summary}; {score:?}");
     assert!(score.true_positives >= 10, "{score:?}");
 
     // Same traces again (same drivers, new seqs: a fresh replay): trips are new, so only the
     // new trips get check-ins, and the old trips none.
     let before = list["checkins"].as_array().unwrap().len();
-    let again = replay::run(&ReplayArgs { amazon_trips: false, ..args }).await.unwrap();
+    let again = replay::run(&ReplayArgs {
+        amazon_trips: false,
+        ..args
+    })
+    .await
+    .unwrap();
     assert_eq!(again.checkins, 0, "{again}");
     let (_, list) = hub.get("/v1/checkins?limit=10000", "default").await;
     assert_eq!(list["checkins"].as_array().unwrap().len(), before);
@@ -112,7 +155,8 @@ async fn amazon_chunks_replayed_through_the_hub_check_in_like_the_detector() {
 async fn gotrack_and_porto_replay_with_all_drivers_at_once() {
     let hub = TestHub::start().await;
     let mut w = hub.watcher("default").await;
-    w.send(&json!({"type":"subscribe","bbox":[-37.2, -11.1, -36.9, -10.8]})).await;
+    w.send(&json!({"type":"subscribe","bbox":[-37.2, -11.1, -36.9, -10.8]}))
+        .await;
     assert_eq!(w.json().await["type"], "snapshot");
 
     let gotrack = shared_data("gotrack_car_bus_brazil/go_track_trackspoints.csv");
@@ -123,11 +167,17 @@ async fn gotrack_and_porto_replay_with_all_drivers_at_once() {
     assert_eq!(s.drivers, 163);
     assert_eq!(s.failed_drivers, 0, "{s}");
     assert_eq!(s.fixes_acked, s.fixes_sent, "{s}");
-    let expected: u64 = trackhub::replay::formats::read(&gotrack, None).unwrap().iter().map(|t| t.fixes.len().min(60) as u64).sum();
+    let expected: u64 = trackhub::replay::formats::read(&gotrack, None)
+        .unwrap()
+        .iter()
+        .map(|t| t.fixes.len().min(60) as u64)
+        .sum();
     assert_eq!(s.fixes_sent, expected);
 
     // Live: every Aracaju driver is in the index (3 tracks were recorded in Florianópolis).
-    let (_, live) = hub.get("/v1/drivers?bbox=-37.2,-11.1,-36.9,-10.8", "default").await;
+    let (_, live) = hub
+        .get("/v1/drivers?bbox=-37.2,-11.1,-36.9,-10.8", "default")
+        .await;
     let n = live["drivers"].as_array().unwrap().len();
     assert!(n >= 150, "{n} live drivers in Aracaju");
     let frame = w.until(|f| f["type"] == "positions").await;
@@ -141,7 +191,12 @@ async fn gotrack_and_porto_replay_with_all_drivers_at_once() {
     assert_eq!(s.drivers, 320);
     assert_eq!(s.failed_drivers, 0, "{s}");
     assert_eq!(s.fixes_acked, s.fixes_sent, "{s}");
-    let (_, near) = hub.get("/v1/drivers/nearby?lat=41.15&lon=-8.61&limit=20&radius_m=20000", "default").await;
+    let (_, near) = hub
+        .get(
+            "/v1/drivers/nearby?lat=41.15&lon=-8.61&limit=20&radius_m=20000",
+            "default",
+        )
+        .await;
     assert_eq!(near["drivers"].as_array().unwrap().len(), 20);
 
     // History: one Go!Track driver's stored track matches what was sent.
@@ -151,10 +206,17 @@ async fn gotrack_and_porto_replay_with_all_drivers_at_once() {
     loop {
         let (_, track) = hub.get(&path, "default").await;
         if track["properties"]["count"].as_u64() == Some(trace.fixes.len().min(60) as u64) {
-            assert_eq!(track["geometry"]["coordinates"][0], json!([trace.fixes[0].lon, trace.fixes[0].lat]));
+            assert_eq!(
+                track["geometry"]["coordinates"][0],
+                json!([trace.fixes[0].lon, trace.fixes[0].lat])
+            );
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "history incomplete: {}", track["properties"]["count"]);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "history incomplete: {}",
+            track["properties"]["count"]
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     hub.stop().await;

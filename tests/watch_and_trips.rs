@@ -10,7 +10,12 @@ const LAT: f64 = 41.15;
 const LON: f64 = -8.61;
 
 fn ids(frame: &Value) -> Vec<String> {
-    frame["positions"].as_array().unwrap().iter().map(|p| p["driver_id"].as_str().unwrap().to_string()).collect()
+    frame["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["driver_id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -23,13 +28,16 @@ async fn watcher_gets_snapshot_coalesced_positions_and_follows_the_viewport() {
     b.ping_acked(ping(1, t, LAT + 1.0, LON)).await;
 
     let mut w = hub.watcher("f1").await;
-    w.send(&json!({"type":"subscribe","bbox":[LON - 0.1, LAT - 0.1, LON + 0.1, LAT + 0.1]})).await;
+    w.send(&json!({"type":"subscribe","bbox":[LON - 0.1, LAT - 0.1, LON + 0.1, LAT + 0.1]}))
+        .await;
     let snap = w.json().await;
     assert_eq!(snap["type"], "snapshot");
     assert_eq!(ids(&snap), vec!["A"]);
 
     // 50 fixes in one batch arrive as at most a couple of positions frames, latest fix winning.
-    let batch: Vec<_> = (2..=51).map(|s| ping(s, t + s as i64 * 1000, LAT + s as f64 * 1e-5, LON)).collect();
+    let batch: Vec<_> = (2..=51)
+        .map(|s| ping(s, t + s as i64 * 1000, LAT + s as f64 * 1e-5, LON))
+        .collect();
     a.send(&json!({"type":"batch","pings": batch})).await;
     a.until_ack(51).await;
     let mut seen_a = 0;
@@ -37,17 +45,25 @@ async fn watcher_gets_snapshot_coalesced_positions_and_follows_the_viewport() {
         .until(|f| {
             if f["type"] == "positions" {
                 seen_a += ids(f).iter().filter(|d| *d == "A").count();
-                f["positions"].as_array().unwrap().iter().any(|p| p["ts"] == trackhub::protocol::time::format_ts(t + 51_000))
+                f["positions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["ts"] == trackhub::protocol::time::format_ts(t + 51_000))
             } else {
                 false
             }
         })
         .await;
-    assert!(seen_a <= 3, "positions were not coalesced: {seen_a} frames for 50 fixes");
+    assert!(
+        seen_a <= 3,
+        "positions were not coalesced: {seen_a} frames for 50 fixes"
+    );
     assert_eq!(ids(&last), vec!["A"]);
 
     // Move the viewport: a fresh snapshot of B only, and A's fixes stop arriving.
-    w.send(&json!({"type":"subscribe","bbox":[LON - 0.1, LAT + 0.9, LON + 0.1, LAT + 1.1]})).await;
+    w.send(&json!({"type":"subscribe","bbox":[LON - 0.1, LAT + 0.9, LON + 0.1, LAT + 1.1]}))
+        .await;
     let snap = w.until(|f| f["type"] == "snapshot").await;
     assert_eq!(ids(&snap), vec!["B"]);
     a.ping_acked(ping(60, t + 60_000, LAT, LON)).await;
@@ -61,10 +77,17 @@ async fn watcher_gets_snapshot_coalesced_positions_and_follows_the_viewport() {
     assert_eq!(ids(&snap), vec!["A"]);
 
     // Bad subscriptions get error frames and the socket stays usable.
-    w.send(&json!({"type":"subscribe","bbox":[0, 10, 1, 5]})).await;
-    assert_eq!(w.until(|f| f["type"] == "error").await["code"], "invalid_bbox");
+    w.send(&json!({"type":"subscribe","bbox":[0, 10, 1, 5]}))
+        .await;
+    assert_eq!(
+        w.until(|f| f["type"] == "error").await["code"],
+        "invalid_bbox"
+    );
     w.send(&json!({"type":"subscribe"})).await;
-    assert_eq!(w.until(|f| f["type"] == "error").await["code"], "invalid_subscription");
+    assert_eq!(
+        w.until(|f| f["type"] == "error").await["code"],
+        "invalid_subscription"
+    );
     w.send(&json!({"type":"subscribe","drivers":["B"]})).await;
     assert_eq!(ids(&w.until(|f| f["type"] == "snapshot").await), vec!["B"]);
     hub.stop().await;
@@ -76,24 +99,38 @@ async fn fleets_are_isolated() {
     let t = now_ms() - 10_000;
     let mut a = hub.driver("D1", "fleet-a").await;
     let mut w_b = hub.watcher("fleet-b").await;
-    w_b.send(&json!({"type":"subscribe","bbox":[-180,-90,180,90],"drivers":["D1"]})).await;
+    w_b.send(&json!({"type":"subscribe","bbox":[-180,-90,180,90],"drivers":["D1"]}))
+        .await;
     assert_eq!(ids(&w_b.json().await), Vec::<String>::new());
     let mut w_a = hub.watcher("fleet-a").await;
-    w_a.send(&json!({"type":"subscribe","bbox":[-180,-90,180,90]})).await;
+    w_a.send(&json!({"type":"subscribe","bbox":[-180,-90,180,90]}))
+        .await;
     w_a.json().await;
 
     a.ping_acked(ping(1, t, LAT, LON)).await;
-    assert_eq!(ids(&w_a.until(|f| f["type"] == "positions").await), vec!["D1"]);
+    assert_eq!(
+        ids(&w_a.until(|f| f["type"] == "positions").await),
+        vec!["D1"]
+    );
     // Fleet B sees nothing of it: not over the socket…
     let mut other = hub.driver("D9", "fleet-b").await;
     other.ping_acked(ping(1, t, LAT, LON)).await;
     let f = w_b.until(|f| f["type"] == "positions").await;
-    assert_eq!(ids(&f), vec!["D9"], "fleet B's watcher only ever sees fleet B");
+    assert_eq!(
+        ids(&f),
+        vec!["D9"],
+        "fleet B's watcher only ever sees fleet B"
+    );
     // …nor over REST.
     assert_eq!(hub.get("/v1/drivers/D1", "fleet-b").await.0, 404);
     let (_, list) = hub.get("/v1/drivers?bbox=-180,-90,180,90", "fleet-b").await;
     assert_eq!(list["drivers"].as_array().unwrap().len(), 1);
-    let (_, near) = hub.get(&format!("/v1/drivers/nearby?lat={LAT}&lon={LON}&limit=5"), "fleet-b").await;
+    let (_, near) = hub
+        .get(
+            &format!("/v1/drivers/nearby?lat={LAT}&lon={LON}&limit=5"),
+            "fleet-b",
+        )
+        .await;
     assert_eq!(near["drivers"][0]["driver_id"], "D9");
     assert_eq!(near["drivers"].as_array().unwrap().len(), 1);
     let trip = json!({"id":"t-a","driver_id":"D1","stops":[{"lat":LAT,"lon":LON}]});
@@ -107,7 +144,9 @@ async fn fleets_are_isolated() {
 /// Fixes parked 20 m from (LAT, LON) every 5 s for `secs` seconds, seqs from `seq0`.
 fn parked(seq0: u64, t0: i64, secs: i64) -> Vec<Value> {
     let (lat, lon) = offset(LAT, LON, 20.0, 0.0);
-    (0..=secs / 5).map(|i| ping(seq0 + i as u64, t0 + i * 5000, lat, lon)).collect()
+    (0..=secs / 5)
+        .map(|i| ping(seq0 + i as u64, t0 + i * 5000, lat, lon))
+        .collect()
 }
 
 #[tokio::test]
@@ -129,30 +168,49 @@ async fn check_in_is_exactly_once_even_when_fixes_are_replayed_or_the_hub_restar
     let t0 = now_ms() - 600_000;
     let mut d = hub.driver("D1", "f1").await;
     // Drive in at 10 m/s, then stay for 2 minutes.
-    let approach: Vec<Value> = (0..10).map(|i| {
-        let (lat, lon) = offset(LAT, LON, -500.0 + i as f64 * 50.0, 0.0);
-        ping(1 + i, t0 + i as i64 * 5000, lat, lon)
-    }).collect();
+    let approach: Vec<Value> = (0..10)
+        .map(|i| {
+            let (lat, lon) = offset(LAT, LON, -500.0 + i as f64 * 50.0, 0.0);
+            ping(1 + i, t0 + i as i64 * 5000, lat, lon)
+        })
+        .collect();
     let stay = parked(11, t0 + 50_000, 120);
     let fixes: Vec<Value> = approach.into_iter().chain(stay).collect();
-    d.send(&json!({"type":"batch","pings": fixes.clone()})).await;
+    d.send(&json!({"type":"batch","pings": fixes.clone()}))
+        .await;
     let frames = d.until_ack(fixes.len() as u64).await;
     let checkins: Vec<&Value> = frames.iter().filter(|f| f["type"] == "checkin").collect();
     assert_eq!(checkins.len(), 1, "{frames:?}");
     assert_eq!(checkins[0]["stop_id"], "s1");
     assert_eq!(checkins[0]["trip_id"], "t1");
-    assert_eq!(checkins[0]["arrived_at"], trackhub::protocol::time::format_ts(t0 + 50_000));
-    assert_eq!(checkins[0]["checked_in_at"], trackhub::protocol::time::format_ts(t0 + 50_000 + 75_000));
+    assert_eq!(
+        checkins[0]["arrived_at"],
+        trackhub::protocol::time::format_ts(t0 + 50_000)
+    );
+    assert_eq!(
+        checkins[0]["checked_in_at"],
+        trackhub::protocol::time::format_ts(t0 + 50_000 + 75_000)
+    );
 
-    let ev = w.until(|f| f["type"] == "event" && f["event"]["type"] == "stop.checked_in").await;
+    let ev = w
+        .until(|f| f["type"] == "event" && f["event"]["type"] == "stop.checked_in")
+        .await;
     assert_eq!(ev["event"]["stop_id"], "s1");
     assert_eq!(ev["event"]["source"], "auto");
 
     // The phone resends everything with new seqs on a new socket: no second check-in.
     d.close().await;
     let mut d = hub.driver("D1", "f1").await;
-    let resent: Vec<Value> = fixes.iter().map(|f| { let mut f = f.clone(); f["seq"] = json!(f["seq"].as_u64().unwrap() + 1000); f }).collect();
-    d.send(&json!({"type":"batch","pings": resent.clone()})).await;
+    let resent: Vec<Value> = fixes
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            f["seq"] = json!(f["seq"].as_u64().unwrap() + 1000);
+            f
+        })
+        .collect();
+    d.send(&json!({"type":"batch","pings": resent.clone()}))
+        .await;
     let frames = d.until_ack(1000 + fixes.len() as u64).await;
     assert!(frames.iter().all(|f| f["type"] != "checkin"), "{frames:?}");
 
@@ -180,27 +238,54 @@ async fn check_in_is_exactly_once_even_when_fixes_are_replayed_or_the_hub_restar
     w.send(&json!({"type":"subscribe","drivers":["D1"]})).await;
     w.json().await;
     let t1 = t0 + 300_000;
-    let away: Vec<Value> = (0..4).map(|i| {
-        let (lat, lon) = offset(LAT, LON, 100.0 + i as f64 * 60.0, 0.0);
-        ping(2000 + i, t1 + i as i64 * 5000, lat, lon)
-    }).collect();
+    let away: Vec<Value> = (0..4)
+        .map(|i| {
+            let (lat, lon) = offset(LAT, LON, 100.0 + i as f64 * 60.0, 0.0);
+            ping(2000 + i, t1 + i as i64 * 5000, lat, lon)
+        })
+        .collect();
     d.send(&json!({"type":"batch","pings": away})).await;
     d.until_ack(2003).await;
-    let ev = w.until(|f| f["type"] == "event" && f["event"]["type"] == "stop.departed").await;
+    let ev = w
+        .until(|f| f["type"] == "event" && f["event"]["type"] == "stop.departed")
+        .await;
     assert_eq!(ev["event"]["stop_id"], "s1");
-    assert_eq!(ev["event"]["departed_at"], trackhub::protocol::time::format_ts(t1 + 5_000), "first fix beyond 150 m (160 m)");
+    assert_eq!(
+        ev["event"]["departed_at"],
+        trackhub::protocol::time::format_ts(t1 + 5_000),
+        "first fix beyond 150 m (160 m)"
+    );
     let (_, trip) = hub.get("/v1/trips/t1", "f1").await;
     assert_eq!(trip["stops"][0]["status"], "departed");
 
     // The manual fallback completes the trip; a second manual check-in is a conflict.
-    let (status, c) = hub.post("/v1/trips/t1/stops/s2/checkin", "f1", &json!({})).await;
+    let (status, c) = hub
+        .post("/v1/trips/t1/stops/s2/checkin", "f1", &json!({}))
+        .await;
     assert_eq!(status, 201, "{c}");
     assert_eq!(c["source"], "manual");
-    let ev = w.until(|f| f["type"] == "event" && f["event"]["type"] == "trip.completed").await;
+    let ev = w
+        .until(|f| f["type"] == "event" && f["event"]["type"] == "trip.completed")
+        .await;
     assert_eq!(ev["event"]["trip_id"], "t1");
-    assert_eq!(hub.post("/v1/trips/t1/stops/s2/checkin", "f1", &json!({})).await.0, 409);
-    assert_eq!(hub.post("/v1/trips/t1/stops/s1/checkin", "f1", &json!({})).await.0, 409);
-    assert_eq!(hub.post("/v1/trips/t1/stops/nope/checkin", "f1", &json!({})).await.0, 404);
+    assert_eq!(
+        hub.post("/v1/trips/t1/stops/s2/checkin", "f1", &json!({}))
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        hub.post("/v1/trips/t1/stops/s1/checkin", "f1", &json!({}))
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        hub.post("/v1/trips/t1/stops/nope/checkin", "f1", &json!({}))
+            .await
+            .0,
+        404
+    );
     let (_, trip) = hub.get("/v1/trips/t1", "f1").await;
     assert_eq!(trip["status"], "completed");
     hub.stop().await;
@@ -219,13 +304,21 @@ async fn a_red_light_next_to_the_stop_does_not_check_in() {
         seq += 1;
         let (lat, lon) = offset(LAT, LON, north, east);
         let mut p = ping(seq, t0 + t * 1000, lat, lon);
-        if let Some(s) = speed { p["speed_mps"] = json!(s); }
+        if let Some(s) = speed {
+            p["speed_mps"] = json!(s);
+        }
         p
     };
     // Approach, wait 60 s at a light 40 m away, drive on.
-    for i in 0..8 { fixes.push(at(-400.0 + i as f64 * 45.0, 40.0, i * 5, Some(9.0))); }
-    for i in 0..13 { fixes.push(at(-40.0, 40.0, 40 + i * 5, Some(0.0))); }
-    for i in 0..10 { fixes.push(at(-40.0 + i as f64 * 50.0, 40.0, 105 + i * 5, Some(10.0))); }
+    for i in 0..8 {
+        fixes.push(at(-400.0 + i as f64 * 45.0, 40.0, i * 5, Some(9.0)));
+    }
+    for i in 0..13 {
+        fixes.push(at(-40.0, 40.0, 40 + i * 5, Some(0.0)));
+    }
+    for i in 0..10 {
+        fixes.push(at(-40.0 + i as f64 * 50.0, 40.0, 105 + i * 5, Some(10.0)));
+    }
     d.send(&json!({"type":"batch","pings": fixes})).await;
     let frames = d.until_ack(seq).await;
     assert!(frames.iter().all(|f| f["type"] != "checkin"), "{frames:?}");
@@ -245,13 +338,18 @@ async fn silent_driver_goes_offline_and_leaves_the_index() {
     let online = w.until(|f| f["type"] == "event").await;
     assert_eq!(online["event"]["type"], "driver.online");
     assert_eq!(hub.get("/v1/drivers/D1", "f1").await.0, 200);
-    let offline = w.until(|f| f["type"] == "event" && f["event"]["type"] == "driver.offline").await;
+    let offline = w
+        .until(|f| f["type"] == "event" && f["event"]["type"] == "driver.offline")
+        .await;
     assert_eq!(offline["event"]["driver_id"], "D1");
     assert_eq!(offline["event"]["lat"], LAT);
     assert_eq!(hub.get("/v1/drivers/D1", "f1").await.0, 404);
     // The next fix brings it back.
     d.ping_acked(ping(2, now_ms(), LAT, LON)).await;
-    assert_eq!(w.until(|f| f["type"] == "event").await["event"]["type"], "driver.online");
+    assert_eq!(
+        w.until(|f| f["type"] == "event").await["event"]["type"],
+        "driver.online"
+    );
     hub.stop().await;
 }
 
@@ -262,10 +360,29 @@ async fn rest_validates_bodies_and_queries_with_problem_details() {
         .post("/v1/trips", "f1", &json!({"driver_id":"D1","stops":[{"lat":95,"lon":0},{"id":"x","lat":0,"lon":0,"radius_m":1},{"id":"x","lat":0,"lon":0}]}))
         .await;
     assert_eq!(status, 422);
-    let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
-    assert_eq!(fields, vec!["stops[0].lat", "stops[1].radius_m", "stops[2].id"], "{body}");
-    assert_eq!(hub.post("/v1/trips", "f1", &json!({"driver_id":"D1"})).await.0, 422);
-    assert_eq!(hub.post("/v1/trips", "f1", &json!({"driver_id":"D1","stops":[]})).await.0, 422);
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        vec!["stops[0].lat", "stops[1].radius_m", "stops[2].id"],
+        "{body}"
+    );
+    assert_eq!(
+        hub.post("/v1/trips", "f1", &json!({"driver_id":"D1"}))
+            .await
+            .0,
+        422
+    );
+    assert_eq!(
+        hub.post("/v1/trips", "f1", &json!({"driver_id":"D1","stops":[]}))
+            .await
+            .0,
+        422
+    );
     let r = hub
         .http
         .post(hub.url("/v1/trips"))
@@ -279,25 +396,70 @@ async fn rest_validates_bodies_and_queries_with_problem_details() {
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 
     // Generated ids; a driver may not create trips; a reused id conflicts.
-    let (status, trip) = hub.post("/v1/trips", "f1", &json!({"driver_id":"D1","stops":[{"lat":1,"lon":2}]})).await;
+    let (status, trip) = hub
+        .post(
+            "/v1/trips",
+            "f1",
+            &json!({"driver_id":"D1","stops":[{"lat":1,"lon":2}]}),
+        )
+        .await;
     assert_eq!(status, 201);
     assert!(trip["id"].as_str().unwrap().starts_with("trip-"));
     assert_eq!(trip["stops"][0]["id"], "stop-1");
     let driver = hub.token(Role::Driver, "D1", "f1");
-    assert_eq!(hub.post_as("/v1/trips", &driver, &json!({"driver_id":"D1","stops":[{"lat":1,"lon":2}]})).await.0, 403);
+    assert_eq!(
+        hub.post_as(
+            "/v1/trips",
+            &driver,
+            &json!({"driver_id":"D1","stops":[{"lat":1,"lon":2}]})
+        )
+        .await
+        .0,
+        403
+    );
     let dup = json!({"id": trip["id"], "driver_id":"D1","stops":[{"lat":1,"lon":2}]});
     assert_eq!(hub.post("/v1/trips", "f1", &dup).await.0, 409);
     // The trip's own driver may read it; another driver may not.
-    assert_eq!(hub.get_as(&format!("/v1/trips/{}", trip["id"].as_str().unwrap()), &driver).await.0, 200);
+    assert_eq!(
+        hub.get_as(
+            &format!("/v1/trips/{}", trip["id"].as_str().unwrap()),
+            &driver
+        )
+        .await
+        .0,
+        200
+    );
     let other = hub.token(Role::Driver, "D2", "f1");
-    assert_eq!(hub.get_as(&format!("/v1/trips/{}", trip["id"].as_str().unwrap()), &other).await.0, 403);
+    assert_eq!(
+        hub.get_as(
+            &format!("/v1/trips/{}", trip["id"].as_str().unwrap()),
+            &other
+        )
+        .await
+        .0,
+        403
+    );
 
     // Queries.
     assert_eq!(hub.get("/v1/drivers?bbox=1,2,3", "f1").await.0, 422);
-    assert_eq!(hub.get("/v1/drivers/nearby?lat=100&lon=0", "f1").await.0, 422);
-    assert_eq!(hub.get("/v1/drivers/nearby?lat=abc&lon=0", "f1").await.0, 400);
-    assert_eq!(hub.get("/v1/drivers/nearby?lat=0&lon=0&limit=0", "f1").await.0, 422);
-    assert_eq!(hub.get("/v1/drivers/D1/track?from=yesterday", "f1").await.0, 422);
+    assert_eq!(
+        hub.get("/v1/drivers/nearby?lat=100&lon=0", "f1").await.0,
+        422
+    );
+    assert_eq!(
+        hub.get("/v1/drivers/nearby?lat=abc&lon=0", "f1").await.0,
+        400
+    );
+    assert_eq!(
+        hub.get("/v1/drivers/nearby?lat=0&lon=0&limit=0", "f1")
+            .await
+            .0,
+        422
+    );
+    assert_eq!(
+        hub.get("/v1/drivers/D1/track?from=yesterday", "f1").await.0,
+        422
+    );
     assert_eq!(hub.get("/v1/checkins?limit=0", "f1").await.0, 422);
     assert_eq!(hub.get("/livez", "f1").await.0, 200);
     assert_eq!(hub.get("/readyz", "f1").await.0, 200);
@@ -313,12 +475,24 @@ async fn nearby_ranks_by_great_circle_distance() {
     let mut e = hub.driver("east", "f1").await;
     n.ping_acked(ping(1, t, 60.6, 10.0)).await;
     e.ping_acked(ping(1, t, 60.0, 10.9)).await;
-    let (_, near) = hub.get("/v1/drivers/nearby?lat=60&lon=10&limit=2", "f1").await;
-    let order: Vec<&str> = near["drivers"].as_array().unwrap().iter().map(|d| d["driver_id"].as_str().unwrap()).collect();
+    let (_, near) = hub
+        .get("/v1/drivers/nearby?lat=60&lon=10&limit=2", "f1")
+        .await;
+    let order: Vec<&str> = near["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["driver_id"].as_str().unwrap())
+        .collect();
     assert_eq!(order, vec!["east", "north"]);
     let d0 = near["drivers"][0]["distance_m"].as_f64().unwrap();
     assert!((d0 - 49_600.0).abs() < 500.0, "{d0}");
-    let (_, near) = hub.get("/v1/drivers/nearby?lat=60&lon=10&limit=5&radius_m=55000", "f1").await;
+    let (_, near) = hub
+        .get(
+            "/v1/drivers/nearby?lat=60&lon=10&limit=5&radius_m=55000",
+            "f1",
+        )
+        .await;
     assert_eq!(near["drivers"].as_array().unwrap().len(), 1);
     hub.stop().await;
 }

@@ -31,7 +31,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Json::<T>::from_request(req, state).await.map(|Json(v)| ApiJson(v)).map_err(ApiError::from)
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| ApiJson(v))
+            .map_err(ApiError::from)
     }
 }
 
@@ -41,8 +44,14 @@ pub struct ApiQuery<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state).await.map(|Query(v)| ApiQuery(v)).map_err(ApiError::from)
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(ApiError::from)
     }
 }
 
@@ -54,7 +63,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/drivers/{id}/track", get(track))
         .route("/v1/trips", post(trips::create))
         .route("/v1/trips/{id}", get(trips::get))
-        .route("/v1/trips/{trip_id}/stops/{stop_id}/checkin", post(trips::manual_checkin))
+        .route(
+            "/v1/trips/{trip_id}/stops/{stop_id}/checkin",
+            post(trips::manual_checkin),
+        )
         .route("/v1/checkins", get(trips::checkins))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
 }
@@ -62,11 +74,20 @@ pub fn routes() -> Router<AppState> {
 /// `GET /readyz`: 200 when the database answers, else 503.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     match app.hub.store.ping().await {
-        Ok(()) if !*app.shutdown.borrow() => (StatusCode::OK, Json(json!({"status": "ready", "database": "ok"}))),
-        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining", "database": "ok"}))),
+        Ok(()) if !*app.shutdown.borrow() => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "database": "ok"})),
+        ),
+        Ok(()) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining", "database": "ok"})),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: database down");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "database": "down"})))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "database": "down"})),
+            )
         }
     }
 }
@@ -84,10 +105,17 @@ async fn drivers_in_bbox(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(&[Role::Admin, Role::Service])?;
     let bbox = match q.bbox.as_deref() {
-        Some(text) => BBox::parse(text).map_err(|m| ApiError::Invalid(vec![FieldError::new("bbox", m)]))?,
+        Some(text) => {
+            BBox::parse(text).map_err(|m| ApiError::Invalid(vec![FieldError::new("bbox", m)]))?
+        }
         None => BBox::new(-180.0, -90.0, 180.0, 90.0).expect("whole world is valid"),
     };
-    let drivers: Vec<PositionView> = app.hub.in_bbox(&caller.0.fleet, &bbox).iter().map(PositionView::from).collect();
+    let drivers: Vec<PositionView> = app
+        .hub
+        .in_bbox(&caller.0.fleet, &bbox)
+        .iter()
+        .map(PositionView::from)
+        .collect();
     Ok(Json(json!({ "drivers": drivers })))
 }
 
@@ -116,15 +144,23 @@ async fn drivers_nearby(
     }
     let limit = q.limit.unwrap_or(10);
     if limit == 0 || limit > MAX_NEARBY {
-        errors.push(FieldError::new("limit", format!("must be within [1, {MAX_NEARBY}]")));
+        errors.push(FieldError::new(
+            "limit",
+            format!("must be within [1, {MAX_NEARBY}]"),
+        ));
     }
     if q.radius_m.is_some_and(|r| !r.is_finite() || r <= 0.0) {
-        errors.push(FieldError::new("radius_m", "must be a positive number of metres"));
+        errors.push(FieldError::new(
+            "radius_m",
+            "must be a positive number of metres",
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    let found = app.hub.nearest(&caller.0.fleet, q.lat, q.lon, limit, q.radius_m);
+    let found = app
+        .hub
+        .nearest(&caller.0.fleet, q.lat, q.lon, limit, q.radius_m);
     let drivers: Vec<serde_json::Value> = found
         .iter()
         .map(|n| {
@@ -137,7 +173,11 @@ async fn drivers_nearby(
 }
 
 /// `GET /v1/drivers/{id}`: the live position (admin, service, or the driver itself); 404 offline.
-async fn driver(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<PositionView>, ApiError> {
+async fn driver(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PositionView>, ApiError> {
     caller.require_reader_of(&id)?;
     app.hub
         .position(&caller.0.fleet, &id)
@@ -176,7 +216,10 @@ async fn track(
     let from = time("from", &q.from, now - 86_400_000);
     let limit = q.limit.unwrap_or(10_000);
     if !(1..=MAX_TRACK_POINTS).contains(&limit) {
-        errors.push(FieldError::new("limit", format!("must be within [1, {MAX_TRACK_POINTS}]")));
+        errors.push(FieldError::new(
+            "limit",
+            format!("must be within [1, {MAX_TRACK_POINTS}]"),
+        ));
     }
     if from > to {
         errors.push(FieldError::new("from", "must not be after `to`"));
@@ -184,7 +227,11 @@ async fn track(
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    let fixes = app.hub.store.track(&caller.0.fleet, &id, from, to, limit).await?;
+    let fixes = app
+        .hub
+        .store
+        .track(&caller.0.fleet, &id, from, to, limit)
+        .await?;
     let coordinates: Vec<[f64; 2]> = fixes.iter().map(|f| [f.lon, f.lat]).collect();
     let timestamps: Vec<String> = fixes.iter().map(|f| format_ts(f.ts_ms)).collect();
     let accuracy: Vec<Option<f64>> = fixes.iter().map(|f| f.accuracy_m).collect();

@@ -40,18 +40,26 @@ pub struct StopBody {
 
 fn check_id(field: &str, id: &str, errors: &mut Vec<FieldError>) {
     if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(|c| c.is_control() || c == '/') {
-        errors.push(FieldError::new(field, format!("must be 1-{MAX_ID_LEN} characters, no `/` or control characters")));
+        errors.push(FieldError::new(
+            field,
+            format!("must be 1-{MAX_ID_LEN} characters, no `/` or control characters"),
+        ));
     }
 }
 
 /// Checks a trip body; every problem is reported, with its field path.
 fn validate(body: TripBody, fleet: &str) -> Result<NewTrip, ApiError> {
     let mut errors = Vec::new();
-    let id = body.id.unwrap_or_else(|| format!("trip-{}", uuid::Uuid::new_v4()));
+    let id = body
+        .id
+        .unwrap_or_else(|| format!("trip-{}", uuid::Uuid::new_v4()));
     check_id("id", &id, &mut errors);
     check_id("driver_id", &body.driver_id, &mut errors);
     if body.stops.is_empty() || body.stops.len() > MAX_STOPS {
-        errors.push(FieldError::new("stops", format!("must hold 1-{MAX_STOPS} stops")));
+        errors.push(FieldError::new(
+            "stops",
+            format!("must hold 1-{MAX_STOPS} stops"),
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     let mut stops = Vec::with_capacity(body.stops.len());
@@ -60,7 +68,10 @@ fn validate(body: TripBody, fleet: &str) -> Result<NewTrip, ApiError> {
         let id = s.id.unwrap_or_else(|| format!("stop-{}", i + 1));
         check_id(&at("id"), &id, &mut errors);
         if !seen.insert(id.clone()) {
-            errors.push(FieldError::new(at("id"), format!("`{id}` appears twice in this trip")));
+            errors.push(FieldError::new(
+                at("id"),
+                format!("`{id}` appears twice in this trip"),
+            ));
         }
         if !s.lat.is_finite() || !(-90.0..=90.0).contains(&s.lat) {
             errors.push(FieldError::new(at("lat"), "must be within [-90, 90]"));
@@ -70,17 +81,31 @@ fn validate(body: TripBody, fleet: &str) -> Result<NewTrip, ApiError> {
         }
         let radius_m = s.radius_m.unwrap_or(DEFAULT_RADIUS_M);
         if !radius_m.is_finite() || !(10.0..=5_000.0).contains(&radius_m) {
-            errors.push(FieldError::new(at("radius_m"), "must be within [10, 5000] metres"));
+            errors.push(FieldError::new(
+                at("radius_m"),
+                "must be within [10, 5000] metres",
+            ));
         }
         if s.name.as_ref().is_some_and(|n| n.len() > 512) {
             errors.push(FieldError::new(at("name"), "must be at most 512 bytes"));
         }
-        stops.push(NewStop { id, name: s.name, lat: s.lat, lon: s.lon, radius_m });
+        stops.push(NewStop {
+            id,
+            name: s.name,
+            lat: s.lat,
+            lon: s.lon,
+            radius_m,
+        });
     }
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    Ok(NewTrip { id, fleet: fleet.to_string(), driver_id: body.driver_id, stops })
+    Ok(NewTrip {
+        id,
+        fleet: fleet.to_string(),
+        driver_id: body.driver_id,
+        stops,
+    })
 }
 
 #[derive(Serialize)]
@@ -162,7 +187,11 @@ async fn load_trip(app: &AppState, caller: &Caller, id: &str) -> Result<TripReco
 }
 
 /// `GET /v1/trips/{id}`: the trip with each stop's status (`pending` | `arrived` | `departed`).
-pub async fn get(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(trip_json(&load_trip(&app, &caller, &id).await?)))
 }
 
@@ -177,12 +206,16 @@ pub async fn manual_checkin(
     caller.require(&[Role::Admin, Role::Driver])?;
     let trip = load_trip(&app, &caller, &trip_id).await?;
     if !trip.stops.iter().any(|s| s.id == stop_id) {
-        return Err(ApiError::NotFound(format!("stop `{stop_id}` not found in trip `{trip_id}`")));
+        return Err(ApiError::NotFound(format!(
+            "stop `{stop_id}` not found in trip `{trip_id}`"
+        )));
     }
     let outcome = app.hub.manual_checkin(&trip, &stop_id).await?;
     match outcome.checkin {
         Some(c) => Ok((StatusCode::CREATED, Json(checkin_json(&c)))),
-        None => Err(ApiError::Conflict(format!("stop `{stop_id}` of trip `{trip_id}` is already checked in"))),
+        None => Err(ApiError::Conflict(format!(
+            "stop `{stop_id}` of trip `{trip_id}` is already checked in"
+        ))),
     }
 }
 
@@ -206,8 +239,24 @@ pub async fn checkins(
     };
     let limit = q.limit.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::Invalid(vec![FieldError::new("limit", "must be within [1, 10000]")]));
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "limit",
+            "must be within [1, 10000]",
+        )]));
     }
-    let list = app.hub.store.checkins(&caller.0.fleet, &CheckinFilter { trip_id: q.trip_id, driver_id, limit }).await?;
-    Ok(Json(json!({ "checkins": list.iter().map(checkin_json).collect::<Vec<_>>() })))
+    let list = app
+        .hub
+        .store
+        .checkins(
+            &caller.0.fleet,
+            &CheckinFilter {
+                trip_id: q.trip_id,
+                driver_id,
+                limit,
+            },
+        )
+        .await?;
+    Ok(Json(
+        json!({ "checkins": list.iter().map(checkin_json).collect::<Vec<_>>() }),
+    ))
 }

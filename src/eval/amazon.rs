@@ -65,8 +65,8 @@ impl Chunk {
             .collect()
     }
 
-    /// Positive and negative stop positions (x, y metres), see the module docs.
-    pub fn eval_stops(&self) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+    /// Positive and negative stop positions, see the module docs.
+    pub fn eval_stops(&self) -> EvalStops {
         let mut positives = Vec::new();
         let mut i = 0;
         while i < self.fixes.len() {
@@ -84,23 +84,46 @@ impl Chunk {
         let on_foot: Vec<&LabelledFix> = self.fixes.iter().filter(|f| f.on_foot).collect();
         let mut negatives: Vec<(f64, f64)> = Vec::new();
         for f in self.fixes.iter().filter(|f| !f.on_foot) {
-            let far = on_foot.iter().all(|o| (o.x - f.x).hypot(o.y - f.y) > keep_off);
-            let spaced = negatives.last().is_none_or(|(x, y)| (x - f.x).hypot(y - f.y) >= 100.0);
+            let far = on_foot
+                .iter()
+                .all(|o| (o.x - f.x).hypot(o.y - f.y) > keep_off);
+            let spaced = negatives
+                .last()
+                .is_none_or(|(x, y)| (x - f.x).hypot(y - f.y) >= 100.0);
             if far && spaced {
                 negatives.push((f.x, f.y));
             }
         }
-        (positives, negatives)
+        EvalStops {
+            positives,
+            negatives,
+        }
     }
+}
+
+/// Stop positions of one chunk, (x, y) metres east/north.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvalStops {
+    /// Where `OnFoot` stretches of ≥ 60 s begin: must check in.
+    pub positives: Vec<(f64, f64)>,
+    /// Only driven past: must not check in.
+    pub negatives: Vec<(f64, f64)>,
 }
 
 /// Reads one chunk file (`timestamp,x,y,groundtruth`).
 pub fn read_chunk(path: &Path) -> anyhow::Result<Chunk> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut fixes = Vec::new();
     for (i, rec) in reader.records().enumerate() {
         let rec = rec.with_context(|| format!("{} row {}", path.display(), i + 2))?;
-        let bad = || anyhow!("{} row {}: expected timestamp,x,y,groundtruth", path.display(), i + 2);
+        let bad = || {
+            anyhow!(
+                "{} row {}: expected timestamp,x,y,groundtruth",
+                path.display(),
+                i + 2
+            )
+        };
         let ts = rec.get(0).ok_or_else(bad)?;
         // Nanosecond fractions; chrono's %.f takes up to 9 digits.
         let t = NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S%.f").map_err(|_| bad())?;
@@ -111,14 +134,21 @@ pub fn read_chunk(path: &Path) -> anyhow::Result<Chunk> {
             on_foot: rec.get(3).ok_or_else(bad)? == "OnFoot",
         });
     }
-    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("chunk").to_string();
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("chunk")
+        .to_string();
     Ok(Chunk { name, fixes })
 }
 
 /// The chunk files of the dataset directory, sorted by name. Fails clearly when it is absent.
 pub fn chunk_paths(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).with_context(|| {
-        format!("Amazon dataset not found at {} (expected ../shared/data next to the project)", dir.display())
+        format!(
+            "Amazon dataset not found at {} (expected ../shared/data next to the project)",
+            dir.display()
+        )
     })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -145,12 +175,20 @@ pub struct Score {
 impl Score {
     pub fn precision(&self) -> f64 {
         let called = self.true_positives + self.false_positives;
-        if called == 0 { 1.0 } else { self.true_positives as f64 / called as f64 }
+        if called == 0 {
+            1.0
+        } else {
+            self.true_positives as f64 / called as f64
+        }
     }
 
     pub fn recall(&self) -> f64 {
         let real = self.true_positives + self.false_negatives;
-        if real == 0 { 1.0 } else { self.true_positives as f64 / real as f64 }
+        if real == 0 {
+            1.0
+        } else {
+            self.true_positives as f64 / real as f64
+        }
     }
 
     pub fn add(&mut self, o: &Score) {
@@ -164,13 +202,28 @@ impl Score {
 
 /// The stops of one chunk as geofences: positives are `pos-N`, negatives `neg-N`.
 pub fn geofences(chunk: &Chunk, origin: (f64, f64)) -> Vec<Geofence> {
-    let (pos, neg) = chunk.eval_stops();
+    let EvalStops {
+        positives: pos,
+        negatives: neg,
+    } = chunk.eval_stops();
     let trip: std::sync::Arc<str> = chunk.name.as_str().into();
     let mk = |prefix: &str, i: usize, (x, y): (f64, f64)| {
         let (lat, lon) = project(origin, x, y);
-        Geofence { key: StopKey { trip_id: trip.clone(), stop_id: format!("{prefix}-{i}").into() }, lat, lon, radius_m: RADIUS_M }
+        Geofence {
+            key: StopKey {
+                trip_id: trip.clone(),
+                stop_id: format!("{prefix}-{i}").into(),
+            },
+            lat,
+            lon,
+            radius_m: RADIUS_M,
+        }
     };
-    pos.iter().enumerate().map(|(i, p)| mk("pos", i, *p)).chain(neg.iter().enumerate().map(|(i, p)| mk("neg", i, *p))).collect()
+    pos.iter()
+        .enumerate()
+        .map(|(i, p)| mk("pos", i, *p))
+        .chain(neg.iter().enumerate().map(|(i, p)| mk("neg", i, *p)))
+        .collect()
 }
 
 /// Scores a set of checked-in stop ids against a chunk's stops.
@@ -198,7 +251,14 @@ pub fn evaluate_chunk(chunk: &Chunk, cfg: &ArrivalConfig, origin: (f64, f64)) ->
     }
     let mut checked_in = Vec::new();
     for raw in chunk.raw_fixes(origin) {
-        let fix = Fix { ts_ms: raw.ts_ms, lat: raw.lat, lon: raw.lon, accuracy_m: None, speed_mps: None, heading_deg: None };
+        let fix = Fix {
+            ts_ms: raw.ts_ms,
+            lat: raw.lat,
+            lon: raw.lon,
+            accuracy_m: None,
+            speed_mps: None,
+            heading_deg: None,
+        };
         for d in tracker.observe(&fix, cfg) {
             if let Decision::CheckIn { key, .. } = d {
                 checked_in.push(key.stop_id.to_string());
@@ -209,7 +269,11 @@ pub fn evaluate_chunk(chunk: &Chunk, cfg: &ArrivalConfig, origin: (f64, f64)) ->
 }
 
 /// Scores every chunk file in `paths`.
-pub fn evaluate(paths: &[PathBuf], cfg: &ArrivalConfig, origin: (f64, f64)) -> anyhow::Result<Score> {
+pub fn evaluate(
+    paths: &[PathBuf],
+    cfg: &ArrivalConfig,
+    origin: (f64, f64),
+) -> anyhow::Result<Score> {
     let mut total = Score::default();
     for p in paths {
         total.add(&evaluate_chunk(&read_chunk(p)?, cfg, origin));

@@ -53,7 +53,10 @@ impl Watcher {
     /// Replaces the scope and forgets pending positions (a snapshot follows).
     pub fn set_scope(&self, scope: Scope) {
         *self.scope.write().unwrap_or_else(|e| e.into_inner()) = scope;
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     pub fn scope(&self) -> Scope {
@@ -79,7 +82,10 @@ impl Watcher {
                 || previous.is_some_and(|p| scope.matches(&p.driver_id, p.fix.lat, p.fix.lon))
         };
         if in_scope {
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(pos.driver_id.clone(), pos.clone());
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(pos.driver_id.clone(), pos.clone());
         }
     }
 
@@ -87,7 +93,9 @@ impl Watcher {
         let in_scope = {
             let scope = self.scope.read().unwrap_or_else(|e| e.into_inner());
             scope.drivers.contains(&*event.driver_id)
-                || event.position.is_some_and(|(lat, lon)| scope.bbox.is_some_and(|b| b.contains(lat, lon)))
+                || event
+                    .position
+                    .is_some_and(|(lat, lon)| scope.bbox.is_some_and(|b| b.contains(lat, lon)))
         };
         if in_scope && self.events.try_send(event.clone()).is_err() {
             self.lagging.store(true, Ordering::Relaxed);
@@ -133,8 +141,15 @@ impl Fanout {
             lagging: AtomicBool::new(false),
             wake: Notify::new(),
         });
-        self.fleets.entry(fleet).or_default().insert(watcher.id, watcher.clone());
-        WatcherHandle { watcher, events: rx, fanout: self.clone() }
+        self.fleets
+            .entry(fleet)
+            .or_default()
+            .insert(watcher.id, watcher.clone());
+        WatcherHandle {
+            watcher,
+            events: rx,
+            fanout: self.clone(),
+        }
     }
 
     fn remove(&self, watcher: &Watcher) {
@@ -177,7 +192,14 @@ mod tests {
     fn pos(id: &str, lat: f64, lon: f64, ts_ms: i64) -> LivePosition {
         LivePosition {
             driver_id: id.into(),
-            fix: Fix { ts_ms, lat, lon, accuracy_m: None, speed_mps: None, heading_deg: None },
+            fix: Fix {
+                ts_ms,
+                lat,
+                lon,
+                accuracy_m: None,
+                speed_mps: None,
+                heading_deg: None,
+            },
             received_ms: 0,
         }
     }
@@ -186,7 +208,10 @@ mod tests {
     fn coalesces_latest_wins_and_scopes_by_fleet() {
         let fanout = Fanout::new();
         let h = fanout.register("f1".into());
-        h.watcher.set_scope(Scope { bbox: Some(BBox::new(0.0, 0.0, 10.0, 10.0).unwrap()), drivers: HashSet::new() });
+        h.watcher.set_scope(Scope {
+            bbox: Some(BBox::new(0.0, 0.0, 10.0, 10.0).unwrap()),
+            drivers: HashSet::new(),
+        });
         for ts in 0..100 {
             fanout.position("f1", &pos("d1", 5.0, 5.0, ts), None);
         }
@@ -202,7 +227,10 @@ mod tests {
     fn full_event_queue_marks_lagging_and_drop_unregisters() {
         let fanout = Fanout::new();
         let h = fanout.register("f".into());
-        h.watcher.set_scope(Scope { bbox: None, drivers: ["d".to_string()].into() });
+        h.watcher.set_scope(Scope {
+            bbox: None,
+            drivers: ["d".to_string()].into(),
+        });
         let ev = Arc::new(Event {
             fleet: "f".into(),
             driver_id: "d".into(),

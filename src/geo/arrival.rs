@@ -104,7 +104,11 @@ pub enum StopPhase {
 pub enum Decision {
     /// The driver has arrived: dwell began at `arrived_at_ms`, confirmed by the fix at
     /// `confirmed_at_ms` (both device time, unix ms UTC).
-    CheckIn { key: StopKey, arrived_at_ms: i64, confirmed_at_ms: i64 },
+    CheckIn {
+        key: StopKey,
+        arrived_at_ms: i64,
+        confirmed_at_ms: i64,
+    },
     /// The driver left the exit ring after a check-in; `departed_at_ms` is the first fix outside.
     Departure { key: StopKey, departed_at_ms: i64 },
 }
@@ -129,7 +133,10 @@ impl Dwell {
     }
 
     fn centroid(&self) -> (f64, f64) {
-        (self.sum_lat / self.count as f64, self.sum_lon / self.count as f64)
+        (
+            self.sum_lat / self.count as f64,
+            self.sum_lon / self.count as f64,
+        )
     }
 }
 
@@ -197,7 +204,10 @@ impl StopTrack {
                 self.dwell = Dwell::default();
                 self.strikes = 0;
                 if let Some(prev) = self.last_outlier.filter(|p| {
-                    inside && p.inside && haversine_m(p.fix.lat, p.fix.lon, fix.lat, fix.lon) <= cfg.stationary_radius_m
+                    inside
+                        && p.inside
+                        && haversine_m(p.fix.lat, p.fix.lon, fix.lat, fix.lon)
+                            <= cfg.stationary_radius_m
                 }) {
                     self.dwell.push(&prev.fix);
                 }
@@ -237,7 +247,10 @@ impl StopTrack {
         self.outside += 1;
         if self.outside >= cfg.exit_confirm_fixes.max(1) {
             self.phase = StopPhase::Departed;
-            return Some(Decision::Departure { key: self.fence.key.clone(), departed_at_ms: self.first_outside_ms });
+            return Some(Decision::Departure {
+                key: self.fence.key.clone(),
+                departed_at_ms: self.first_outside_ms,
+            });
         }
         None
     }
@@ -280,7 +293,10 @@ impl ArrivalTracker {
         let key = fence.key.clone();
         let exit = fence.radius_m * cfg.exit_radius_factor.max(1.0);
         for (lo, hi) in BBox::around(fence.lat, fence.lon, exit).parts() {
-            self.tree.insert(FenceEntry::new(Rectangle::from_corners(lo, hi), key.clone()));
+            self.tree.insert(FenceEntry::new(
+                Rectangle::from_corners(lo, hi),
+                key.clone(),
+            ));
         }
         let track = StopTrack {
             fence,
@@ -302,7 +318,10 @@ impl ArrivalTracker {
         if let Some(track) = self.stops.remove(key) {
             let exit = track.exit_radius_m(cfg);
             for (lo, hi) in BBox::around(track.fence.lat, track.fence.lon, exit).parts() {
-                self.tree.remove(&FenceEntry::new(Rectangle::from_corners(lo, hi), key.clone()));
+                self.tree.remove(&FenceEntry::new(
+                    Rectangle::from_corners(lo, hi),
+                    key.clone(),
+                ));
             }
             self.engaged.remove(key);
         }
@@ -350,15 +369,20 @@ impl ArrivalTracker {
         if fix.accuracy_m.is_some_and(|a| a > cfg.max_accuracy_m) {
             return Vec::new();
         }
-        let mut candidates: Vec<StopKey> =
-            self.tree.locate_all_at_point(&[fix.lon, fix.lat]).map(|e| e.data.clone()).collect();
+        let mut candidates: Vec<StopKey> = self
+            .tree
+            .locate_all_at_point(&[fix.lon, fix.lat])
+            .map(|e| e.data.clone())
+            .collect();
         candidates.extend(self.engaged.iter().cloned());
         candidates.sort();
         candidates.dedup();
 
         let mut decisions = Vec::new();
         for key in candidates {
-            let Some(track) = self.stops.get_mut(&key) else { continue };
+            let Some(track) = self.stops.get_mut(&key) else {
+                continue;
+            };
             if let Some(decision) = track.observe(fix, cfg) {
                 decisions.push(decision);
             }
@@ -382,12 +406,24 @@ mod tests {
     const M_PER_DEG: f64 = 111_195.0;
 
     fn key(s: &str) -> StopKey {
-        StopKey { trip_id: "t".into(), stop_id: s.into() }
+        StopKey {
+            trip_id: "t".into(),
+            stop_id: s.into(),
+        }
     }
 
     fn tracker(cfg: &ArrivalConfig) -> ArrivalTracker {
         let mut t = ArrivalTracker::new();
-        t.add_stop(Geofence { key: key("s1"), lat: LAT, lon: LON, radius_m: 100.0 }, StopPhase::Pending, cfg);
+        t.add_stop(
+            Geofence {
+                key: key("s1"),
+                lat: LAT,
+                lon: LON,
+                radius_m: 100.0,
+            },
+            StopPhase::Pending,
+            cfg,
+        );
         t
     }
 
@@ -412,14 +448,22 @@ mod tests {
         let cfg = ArrivalConfig::default();
         let mut t = tracker(&cfg);
         // Jitter of ±15 m around a point 30 m from the stop, every 5 s for 3 minutes.
-        let fixes: Vec<Fix> =
-            (0..36).map(|i| fix(i * 5, 30.0 + if i % 2 == 0 { 15.0 } else { -15.0 }, 10.0)).collect();
+        let fixes: Vec<Fix> = (0..36)
+            .map(|i| fix(i * 5, 30.0 + if i % 2 == 0 { 15.0 } else { -15.0 }, 10.0))
+            .collect();
         let d = run(&mut t, &cfg, &fixes);
         assert_eq!(d.len(), 1, "{d:?}");
         match &d[0] {
-            Decision::CheckIn { arrived_at_ms, confirmed_at_ms, .. } => {
+            Decision::CheckIn {
+                arrived_at_ms,
+                confirmed_at_ms,
+                ..
+            } => {
                 assert_eq!(*arrived_at_ms, fixes[0].ts_ms);
-                assert_eq!(*confirmed_at_ms, fixes[15].ts_ms, "75 s after the first fix");
+                assert_eq!(
+                    *confirmed_at_ms, fixes[15].ts_ms,
+                    "75 s after the first fix"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -430,7 +474,9 @@ mod tests {
         let cfg = ArrivalConfig::default();
         let mut t = tracker(&cfg);
         // 10 m/s straight through the stop.
-        let fixes: Vec<Fix> = (0..40).map(|i| fix(i * 5, -200.0 + i as f64 * 50.0, 0.0)).collect();
+        let fixes: Vec<Fix> = (0..40)
+            .map(|i| fix(i * 5, -200.0 + i as f64 * 50.0, 0.0))
+            .collect();
         assert!(run(&mut t, &cfg, &fixes).is_empty());
     }
 
@@ -439,7 +485,9 @@ mod tests {
         let cfg = ArrivalConfig::default();
         let mut t = tracker(&cfg);
         // 1.5 m/s through the zone: 200 m of zone takes 133 s, but never stationary for 75 s.
-        let fixes: Vec<Fix> = (0..60).map(|i| fix(i * 5, -150.0 + i as f64 * 7.5, 20.0)).collect();
+        let fixes: Vec<Fix> = (0..60)
+            .map(|i| fix(i * 5, -150.0 + i as f64 * 7.5, 20.0))
+            .collect();
         assert!(run(&mut t, &cfg, &fixes).is_empty());
     }
 
@@ -447,7 +495,9 @@ mod tests {
     fn waiting_at_a_light_for_a_minute_does_not_check_in() {
         let cfg = ArrivalConfig::default();
         let mut t = tracker(&cfg);
-        let mut fixes: Vec<Fix> = (0..10).map(|i| fix(i * 5, -300.0 + i as f64 * 25.0, 40.0)).collect();
+        let mut fixes: Vec<Fix> = (0..10)
+            .map(|i| fix(i * 5, -300.0 + i as f64 * 25.0, 40.0))
+            .collect();
         fixes.extend((10..22).map(|i| fix(i * 5, -60.0, 40.0))); // 60 s stopped 72 m away
         fixes.extend((22..40).map(|i| fix(i * 5, -60.0 + (i - 21) as f64 * 40.0, 40.0)));
         assert!(run(&mut t, &cfg, &fixes).is_empty());
@@ -466,8 +516,12 @@ mod tests {
     fn poor_accuracy_fixes_never_check_in() {
         let cfg = ArrivalConfig::default();
         let mut t = tracker(&cfg);
-        let fixes: Vec<Fix> =
-            (0..40).map(|i| Fix { accuracy_m: Some(120.0), ..fix(i * 5, 10.0, 0.0) }).collect();
+        let fixes: Vec<Fix> = (0..40)
+            .map(|i| Fix {
+                accuracy_m: Some(120.0),
+                ..fix(i * 5, 10.0, 0.0)
+            })
+            .collect();
         assert!(run(&mut t, &cfg, &fixes).is_empty());
     }
 
@@ -475,8 +529,12 @@ mod tests {
     fn moving_speed_breaks_the_dwell() {
         let cfg = ArrivalConfig::default();
         let mut t = tracker(&cfg);
-        let fixes: Vec<Fix> =
-            (0..40).map(|i| Fix { speed_mps: Some(6.0), ..fix(i * 5, 10.0, 0.0) }).collect();
+        let fixes: Vec<Fix> = (0..40)
+            .map(|i| Fix {
+                speed_mps: Some(6.0),
+                ..fix(i * 5, 10.0, 0.0)
+            })
+            .collect();
         assert!(run(&mut t, &cfg, &fixes).is_empty());
     }
 
@@ -487,14 +545,19 @@ mod tests {
         let mut fixes: Vec<Fix> = (0..20).map(|i| fix(i * 5, 0.0, 0.0)).collect();
         fixes[8] = fix(40, 300.0, 0.0);
         let d = run(&mut t, &cfg, &fixes);
-        assert!(matches!(d.as_slice(), [Decision::CheckIn { arrived_at_ms, .. }] if *arrived_at_ms == fixes[0].ts_ms));
+        assert!(
+            matches!(d.as_slice(), [Decision::CheckIn { arrived_at_ms, .. }] if *arrived_at_ms == fixes[0].ts_ms)
+        );
 
         let mut t = tracker(&cfg);
         let mut fixes: Vec<Fix> = (0..20).map(|i| fix(i * 5, 0.0, 0.0)).collect();
         fixes[8] = fix(40, 300.0, 0.0);
         fixes[9] = fix(45, 300.0, 0.0);
         let d = run(&mut t, &cfg, &fixes);
-        assert!(d.is_empty(), "dwell restarted at 50 s, only 45 s by the last fix: {d:?}");
+        assert!(
+            d.is_empty(),
+            "dwell restarted at 50 s, only 45 s by the last fix: {d:?}"
+        );
 
         // A driver rolling in: a fix on the way starts a dwell, then the vehicle stops 70 m on.
         // The restart begins at the first fix of the real stop, not the second.
@@ -502,7 +565,10 @@ mod tests {
         let mut fixes = vec![fix(0, -50.0, 0.0)];
         fixes.extend((1..25).map(|i| fix(i * 5, 20.0, 0.0)));
         let d = run(&mut t, &cfg, &fixes);
-        assert!(matches!(d.as_slice(), [Decision::CheckIn { arrived_at_ms, .. }] if *arrived_at_ms == fixes[1].ts_ms), "{d:?}");
+        assert!(
+            matches!(d.as_slice(), [Decision::CheckIn { arrived_at_ms, .. }] if *arrived_at_ms == fixes[1].ts_ms),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -518,7 +584,9 @@ mod tests {
         fixes.extend((25..60).map(|i| fix(i * 5, 0.0, 0.0)));
         let d = run(&mut t, &cfg, &fixes);
         assert_eq!(d.len(), 2, "{d:?}");
-        assert!(matches!(&d[1], Decision::Departure { departed_at_ms, .. } if *departed_at_ms == fixes[22].ts_ms));
+        assert!(
+            matches!(&d[1], Decision::Departure { departed_at_ms, .. } if *departed_at_ms == fixes[22].ts_ms)
+        );
         assert_eq!(t.phase(&key("s1")), Some(StopPhase::Departed));
     }
 
@@ -537,7 +605,12 @@ mod tests {
         let mut t = ArrivalTracker::new();
         let arrived_at_ms = fix(100, 0.0, 0.0).ts_ms;
         t.add_stop(
-            Geofence { key: key("s1"), lat: LAT, lon: LON, radius_m: 100.0 },
+            Geofence {
+                key: key("s1"),
+                lat: LAT,
+                lon: LON,
+                radius_m: 100.0,
+            },
             StopPhase::Arrived { arrived_at_ms },
             &cfg,
         );
@@ -552,7 +625,12 @@ mod tests {
         let cfg = ArrivalConfig::default();
         let mut t = ArrivalTracker::new();
         t.add_stop(
-            Geofence { key: key("s1"), lat: LAT, lon: LON, radius_m: 100.0 },
+            Geofence {
+                key: key("s1"),
+                lat: LAT,
+                lon: LON,
+                radius_m: 100.0,
+            },
             StopPhase::Arrived { arrived_at_ms: 0 },
             &cfg,
         );

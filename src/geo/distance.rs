@@ -39,7 +39,12 @@ impl BBox {
         if south > north {
             return Err("bbox south must not exceed north".into());
         }
-        Ok(Self { west, south, east, north })
+        Ok(Self {
+            west,
+            south,
+            east,
+            north,
+        })
     }
 
     /// Parses `"w,s,e,n"` (degrees), as used by `?bbox=` query parameters.
@@ -89,7 +94,12 @@ impl BBox {
         let max_abs_lat = south.abs().max(north.abs());
         let cos = max_abs_lat.to_radians().cos();
         if cos < 1e-9 || radius_m / (EARTH_RADIUS_M * cos) >= std::f64::consts::PI {
-            return Self { west: -180.0, south, east: 180.0, north };
+            return Self {
+                west: -180.0,
+                south,
+                east: 180.0,
+                north,
+            };
         }
         let dlon = (radius_m / (EARTH_RADIUS_M * cos)).to_degrees();
         let mut west = lon - dlon;
@@ -100,7 +110,12 @@ impl BBox {
         if east > 180.0 {
             east -= 360.0;
         }
-        Self { west, south, east, north }
+        Self {
+            west,
+            south,
+            east,
+            north,
+        }
     }
 }
 
@@ -135,8 +150,12 @@ mod tests {
                 let a = (bearing as f64 * 10.0).to_radians();
                 // Points 999 m away in each direction (small-distance approximation).
                 let dlat = (999.0 * a.cos() / EARTH_RADIUS_M).to_degrees();
-                let dlon = (999.0 * a.sin() / (EARTH_RADIUS_M * lat.to_radians().cos())).to_degrees();
-                assert!(b.contains(lat + dlat, 10.0 + dlon), "lat {lat} bearing {bearing}");
+                let dlon =
+                    (999.0 * a.sin() / (EARTH_RADIUS_M * lat.to_radians().cos())).to_degrees();
+                assert!(
+                    b.contains(lat + dlat, 10.0 + dlon),
+                    "lat {lat} bearing {bearing}"
+                );
             }
         }
     }

@@ -57,7 +57,8 @@ impl LiveIndex {
         let point = [position.fix.lon, position.fix.lat];
         let previous = self.latest.insert(key.clone(), position);
         if let Some(prev) = &previous {
-            self.tree.remove(&Entry::new([prev.fix.lon, prev.fix.lat], key.clone()));
+            self.tree
+                .remove(&Entry::new([prev.fix.lon, prev.fix.lat], key.clone()));
         }
         self.tree.insert(Entry::new(point, key));
         previous
@@ -66,7 +67,10 @@ impl LiveIndex {
     /// Removes a driver (gone offline); returns its last position.
     pub fn remove(&mut self, driver_id: &str) -> Option<LivePosition> {
         let prev = self.latest.remove(driver_id)?;
-        self.tree.remove(&Entry::new([prev.fix.lon, prev.fix.lat], prev.driver_id.clone()));
+        self.tree.remove(&Entry::new(
+            [prev.fix.lon, prev.fix.lat],
+            prev.driver_id.clone(),
+        ));
         Some(prev)
     }
 
@@ -100,13 +104,18 @@ impl LiveIndex {
             return Vec::new();
         }
         const HALF_CIRCUMFERENCE_M: f64 = 20_016_000.0;
-        let max_radius = radius_m.unwrap_or(HALF_CIRCUMFERENCE_M).min(HALF_CIRCUMFERENCE_M);
+        let max_radius = radius_m
+            .unwrap_or(HALF_CIRCUMFERENCE_M)
+            .min(HALF_CIRCUMFERENCE_M);
         let mut search = max_radius.min(1_000.0);
         loop {
             let mut found: Vec<Nearby> = self
                 .in_bbox(&BBox::around(lat, lon, search))
                 .into_iter()
-                .map(|p| Nearby { distance_m: haversine_m(lat, lon, p.fix.lat, p.fix.lon), position: p })
+                .map(|p| Nearby {
+                    distance_m: haversine_m(lat, lon, p.fix.lat, p.fix.lon),
+                    position: p,
+                })
                 .filter(|n| n.distance_m <= search)
                 .collect();
             if found.len() >= limit || search >= max_radius {
@@ -131,7 +140,14 @@ mod tests {
     fn pos(id: &str, lat: f64, lon: f64) -> LivePosition {
         LivePosition {
             driver_id: id.into(),
-            fix: Fix { ts_ms: 0, lat, lon, accuracy_m: None, speed_mps: None, heading_deg: None },
+            fix: Fix {
+                ts_ms: 0,
+                lat,
+                lon,
+                accuracy_m: None,
+                speed_mps: None,
+                heading_deg: None,
+            },
             received_ms: 0,
         }
     }
@@ -143,8 +159,14 @@ mod tests {
         let prev = idx.upsert(pos("a", 20.0, 20.0)).unwrap();
         assert_eq!(prev.fix.lat, 10.0);
         assert_eq!(idx.len(), 1);
-        assert!(idx.in_bbox(&BBox::new(9.0, 9.0, 11.0, 11.0).unwrap()).is_empty());
-        assert_eq!(idx.in_bbox(&BBox::new(19.0, 19.0, 21.0, 21.0).unwrap()).len(), 1);
+        assert!(idx
+            .in_bbox(&BBox::new(9.0, 9.0, 11.0, 11.0).unwrap())
+            .is_empty());
+        assert_eq!(
+            idx.in_bbox(&BBox::new(19.0, 19.0, 21.0, 21.0).unwrap())
+                .len(),
+            1
+        );
         assert!(idx.remove("a").is_some());
         assert!(idx.is_empty());
         assert_eq!(idx.tree.size(), 0);

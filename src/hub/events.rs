@@ -30,7 +30,12 @@ pub enum EventKind {
     /// Silent past the presence timeout (server time).
     DriverOffline,
     /// Checked in at a stop; times are device time, unix ms UTC.
-    StopCheckedIn { key: StopKey, arrived_at_ms: i64, checked_in_at_ms: i64, source: CheckinSource },
+    StopCheckedIn {
+        key: StopKey,
+        arrived_at_ms: i64,
+        checked_in_at_ms: i64,
+        source: CheckinSource,
+    },
     /// Left a stop's exit ring after its check-in.
     StopDeparted { key: StopKey, departed_at_ms: i64 },
     /// Every stop of the trip is checked in.

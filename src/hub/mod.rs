@@ -33,7 +33,11 @@ pub struct HubConfig {
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { arrival: ArrivalConfig::default(), presence_timeout_ms: 120_000, max_future_ms: 60_000 }
+        Self {
+            arrival: ArrivalConfig::default(),
+            presence_timeout_ms: 120_000,
+            max_future_ms: 60_000,
+        }
     }
 }
 
@@ -97,7 +101,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Hub {
     pub fn new(cfg: HubConfig, store: Store, track: TrackWriter, fanout: Arc<Fanout>) -> Self {
-        Self { cfg, fanout, store, track, fleets: DashMap::new(), drivers: DashMap::new() }
+        Self {
+            cfg,
+            fanout,
+            store,
+            track,
+            fleets: DashMap::new(),
+            drivers: DashMap::new(),
+        }
     }
 
     fn driver(&self, key: &DriverKey) -> Arc<Mutex<DriverState>> {
@@ -129,7 +140,10 @@ impl Hub {
 
     /// Starts detecting arrivals for a stored trip's stops (in their stored phase).
     pub fn add_trip(&self, trip: &TripRecord) {
-        let key = DriverKey { fleet: trip.fleet.as_str().into(), driver_id: trip.driver_id.as_str().into() };
+        let key = DriverKey {
+            fleet: trip.fleet.as_str().into(),
+            driver_id: trip.driver_id.as_str().into(),
+        };
         let state = self.driver(&key);
         let mut state = lock(&state);
         let trip_id: Arc<str> = trip.id.as_str().into();
@@ -140,7 +154,10 @@ impl Hub {
                 _ => continue, // departed: nothing left to detect
             };
             let fence = Geofence {
-                key: StopKey { trip_id: trip_id.clone(), stop_id: s.id.as_str().into() },
+                key: StopKey {
+                    trip_id: trip_id.clone(),
+                    stop_id: s.id.as_str().into(),
+                },
                 lat: s.lat,
                 lon: s.lon,
                 radius_m: s.radius_m,
@@ -169,7 +186,10 @@ impl Hub {
             let state = self.driver(who);
             let mut state = lock(&state);
             if !state.seqs.insert(seq) {
-                return Ingested { status: IngestStatus::Duplicate, checkins: Vec::new() };
+                return Ingested {
+                    status: IngestStatus::Duplicate,
+                    checkins: Vec::new(),
+                };
             }
             let newest = state.newest_ts_ms.is_none_or(|n| fix.ts_ms > n);
             if !newest {
@@ -185,17 +205,39 @@ impl Hub {
         };
 
         self.track
-            .push(TrackPoint { fleet: who.fleet.clone(), driver_id: who.driver_id.clone(), fix, received_ms })
+            .push(TrackPoint {
+                fleet: who.fleet.clone(),
+                driver_id: who.driver_id.clone(),
+                fix,
+                received_ms,
+            })
             .await;
         if status != IngestStatus::Accepted {
-            return Ingested { status, checkins: Vec::new() };
+            return Ingested {
+                status,
+                checkins: Vec::new(),
+            };
         }
 
-        let position = LivePosition { driver_id: who.driver_id.clone(), fix, received_ms };
-        let previous = self.index_or_create(&who.fleet).write().unwrap_or_else(|e| e.into_inner()).upsert(position.clone());
-        self.fanout.position(&who.fleet, &position, previous.as_ref());
+        let position = LivePosition {
+            driver_id: who.driver_id.clone(),
+            fix,
+            received_ms,
+        };
+        let previous = self
+            .index_or_create(&who.fleet)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .upsert(position.clone());
+        self.fanout
+            .position(&who.fleet, &position, previous.as_ref());
         if came_online {
-            self.presence_event(who, received_ms, Some((fix.lat, fix.lon)), EventKind::DriverOnline);
+            self.presence_event(
+                who,
+                received_ms,
+                Some((fix.lat, fix.lon)),
+                EventKind::DriverOnline,
+            );
         }
 
         let mut checkins = Vec::new();
@@ -209,10 +251,19 @@ impl Hub {
 
     /// Persists a detector decision, then publishes it. A check-in that cannot be stored is
     /// handed back to detection (stop pending again) so a later fix retries it.
-    async fn apply_decision(&self, who: &DriverKey, fix: &Fix, decision: Decision) -> Option<CheckinNotice> {
+    async fn apply_decision(
+        &self,
+        who: &DriverKey,
+        fix: &Fix,
+        decision: Decision,
+    ) -> Option<CheckinNotice> {
         let position = Some((fix.lat, fix.lon));
         match decision {
-            Decision::CheckIn { key, arrived_at_ms, confirmed_at_ms } => {
+            Decision::CheckIn {
+                key,
+                arrived_at_ms,
+                confirmed_at_ms,
+            } => {
                 let event = Event {
                     fleet: who.fleet.clone(),
                     driver_id: who.driver_id.clone(),
@@ -225,15 +276,16 @@ impl Hub {
                         source: CheckinSource::Auto,
                     },
                 };
-                let stored = self
-                    .store
-                    .record_checkin(&who.fleet, &who.driver_id, &key, arrived_at_ms, confirmed_at_ms, CheckinSource::Auto, &event)
-                    .await;
+                let stored = self.store.record_checkin(&event).await;
                 match stored {
                     Ok(outcome) => {
                         let inserted = outcome.checkin.is_some();
                         self.publish_checkin(event, outcome);
-                        inserted.then_some(CheckinNotice { key, arrived_at_ms, checked_in_at_ms: confirmed_at_ms })
+                        inserted.then_some(CheckinNotice {
+                            key,
+                            arrived_at_ms,
+                            checked_in_at_ms: confirmed_at_ms,
+                        })
                     }
                     Err(e) => {
                         tracing::error!(error = %e, trip = %key.trip_id, stop = %key.stop_id, "check-in not stored; will retry");
@@ -243,18 +295,30 @@ impl Hub {
                     }
                 }
             }
-            Decision::Departure { key, departed_at_ms } => {
+            Decision::Departure {
+                key,
+                departed_at_ms,
+            } => {
                 let event = Event {
                     fleet: who.fleet.clone(),
                     driver_id: who.driver_id.clone(),
                     ts_ms: departed_at_ms,
                     position,
-                    kind: EventKind::StopDeparted { key: key.clone(), departed_at_ms },
+                    kind: EventKind::StopDeparted {
+                        key: key.clone(),
+                        departed_at_ms,
+                    },
                 };
-                match self.store.record_departure(&key, departed_at_ms, &event).await {
+                match self
+                    .store
+                    .record_departure(&key, departed_at_ms, &event)
+                    .await
+                {
                     Ok(true) => self.fanout.event(Arc::new(event)),
                     Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, trip = %key.trip_id, stop = %key.stop_id, "departure not stored"),
+                    Err(e) => {
+                        tracing::error!(error = %e, trip = %key.trip_id, stop = %key.stop_id, "departure not stored")
+                    }
                 }
                 let state = self.driver(who);
                 lock(&state).arrival.remove_stop(&key, &self.cfg.arrival);
@@ -274,11 +338,23 @@ impl Hub {
 
     /// The REST fallback: checks a driver in at a stop now (server time). `Ok(None)` when the stop
     /// was already checked in.
-    pub async fn manual_checkin(&self, trip: &TripRecord, stop_id: &str) -> Result<CheckinOutcome, StoreError> {
-        let who = DriverKey { fleet: trip.fleet.as_str().into(), driver_id: trip.driver_id.as_str().into() };
-        let key = StopKey { trip_id: trip.id.as_str().into(), stop_id: stop_id.into() };
+    pub async fn manual_checkin(
+        &self,
+        trip: &TripRecord,
+        stop_id: &str,
+    ) -> Result<CheckinOutcome, StoreError> {
+        let who = DriverKey {
+            fleet: trip.fleet.as_str().into(),
+            driver_id: trip.driver_id.as_str().into(),
+        };
+        let key = StopKey {
+            trip_id: trip.id.as_str().into(),
+            stop_id: stop_id.into(),
+        };
         let now = now_ms();
-        let position = self.position(&trip.fleet, &trip.driver_id).map(|p| (p.fix.lat, p.fix.lon));
+        let position = self
+            .position(&trip.fleet, &trip.driver_id)
+            .map(|p| (p.fix.lat, p.fix.lon));
         let event = Event {
             fleet: who.fleet.clone(),
             driver_id: who.driver_id.clone(),
@@ -291,8 +367,7 @@ impl Hub {
                 source: CheckinSource::Manual,
             },
         };
-        let outcome =
-            self.store.record_checkin(&who.fleet, &who.driver_id, &key, now, now, CheckinSource::Manual, &event).await?;
+        let outcome = self.store.record_checkin(&event).await?;
         if outcome.checkin.is_some() {
             lock(&self.driver(&who)).arrival.mark_arrived(&key, now);
         }
@@ -300,9 +375,20 @@ impl Hub {
         Ok(outcome)
     }
 
-    fn presence_event(&self, who: &DriverKey, ts_ms: i64, position: Option<(f64, f64)>, kind: EventKind) {
-        let event =
-            Arc::new(Event { fleet: who.fleet.clone(), driver_id: who.driver_id.clone(), ts_ms, position, kind });
+    fn presence_event(
+        &self,
+        who: &DriverKey,
+        ts_ms: i64,
+        position: Option<(f64, f64)>,
+        kind: EventKind,
+    ) {
+        let event = Arc::new(Event {
+            fleet: who.fleet.clone(),
+            driver_id: who.driver_id.clone(),
+            ts_ms,
+            position,
+            kind,
+        });
         self.fanout.event(event.clone());
         let store = self.store.clone();
         tokio::spawn(async move {
@@ -324,38 +410,69 @@ impl Hub {
             }
         }
         for who in &gone {
-            let last = self
-                .index(&who.fleet)
-                .and_then(|i| i.write().unwrap_or_else(|e| e.into_inner()).remove(&who.driver_id));
-            self.presence_event(who, now_ms, last.map(|p| (p.fix.lat, p.fix.lon)), EventKind::DriverOffline);
+            let last = self.index(&who.fleet).and_then(|i| {
+                i.write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&who.driver_id)
+            });
+            self.presence_event(
+                who,
+                now_ms,
+                last.map(|p| (p.fix.lat, p.fix.lon)),
+                EventKind::DriverOffline,
+            );
         }
         gone.len()
     }
 
     /// The live position of one driver of a fleet.
     pub fn position(&self, fleet: &str, driver_id: &str) -> Option<LivePosition> {
-        self.index(fleet)?.read().unwrap_or_else(|e| e.into_inner()).get(driver_id).cloned()
+        self.index(fleet)?
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(driver_id)
+            .cloned()
     }
 
     /// Live positions of a fleet inside a bbox.
     pub fn in_bbox(&self, fleet: &str, bbox: &BBox) -> Vec<LivePosition> {
-        self.index(fleet).map(|i| i.read().unwrap_or_else(|e| e.into_inner()).in_bbox(bbox)).unwrap_or_default()
+        self.index(fleet)
+            .map(|i| i.read().unwrap_or_else(|e| e.into_inner()).in_bbox(bbox))
+            .unwrap_or_default()
     }
 
     /// The `limit` nearest live drivers of a fleet by great-circle distance.
-    pub fn nearest(&self, fleet: &str, lat: f64, lon: f64, limit: usize, radius_m: Option<f64>) -> Vec<Nearby> {
+    pub fn nearest(
+        &self,
+        fleet: &str,
+        lat: f64,
+        lon: f64,
+        limit: usize,
+        radius_m: Option<f64>,
+    ) -> Vec<Nearby> {
         self.index(fleet)
-            .map(|i| i.read().unwrap_or_else(|e| e.into_inner()).nearest(lat, lon, limit, radius_m))
+            .map(|i| {
+                i.read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .nearest(lat, lon, limit, radius_m)
+            })
             .unwrap_or_default()
     }
 
     /// Every live position of a fleet in a watcher's scope (the snapshot after `subscribe`).
     pub fn snapshot(&self, fleet: &str, scope: &Scope) -> Vec<LivePosition> {
-        let Some(index) = self.index(fleet) else { return Vec::new() };
+        let Some(index) = self.index(fleet) else {
+            return Vec::new();
+        };
         let index = index.read().unwrap_or_else(|e| e.into_inner());
         let mut found: HashMap<DriverId, LivePosition> = HashMap::new();
         if let Some(b) = &scope.bbox {
-            found.extend(index.in_bbox(b).into_iter().map(|p| (p.driver_id.clone(), p)));
+            found.extend(
+                index
+                    .in_bbox(b)
+                    .into_iter()
+                    .map(|p| (p.driver_id.clone(), p)),
+            );
         }
         for d in &scope.drivers {
             if let Some(p) = index.get(d) {
@@ -367,6 +484,9 @@ impl Hub {
 
     /// Number of drivers currently online on this node, all fleets.
     pub fn online_count(&self) -> usize {
-        self.fleets.iter().map(|f| f.read().unwrap_or_else(|e| e.into_inner()).len()).sum()
+        self.fleets
+            .iter()
+            .map(|f| f.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 }

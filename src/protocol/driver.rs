@@ -48,7 +48,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -59,29 +62,46 @@ impl Ping {
     pub fn validate(&self, now_ms: i64, max_future_ms: i64) -> Result<Fix, Rejection> {
         const Y2000_MS: i64 = 946_684_800_000;
         if !self.lat.is_finite() || !(-90.0..=90.0).contains(&self.lat) {
-            return Err(Rejection::new("invalid_coordinates", "lat must be a number within [-90, 90]"));
+            return Err(Rejection::new(
+                "invalid_coordinates",
+                "lat must be a number within [-90, 90]",
+            ));
         }
         if !self.lon.is_finite() || !(-180.0..=180.0).contains(&self.lon) {
-            return Err(Rejection::new("invalid_coordinates", "lon must be a number within [-180, 180]"));
+            return Err(Rejection::new(
+                "invalid_coordinates",
+                "lon must be a number within [-180, 180]",
+            ));
         }
         if self.ts.0 > now_ms + max_future_ms {
             return Err(Rejection::new(
                 "timestamp_in_future",
-                format!("ts is {} ms ahead of server time (limit {max_future_ms} ms)", self.ts.0 - now_ms),
+                format!(
+                    "ts is {} ms ahead of server time (limit {max_future_ms} ms)",
+                    self.ts.0 - now_ms
+                ),
             ));
         }
         if self.ts.0 < Y2000_MS {
-            return Err(Rejection::new("invalid_timestamp", "ts is before 2000-01-01"));
+            return Err(Rejection::new(
+                "invalid_timestamp",
+                "ts is before 2000-01-01",
+            ));
         }
         let non_negative = |v: Option<f64>, code: &'static str, name: &str| match v {
-            Some(x) if !x.is_finite() || x < 0.0 => Err(Rejection::new(code, format!("{name} must be ≥ 0"))),
+            Some(x) if !x.is_finite() || x < 0.0 => {
+                Err(Rejection::new(code, format!("{name} must be ≥ 0")))
+            }
             _ => Ok(()),
         };
         non_negative(self.accuracy_m, "invalid_accuracy", "accuracy_m")?;
         non_negative(self.speed_mps, "invalid_speed", "speed_mps")?;
         if let Some(h) = self.heading_deg {
             if !h.is_finite() || !(0.0..360.0).contains(&h) {
-                return Err(Rejection::new("invalid_heading", "heading_deg must be within [0, 360)"));
+                return Err(Rejection::new(
+                    "invalid_heading",
+                    "heading_deg must be within [0, 360)",
+                ));
             }
         }
         Ok(Fix {
@@ -109,7 +129,12 @@ pub enum DriverOut {
         seq: Option<u64>,
     },
     /// The driver was checked in at a stop. Times RFC 3339 UTC.
-    Checkin { trip_id: String, stop_id: String, arrived_at: String, checked_in_at: String },
+    Checkin {
+        trip_id: String,
+        stop_id: String,
+        arrived_at: String,
+        checked_in_at: String,
+    },
 }
 
 #[cfg(test)]
@@ -123,18 +148,41 @@ mod tests {
     #[test]
     fn decodes_and_validates() {
         let now = 1_800_000_000_000;
-        let p = ping(r#"{"seq":7,"ts":"2026-11-21T10:00:00.120Z","lat":47.61,"lon":-122.33,"accuracy_m":8}"#);
+        let p = ping(
+            r#"{"seq":7,"ts":"2026-11-21T10:00:00.120Z","lat":47.61,"lon":-122.33,"accuracy_m":8}"#,
+        );
         let fix = p.validate(now, 60_000).unwrap();
         assert_eq!(fix.accuracy_m, Some(8.0));
         assert_eq!(fix.speed_mps, None);
         let bad = |j: &str| ping(j).validate(now, 60_000).unwrap_err().code;
-        assert_eq!(bad(r#"{"seq":1,"ts":1790000000000,"lat":91,"lon":0}"#), "invalid_coordinates");
-        assert_eq!(bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":-181}"#), "invalid_coordinates");
-        assert_eq!(bad(r#"{"seq":1,"ts":1800000070000,"lat":0,"lon":0}"#), "timestamp_in_future");
-        assert_eq!(bad(r#"{"seq":1,"ts":5,"lat":0,"lon":0}"#), "invalid_timestamp");
-        assert_eq!(bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"accuracy_m":-1}"#), "invalid_accuracy");
-        assert_eq!(bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"speed_mps":-0.1}"#), "invalid_speed");
-        assert_eq!(bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"heading_deg":360}"#), "invalid_heading");
+        assert_eq!(
+            bad(r#"{"seq":1,"ts":1790000000000,"lat":91,"lon":0}"#),
+            "invalid_coordinates"
+        );
+        assert_eq!(
+            bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":-181}"#),
+            "invalid_coordinates"
+        );
+        assert_eq!(
+            bad(r#"{"seq":1,"ts":1800000070000,"lat":0,"lon":0}"#),
+            "timestamp_in_future"
+        );
+        assert_eq!(
+            bad(r#"{"seq":1,"ts":5,"lat":0,"lon":0}"#),
+            "invalid_timestamp"
+        );
+        assert_eq!(
+            bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"accuracy_m":-1}"#),
+            "invalid_accuracy"
+        );
+        assert_eq!(
+            bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"speed_mps":-0.1}"#),
+            "invalid_speed"
+        );
+        assert_eq!(
+            bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"heading_deg":360}"#),
+            "invalid_heading"
+        );
     }
 
     #[test]

@@ -89,14 +89,22 @@ impl From<&Event> for EventView {
         };
         match &e.kind {
             EventKind::DriverOnline | EventKind::DriverOffline => {}
-            EventKind::StopCheckedIn { key, arrived_at_ms, checked_in_at_ms, source } => {
+            EventKind::StopCheckedIn {
+                key,
+                arrived_at_ms,
+                checked_in_at_ms,
+                source,
+            } => {
                 v.trip_id = Some(key.trip_id.to_string());
                 v.stop_id = Some(key.stop_id.to_string());
                 v.arrived_at = Some(format_ts(*arrived_at_ms));
                 v.checked_in_at = Some(format_ts(*checked_in_at_ms));
                 v.source = Some(source.as_str());
             }
-            EventKind::StopDeparted { key, departed_at_ms } => {
+            EventKind::StopDeparted {
+                key,
+                departed_at_ms,
+            } => {
                 v.trip_id = Some(key.trip_id.to_string());
                 v.stop_id = Some(key.stop_id.to_string());
                 v.departed_at = Some(format_ts(*departed_at_ms));

@@ -40,8 +40,12 @@ impl<'de> Deserialize<'de> for WireTs {
         }
         match Raw::deserialize(d)? {
             Raw::Ms(ms) => Ok(WireTs(ms)),
-            Raw::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(WireTs(f as i64)),
-            Raw::Float(_) => Err(serde::de::Error::custom("ts must be whole unix milliseconds")),
+            Raw::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                Ok(WireTs(f as i64))
+            }
+            Raw::Float(_) => Err(serde::de::Error::custom(
+                "ts must be whole unix milliseconds",
+            )),
             Raw::Text(t) => parse_ts(&t).map(WireTs).map_err(serde::de::Error::custom),
         }
     }

@@ -27,7 +27,7 @@ pub enum WatchOut {
     /// Positions that changed since the last flush; latest fix per driver wins.
     Positions { positions: Vec<PositionView> },
     /// A fleet event (`stop.checked_in`, `stop.departed`, `driver.online`, `driver.offline`, …).
-    Event { event: EventView },
+    Event { event: Box<EventView> },
     /// A refused message; the socket stays open.
     Error { code: &'static str, message: String },
 }

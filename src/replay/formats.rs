@@ -23,7 +23,14 @@ pub struct RawFix {
 
 impl RawFix {
     pub fn at(ts_ms: i64, lat: f64, lon: f64) -> Self {
-        Self { ts_ms, lat, lon, accuracy_m: None, speed_mps: None, heading_deg: None }
+        Self {
+            ts_ms,
+            lat,
+            lon,
+            accuracy_m: None,
+            speed_mps: None,
+            heading_deg: None,
+        }
     }
 }
 
@@ -53,11 +60,16 @@ pub enum Format {
 
 /// Detects the format of a trace file.
 pub fn detect(path: &Path) -> anyhow::Result<Format> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if ext == "gpx" {
         return Ok(Format::Gpx);
     }
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut first = String::new();
     BufReader::new(file).read_line(&mut first)?;
     let header = first.trim().trim_start_matches('\u{feff}');
@@ -66,27 +78,41 @@ pub fn detect(path: &Path) -> anyhow::Result<Format> {
         h if h.starts_with("latitude,longitude,track_id,time") => Format::GoTrack,
         h if h.starts_with("\"TRIP_ID\"") || h.starts_with("TRIP_ID") => Format::Porto,
         h if h.starts_with("timestamp,x,y,groundtruth") => Format::Amazon,
-        h if h.split_whitespace().count() == 4 && h.split_whitespace().all(|t| t.parse::<f64>().is_ok()) => {
+        h if h.split_whitespace().count() == 4
+            && h.split_whitespace().all(|t| t.parse::<f64>().is_ok()) =>
+        {
             Format::Cabspotting
         }
-        _ => bail!("{}: unknown trace format (header `{header}`)", path.display()),
+        _ => bail!(
+            "{}: unknown trace format (header `{header}`)",
+            path.display()
+        ),
     })
 }
 
 /// Reads every trace in a file. `origin` (lat, lon) is needed for Amazon chunks, whose
 /// coordinates are metres east/north of an unknown point.
 pub fn read(path: &Path, origin: Option<(f64, f64)>) -> anyhow::Result<Vec<Trace>> {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("trace").to_string();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("trace")
+        .to_string();
     let mut traces = match detect(path)? {
         Format::Csv => read_csv(path)?,
         Format::Gpx => read_gpx(path, &stem)?,
         Format::GoTrack => read_gotrack(path)?,
-        Format::Porto => read_porto(path)?,
+        Format::Porto => read_porto(path, &stem)?,
         Format::Cabspotting => read_cabspotting(path, &stem)?,
         Format::Amazon => {
-            let origin = origin.ok_or_else(|| anyhow!("{}: Amazon chunks need --origin lat,lon", path.display()))?;
+            let origin = origin.ok_or_else(|| {
+                anyhow!("{}: Amazon chunks need --origin lat,lon", path.display())
+            })?;
             let chunk = amazon::read_chunk(path)?;
-            vec![Trace { driver_id: format!("amazon-{stem}"), fixes: chunk.raw_fixes(origin) }]
+            vec![Trace {
+                driver_id: format!("amazon-{stem}"),
+                fixes: chunk.raw_fixes(origin),
+            }]
         }
     };
     for t in &mut traces {
@@ -109,9 +135,13 @@ fn read_csv(path: &Path) -> anyhow::Result<Vec<Trace>> {
         heading_deg: Option<f64>,
     }
     let mut by_driver: std::collections::BTreeMap<String, Vec<RawFix>> = Default::default();
-    for (i, row) in csv::Reader::from_path(path)?.deserialize::<Row>().enumerate() {
+    for (i, row) in csv::Reader::from_path(path)?
+        .deserialize::<Row>()
+        .enumerate()
+    {
         let r = row.with_context(|| format!("{} row {}", path.display(), i + 2))?;
-        let ts_ms = parse_ts(&r.ts).map_err(|e| anyhow!("{} row {}: {e}", path.display(), i + 2))?;
+        let ts_ms =
+            parse_ts(&r.ts).map_err(|e| anyhow!("{} row {}: {e}", path.display(), i + 2))?;
         by_driver.entry(r.driver_id).or_default().push(RawFix {
             ts_ms,
             lat: r.lat,
@@ -121,7 +151,10 @@ fn read_csv(path: &Path) -> anyhow::Result<Vec<Trace>> {
             heading_deg: r.heading_deg,
         });
     }
-    Ok(by_driver.into_iter().map(|(driver_id, fixes)| Trace { driver_id, fixes }).collect())
+    Ok(by_driver
+        .into_iter()
+        .map(|(driver_id, fixes)| Trace { driver_id, fixes })
+        .collect())
 }
 
 fn read_gpx(path: &Path, stem: &str) -> anyhow::Result<Vec<Trace>> {
@@ -132,15 +165,24 @@ fn read_gpx(path: &Path, stem: &str) -> anyhow::Result<Vec<Trace>> {
         for segment in &track.segments {
             for p in &segment.points {
                 let Some(time) = &p.time else { continue };
-                let text = time.format().map_err(|e| anyhow!("{}: bad time: {e}", path.display()))?;
+                let text = time
+                    .format()
+                    .map_err(|e| anyhow!("{}: bad time: {e}", path.display()))?;
                 let point = p.point();
-                let mut fix = RawFix::at(parse_ts(&text).map_err(|e| anyhow!(e))?, point.y(), point.x());
+                let mut fix = RawFix::at(
+                    parse_ts(&text).map_err(|e| anyhow!(e))?,
+                    point.y(),
+                    point.x(),
+                );
                 fix.speed_mps = p.speed.filter(|s| *s >= 0.0);
                 fixes.push(fix);
             }
         }
     }
-    Ok(vec![Trace { driver_id: format!("gpx-{stem}"), fixes }])
+    Ok(vec![Trace {
+        driver_id: format!("gpx-{stem}"),
+        fixes,
+    }])
 }
 
 fn read_gotrack(path: &Path) -> anyhow::Result<Vec<Trace>> {
@@ -153,17 +195,29 @@ fn read_gotrack(path: &Path) -> anyhow::Result<Vec<Trace>> {
     }
     const UTC_OFFSET_MS: i64 = 3 * 3_600_000; // Aracaju local time is UTC-3
     let mut by_track: std::collections::BTreeMap<String, Vec<RawFix>> = Default::default();
-    for (i, row) in csv::Reader::from_path(path)?.deserialize::<Row>().enumerate() {
+    for (i, row) in csv::Reader::from_path(path)?
+        .deserialize::<Row>()
+        .enumerate()
+    {
         let r = row.with_context(|| format!("{} row {}", path.display(), i + 2))?;
         let local = NaiveDateTime::parse_from_str(r.time.trim(), "%Y-%m-%d %H:%M:%S")
             .with_context(|| format!("{} row {}: time `{}`", path.display(), i + 2, r.time))?;
         let ts_ms = local.and_utc().timestamp_millis() + UTC_OFFSET_MS;
-        by_track.entry(r.track_id).or_default().push(RawFix::at(ts_ms, r.latitude, r.longitude));
+        by_track
+            .entry(r.track_id)
+            .or_default()
+            .push(RawFix::at(ts_ms, r.latitude, r.longitude));
     }
-    Ok(by_track.into_iter().map(|(id, fixes)| Trace { driver_id: format!("gotrack-{id}"), fixes }).collect())
+    Ok(by_track
+        .into_iter()
+        .map(|(id, fixes)| Trace {
+            driver_id: format!("gotrack-{id}"),
+            fixes,
+        })
+        .collect())
 }
 
-fn read_porto(path: &Path) -> anyhow::Result<Vec<Trace>> {
+fn read_porto(path: &Path, stem: &str) -> anyhow::Result<Vec<Trace>> {
     #[derive(Deserialize)]
     #[serde(rename_all = "UPPERCASE")]
     struct Row {
@@ -172,7 +226,10 @@ fn read_porto(path: &Path) -> anyhow::Result<Vec<Trace>> {
         polyline: String,
     }
     let mut traces = Vec::new();
-    for (i, row) in csv::Reader::from_path(path)?.deserialize::<Row>().enumerate() {
+    for (i, row) in csv::Reader::from_path(path)?
+        .deserialize::<Row>()
+        .enumerate()
+    {
         let r = row.with_context(|| format!("{} row {}", path.display(), i + 2))?;
         let points: Vec<[f64; 2]> = serde_json::from_str(&r.polyline)
             .with_context(|| format!("{} row {}: POLYLINE", path.display(), i + 2))?;
@@ -181,8 +238,11 @@ fn read_porto(path: &Path) -> anyhow::Result<Vec<Trace>> {
             .enumerate()
             .map(|(k, [lon, lat])| RawFix::at((r.timestamp + 15 * k as i64) * 1000, *lat, *lon))
             .collect();
-        // TRIP_ID is mangled in the training subset, so the row number names the trip.
-        traces.push(Trace { driver_id: format!("porto-{}-{}", r.taxi_id, i + 1), fixes });
+        // TRIP_ID is mangled in the training subset, so the file and row name the trip.
+        traces.push(Trace {
+            driver_id: format!("porto-{stem}-{}-{}", i + 1, r.taxi_id),
+            fixes,
+        });
     }
     Ok(traces)
 }
@@ -193,12 +253,26 @@ fn read_cabspotting(path: &Path, stem: &str) -> anyhow::Result<Vec<Trace>> {
     for (i, line) in text.lines().enumerate() {
         let cols: Vec<&str> = line.split_whitespace().collect();
         let [lat, lon, _occupancy, unix_s] = cols.as_slice() else {
-            bail!("{} line {}: expected `lat lon occupancy unix_time`", path.display(), i + 1);
+            bail!(
+                "{} line {}: expected `lat lon occupancy unix_time`",
+                path.display(),
+                i + 1
+            );
         };
-        let parse = |s: &str| s.parse::<f64>().with_context(|| format!("{} line {}", path.display(), i + 1));
-        fixes.push(RawFix::at(parse(unix_s)? as i64 * 1000, parse(lat)?, parse(lon)?));
+        let parse = |s: &str| {
+            s.parse::<f64>()
+                .with_context(|| format!("{} line {}", path.display(), i + 1))
+        };
+        fixes.push(RawFix::at(
+            parse(unix_s)? as i64 * 1000,
+            parse(lat)?,
+            parse(lon)?,
+        ));
     }
-    Ok(vec![Trace { driver_id: format!("cab-{}", stem.trim_start_matches("new_")), fixes }])
+    Ok(vec![Trace {
+        driver_id: format!("cab-{}", stem.trim_start_matches("new_")),
+        fixes,
+    }])
 }
 
 #[cfg(test)]

@@ -93,7 +93,9 @@ struct Counters {
 }
 
 fn parse_origin(text: &str) -> anyhow::Result<(f64, f64)> {
-    let (lat, lon) = text.split_once(',').ok_or_else(|| anyhow!("--origin must be `lat,lon`"))?;
+    let (lat, lon) = text
+        .split_once(',')
+        .ok_or_else(|| anyhow!("--origin must be `lat,lon`"))?;
     Ok((lat.trim().parse()?, lon.trim().parse()?))
 }
 
@@ -136,13 +138,25 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Summary> {
     if traces.is_empty() {
         bail!("no fixes found in the given files");
     }
+    // Two traces under one driver id would share its seq numbers: the hub would (rightly) ack
+    // the second copy as duplicates and store nothing of it.
+    let mut ids = std::collections::HashSet::new();
+    if let Some(t) = traces.iter().find(|t| !ids.insert(t.driver_id.as_str())) {
+        bail!("driver id `{}` appears in more than one trace", t.driver_id);
+    }
 
     let total: u64 = traces.iter().map(|t| t.fixes.len() as u64).sum();
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} fixes acked ({per_sec}) {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} fixes acked ({per_sec}) {msg}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     let counters = Arc::new(Counters::default());
     let start = Instant::now();
@@ -153,7 +167,12 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Summary> {
     for trace in traces {
         let token = keys.mint(&trace.driver_id, Role::Driver, &args.fleet, 7 * 86_400);
         let url = format!("{ws_base}/v1/ws/driver?access_token={token}");
-        let (counters, bar, slots, speed) = (counters.clone(), bar.clone(), connect_slots.clone(), args.speed);
+        let (counters, bar, slots, speed) = (
+            counters.clone(),
+            bar.clone(),
+            connect_slots.clone(),
+            args.speed,
+        );
         tasks.push(tokio::spawn(async move {
             let driver = trace.driver_id.clone();
             drive(trace, url, speed, start, start_ms, counters, bar, slots)
@@ -200,7 +219,10 @@ async fn drive(
 ) -> anyhow::Result<()> {
     let ws = {
         let _slot = slots.acquire().await?;
-        tokio_tungstenite::connect_async(url.as_str()).await.map(|(ws, _)| ws).map_err(|e| anyhow!("connect: {e}"))?
+        tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .map(|(ws, _)| ws)
+            .map_err(|e| anyhow!("connect: {e}"))?
     };
     let (mut sink, mut stream) = ws.split();
     let n = trace.fixes.len() as u64;
@@ -210,7 +232,9 @@ async fn drive(
             let mut acked = 0u64;
             while let Some(Ok(msg)) = stream.next().await {
                 let Message::Text(text) = msg else { continue };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { continue };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
+                    continue;
+                };
                 match v["type"].as_str() {
                     Some("ack") => {
                         let seq = v["seq"].as_u64().unwrap_or(0);
@@ -243,10 +267,14 @@ async fn drive(
         tokio::time::sleep_until(due.into()).await;
         // Recorded spacing, ending at "now" for the last fix; never stamped in the future.
         let ts = (start_ms + span_ms - (t_last - f.ts_ms)).min(now_ms());
-        sink.send(Message::Text(ping_json(i as u64 + 1, ts, f).into())).await.map_err(|e| anyhow!("send: {e}"))?;
+        sink.send(Message::Text(ping_json(i as u64 + 1, ts, f).into()))
+            .await
+            .map_err(|e| anyhow!("send: {e}"))?;
         counters.sent.fetch_add(1, Ordering::Relaxed);
     }
-    let acked = tokio::time::timeout(Duration::from_secs(30), reader).await.map_err(|_| anyhow!("acks timed out"))??;
+    let acked = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .map_err(|_| anyhow!("acks timed out"))??;
     let _ = sink.close().await;
     if acked < n {
         bail!("socket closed with {acked}/{n} fixes acked");
@@ -292,7 +320,11 @@ async fn create_amazon_trip(
         .send()
         .await?;
     if !resp.status().is_success() {
-        bail!("creating trip {trip_id}: {} {}", resp.status(), resp.text().await.unwrap_or_default());
+        bail!(
+            "creating trip {trip_id}: {} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::geo::arrival::StopKey;
-use crate::hub::events::{CheckinSource, Event, EventKind};
+use crate::hub::events::{Event, EventKind};
 use crate::protocol::EventView;
 
 /// Errors from the store.
@@ -23,6 +23,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// The caller passed something the store cannot record.
+    #[error("invalid store call: {0}")]
+    Invalid(&'static str),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -125,7 +128,11 @@ impl Store {
     /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://…`) and applies migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
             .acquire_timeout(Duration::from_secs(10))
@@ -134,10 +141,18 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the single writer; NORMAL sync is durable
                         // across application crashes, the usual trade-off for WAL.
-                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -202,7 +217,9 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        self.trip(&trip.fleet, &trip.id).await?.ok_or_else(|| StoreError::Db(sqlx::Error::RowNotFound))
+        self.trip(&trip.fleet, &trip.id)
+            .await?
+            .ok_or_else(|| StoreError::Db(sqlx::Error::RowNotFound))
     }
 
     /// One trip of a fleet with its stops, or `None`.
@@ -262,19 +279,29 @@ impl Store {
             .collect()
     }
 
-    /// Records a check-in, its stop's new status and its events in one transaction; completes the
-    /// trip (and records `trip.completed`) when no stop is left pending. Exactly once per
-    /// (trip, stop): a second call writes nothing and returns `checkin: None`.
-    pub async fn record_checkin(
-        &self,
-        fleet: &str,
-        driver_id: &str,
-        key: &StopKey,
-        arrived_at_ms: i64,
-        checked_in_at_ms: i64,
-        source: CheckinSource,
-        event: &Event,
-    ) -> Result<CheckinOutcome, StoreError> {
+    /// Records a `stop.checked_in` event: the check-in, its stop's new status and the event in one
+    /// transaction; completes the trip (and records `trip.completed`) when no stop is left
+    /// pending. Exactly once per (trip, stop): a second call writes nothing and returns
+    /// `checkin: None`. `Invalid` for any other kind of event.
+    pub async fn record_checkin(&self, event: &Event) -> Result<CheckinOutcome, StoreError> {
+        let EventKind::StopCheckedIn {
+            key,
+            arrived_at_ms,
+            checked_in_at_ms,
+            source,
+        } = &event.kind
+        else {
+            return Err(StoreError::Invalid(
+                "record_checkin takes a stop.checked_in event",
+            ));
+        };
+        let (fleet, driver_id, arrived_at_ms, checked_in_at_ms, source) = (
+            &*event.fleet,
+            &*event.driver_id,
+            *arrived_at_ms,
+            *checked_in_at_ms,
+            *source,
+        );
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO checkins (fleet, trip_id, stop_id, driver_id, arrived_at, checked_in_at, source) \
@@ -290,7 +317,10 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Ok(CheckinOutcome { checkin: None, trip_completed: None });
+            return Ok(CheckinOutcome {
+                checkin: None,
+                trip_completed: None,
+            });
         };
         let id: i64 = row.try_get(0)?;
         sqlx::query(
@@ -303,11 +333,12 @@ impl Store {
         .bind(checked_in_at_ms)
         .execute(&mut *tx)
         .await?;
-        let pending: i64 = sqlx::query("SELECT COUNT(*) FROM stops WHERE trip_id = $1 AND status = 'pending'")
-            .bind(&*key.trip_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        let pending: i64 =
+            sqlx::query("SELECT COUNT(*) FROM stops WHERE trip_id = $1 AND status = 'pending'")
+                .bind(&*key.trip_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
         insert_event(&mut tx, event).await?;
         let mut trip_completed = None;
         if pending == 0 {
@@ -319,7 +350,12 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
-                let completed = Event { kind: EventKind::TripCompleted { trip_id: key.trip_id.clone() }, ..event.clone() };
+                let completed = Event {
+                    kind: EventKind::TripCompleted {
+                        trip_id: key.trip_id.clone(),
+                    },
+                    ..event.clone()
+                };
                 insert_event(&mut tx, &completed).await?;
                 trip_completed = Some(completed);
             }
@@ -342,7 +378,12 @@ impl Store {
     }
 
     /// Records a departure (once) with its event; returns false when there was nothing to depart.
-    pub async fn record_departure(&self, key: &StopKey, departed_at_ms: i64, event: &Event) -> Result<bool, StoreError> {
+    pub async fn record_departure(
+        &self,
+        key: &StopKey,
+        departed_at_ms: i64,
+        event: &Event,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE stops SET status = 'departed', departed_at = $3 WHERE trip_id = $1 AND id = $2 AND status = 'arrived'",
@@ -375,7 +416,11 @@ impl Store {
     }
 
     /// Check-ins of a fleet, newest first, filtered by trip and/or driver.
-    pub async fn checkins(&self, fleet: &str, filter: &CheckinFilter) -> Result<Vec<CheckinRecord>, StoreError> {
+    pub async fn checkins(
+        &self,
+        fleet: &str,
+        filter: &CheckinFilter,
+    ) -> Result<Vec<CheckinRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, fleet, trip_id, stop_id, driver_id, arrived_at, checked_in_at, departed_at, source \
              FROM checkins WHERE fleet = $1 AND ($2 IS NULL OR trip_id = $2) AND ($3 IS NULL OR driver_id = $3) \
@@ -417,16 +462,20 @@ fn trip_from_row(row: &AnyRow) -> Result<TripRecord, StoreError> {
     })
 }
 
-async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Any>, event: &Event) -> Result<(), StoreError> {
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    event: &Event,
+) -> Result<(), StoreError> {
     let payload = serde_json::to_string(&EventView::from(event)).unwrap_or_default();
-    sqlx::query("INSERT INTO events (fleet, type, ts, driver_id, payload) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&*event.fleet)
-        .bind(event.kind.name())
-        .bind(event.ts_ms)
-        .bind(&*event.driver_id)
-        .bind(payload)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO events (fleet, type, ts, driver_id, payload) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&*event.fleet)
+    .bind(event.kind.name())
+    .bind(event.ts_ms)
+    .bind(&*event.driver_id)
+    .bind(payload)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
-

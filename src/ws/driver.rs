@@ -15,7 +15,11 @@ use crate::protocol::driver::{DriverIn, DriverOut, Ping, Rejection, MAX_BATCH};
 use crate::protocol::time::{format_ts, now_ms};
 
 /// Upgrade handler: 401 without a valid token, 403 unless the role is `driver`.
-pub async fn upgrade(State(app): State<AppState>, caller: Result<Caller, ApiError>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(app): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let caller = match caller {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -23,8 +27,13 @@ pub async fn upgrade(State(app): State<AppState>, caller: Result<Caller, ApiErro
     if let Err(e) = caller.require(&[Role::Driver]) {
         return e.into_response();
     }
-    let who = DriverKey { fleet: caller.0.fleet.as_str().into(), driver_id: caller.0.sub.as_str().into() };
-    limits(ws).on_upgrade(move |socket| session(app, who, socket)).into_response()
+    let who = DriverKey {
+        fleet: caller.0.fleet.as_str().into(),
+        driver_id: caller.0.sub.as_str().into(),
+    };
+    limits(ws)
+        .on_upgrade(move |socket| session(app, who, socket))
+        .into_response()
 }
 
 async fn session(app: AppState, who: DriverKey, mut socket: WebSocket) {
@@ -92,11 +101,19 @@ async fn handle_text(app: &AppState, who: &DriverKey, text: &str) -> Vec<DriverO
     let msg: DriverIn = match serde_json::from_str(text) {
         Ok(m) => m,
         Err(e) => {
-            let (code, seq) = if e.is_data() { ("invalid_message", seq_of_text(text)) } else { ("invalid_json", None) };
+            let (code, seq) = if e.is_data() {
+                ("invalid_message", seq_of_text(text))
+            } else {
+                ("invalid_json", None)
+            };
             if let Some(seq) = seq {
                 app.hub.note_seq(who, seq);
             }
-            replies.push(DriverOut::Error { code, message: e.to_string(), seq });
+            replies.push(DriverOut::Error {
+                code,
+                message: e.to_string(),
+                seq,
+            });
             push_ack(app, who, &mut replies);
             return replies;
         }
@@ -105,7 +122,10 @@ async fn handle_text(app: &AppState, who: &DriverKey, text: &str) -> Vec<DriverO
         DriverIn::Ping(ping) => handle_ping(app, who, ping, &mut replies).await,
         DriverIn::Batch { pings } if pings.len() > MAX_BATCH => replies.push(DriverOut::Error {
             code: "batch_too_large",
-            message: format!("a batch holds at most {MAX_BATCH} pings; got {}", pings.len()),
+            message: format!(
+                "a batch holds at most {MAX_BATCH} pings; got {}",
+                pings.len()
+            ),
             seq: None,
         }),
         DriverIn::Batch { pings } => {
@@ -117,7 +137,11 @@ async fn handle_text(app: &AppState, who: &DriverKey, text: &str) -> Vec<DriverO
                         if let Some(seq) = seq {
                             app.hub.note_seq(who, seq);
                         }
-                        replies.push(DriverOut::Error { code: "invalid_message", message: e.to_string(), seq });
+                        replies.push(DriverOut::Error {
+                            code: "invalid_message",
+                            message: e.to_string(),
+                            seq,
+                        });
                     }
                 }
             }
@@ -131,7 +155,11 @@ async fn handle_ping(app: &AppState, who: &DriverKey, ping: Ping, replies: &mut 
     match ping.validate(now_ms(), app.hub.cfg.max_future_ms) {
         Err(Rejection { code, message }) => {
             app.hub.note_seq(who, ping.seq);
-            replies.push(DriverOut::Error { code, message, seq: Some(ping.seq) });
+            replies.push(DriverOut::Error {
+                code,
+                message,
+                seq: Some(ping.seq),
+            });
         }
         Ok(fix) => {
             let done = app.hub.ingest(who, ping.seq, fix).await;
@@ -153,5 +181,8 @@ fn push_ack(app: &AppState, who: &DriverKey, replies: &mut Vec<DriverOut>) {
 
 /// The `seq` of a frame that parsed as JSON but not as a valid message, for the error frame.
 fn seq_of_text(text: &str) -> Option<u64> {
-    serde_json::from_str::<serde_json::Value>(text).ok()?.get("seq")?.as_u64()
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()?
+        .get("seq")?
+        .as_u64()
 }

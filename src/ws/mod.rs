@@ -38,13 +38,23 @@ pub fn limits(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 
 /// Sends a close frame (best effort) with a code and a short reason.
 pub async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame { code, reason: reason.into() };
-    let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(Message::Close(Some(frame)))).await;
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
 }
 
 /// Sends one text message; false when the peer is gone or too slow.
 pub async fn send_text(socket: &mut WebSocket, text: String) -> bool {
-    matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await,
+        Ok(Ok(()))
+    )
 }
 
 /// True when a receive error means the client sent a message over the size limit.
@@ -52,7 +62,9 @@ pub fn is_too_big(err: &axum::Error) -> bool {
     use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if let Some(Error::Capacity(CapacityError::MessageTooLong { .. })) = e.downcast_ref::<Error>() {
+        if let Some(Error::Capacity(CapacityError::MessageTooLong { .. })) =
+            e.downcast_ref::<Error>()
+        {
             return true;
         }
         source = e.source();

@@ -20,7 +20,11 @@ use crate::protocol::{EventView, PositionView};
 pub const MAX_SUBSCRIBED_DRIVERS: usize = 10_000;
 
 /// Upgrade handler: 401 without a valid token, 403 unless the role is `admin` or `service`.
-pub async fn upgrade(State(app): State<AppState>, caller: Result<Caller, ApiError>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(app): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let caller = match caller {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -29,7 +33,9 @@ pub async fn upgrade(State(app): State<AppState>, caller: Result<Caller, ApiErro
         return e.into_response();
     }
     let fleet = caller.0.fleet;
-    limits(ws).on_upgrade(move |socket| session(app, fleet, socket)).into_response()
+    limits(ws)
+        .on_upgrade(move |socket| session(app, fleet, socket))
+        .into_response()
 }
 
 fn encode(frame: &WatchOut) -> String {
@@ -78,7 +84,7 @@ async fn session(app: AppState, fleet: String, mut socket: WebSocket) {
             }
             event = handle.events.recv() => {
                 let Some(event) = event else { return };
-                let frame = WatchOut::Event { event: EventView::from(&*event) };
+                let frame = WatchOut::Event { event: Box::new(EventView::from(&*event)) };
                 if !send_text(&mut socket, encode(&frame)).await {
                     return;
                 }
@@ -125,20 +131,41 @@ fn handle_subscribe(
     text: &str,
 ) -> Result<WatchOut, (&'static str, String)> {
     let msg: WatchIn = serde_json::from_str(text).map_err(|e| {
-        (if e.is_data() { "invalid_message" } else { "invalid_json" }, e.to_string())
+        (
+            if e.is_data() {
+                "invalid_message"
+            } else {
+                "invalid_json"
+            },
+            e.to_string(),
+        )
     })?;
     let WatchIn::Subscribe { bbox, drivers } = msg;
     if bbox.is_none() && drivers.as_ref().is_none_or(|d| d.is_empty()) {
-        return Err(("invalid_subscription", "subscribe needs a bbox and/or a non-empty drivers list".into()));
+        return Err((
+            "invalid_subscription",
+            "subscribe needs a bbox and/or a non-empty drivers list".into(),
+        ));
     }
-    let bbox = bbox.map(|[w, s, e, n]| BBox::new(w, s, e, n)).transpose().map_err(|m| ("invalid_bbox", m))?;
+    let bbox = bbox
+        .map(|[w, s, e, n]| BBox::new(w, s, e, n))
+        .transpose()
+        .map_err(|m| ("invalid_bbox", m))?;
     let drivers: HashSet<String> = drivers.unwrap_or_default().into_iter().collect();
     if drivers.len() > MAX_SUBSCRIBED_DRIVERS {
-        return Err(("invalid_subscription", format!("at most {MAX_SUBSCRIBED_DRIVERS} drivers per subscription")));
+        return Err((
+            "invalid_subscription",
+            format!("at most {MAX_SUBSCRIBED_DRIVERS} drivers per subscription"),
+        ));
     }
     let scope = Scope { bbox, drivers };
     // Scope first, then snapshot: a fix landing in between shows up in both, never in neither.
     handle.watcher.set_scope(scope.clone());
-    let positions = app.hub.snapshot(fleet, &scope).iter().map(PositionView::from).collect();
+    let positions = app
+        .hub
+        .snapshot(fleet, &scope)
+        .iter()
+        .map(PositionView::from)
+        .collect();
     Ok(WatchOut::Snapshot { positions })
 }

@@ -25,25 +25,38 @@ pub struct TestHub {
     pub data_dir: PathBuf,
     pub cfg: ServerConfig,
     pub http: reqwest::Client,
+    /// (server URL, database name) of a per-test PostgreSQL database, dropped on `stop`.
+    pg: Option<(String, String)>,
 }
 
 fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trackhub-test-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+    let dir = std::env::temp_dir().join(format!(
+        "trackhub-test-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
 
-/// A fresh PostgreSQL database on the server named by `TRACKHUB_TEST_DATABASE_URL`, or None.
-async fn fresh_postgres() -> Option<String> {
-    let base = std::env::var("TRACKHUB_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())?;
+/// A fresh PostgreSQL database on the server named by `TRACKHUB_TEST_DATABASE_URL`:
+/// (its URL, the server URL, its name), or None when the variable is unset.
+async fn fresh_postgres() -> Option<(String, String, String)> {
+    let base = std::env::var("TRACKHUB_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
     sqlx::any::install_default_drivers();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
         .await
-        .unwrap_or_else(|e| panic!("TRACKHUB_TEST_DATABASE_URL={base} is set but unreachable: {e}"));
+        .unwrap_or_else(|e| {
+            panic!("TRACKHUB_TEST_DATABASE_URL={base} is set but unreachable: {e}")
+        });
     let name = format!("trackhub_test_{:016x}", rand::random::<u64>());
-    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
     let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
-    Some(format!("{prefix}/{name}"))
+    Some((format!("{prefix}/{name}"), base, name))
 }
 
 impl TestHub {
@@ -56,35 +69,66 @@ impl TestHub {
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let data_dir = temp_dir();
         let mut cfg = ServerConfig::embedded("127.0.0.1:0".parse().unwrap(), data_dir.clone());
-        if let Some(url) = fresh_postgres().await {
-            cfg.database_url = url;
+        let pg = fresh_postgres().await;
+        if let Some((url, _, _)) = &pg {
+            cfg.database_url = url.clone();
         }
         tweak(&mut cfg);
-        Self::start_cfg(cfg).await
+        Self::start_cfg(cfg, pg.map(|(_, server, name)| (server, name))).await
     }
 
-    async fn start_cfg(cfg: ServerConfig) -> Self {
+    async fn start_cfg(cfg: ServerConfig, pg: Option<(String, String)>) -> Self {
         let running = start(cfg.clone()).await.expect("hub starts");
         let base = format!("http://{}", running.addr);
-        Self { data_dir: cfg.data_dir.clone(), running: Some(running), base, cfg, http: reqwest::Client::new() }
+        Self {
+            data_dir: cfg.data_dir.clone(),
+            running: Some(running),
+            base,
+            cfg,
+            http: reqwest::Client::new(),
+            pg,
+        }
     }
 
     /// Stops (drains) and starts again on the same database and data dir.
     pub async fn restart(mut self) -> Self {
-        self.running.take().unwrap().stop(Duration::from_secs(5)).await.unwrap();
+        self.running
+            .take()
+            .unwrap()
+            .stop(Duration::from_secs(5))
+            .await
+            .unwrap();
         let mut cfg = self.cfg.clone();
         cfg.addr = "127.0.0.1:0".parse().unwrap();
-        Self::start_cfg(cfg).await
+        Self::start_cfg(cfg, self.pg.take()).await
     }
 
+    /// Drains the hub and removes its data dir (and its PostgreSQL database).
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop(Duration::from_secs(5)).await.unwrap();
         }
+        if let Some((server, name)) = self.pg.take() {
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&server)
+                .await
+                .expect("postgres");
+            sqlx::Executor::execute(
+                &mut conn,
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+            )
+            .await
+            .expect("drop test database");
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 
     pub fn token(&self, role: Role, sub: &str, fleet: &str) -> String {
-        self.running.as_ref().unwrap().state.keys.mint(sub, role, fleet, 3600)
+        self.running
+            .as_ref()
+            .unwrap()
+            .state
+            .keys
+            .mint(sub, role, fleet, 3600)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -92,7 +136,10 @@ impl TestHub {
     }
 
     pub fn ws_url(&self, path: &str, token: &str) -> String {
-        format!("{}{path}?access_token={token}", self.base.replacen("http://", "ws://", 1))
+        format!(
+            "{}{path}?access_token={token}",
+            self.base.replacen("http://", "ws://", 1)
+        )
     }
 
     pub async fn driver(&self, sub: &str, fleet: &str) -> Ws {
@@ -105,21 +152,36 @@ impl TestHub {
 
     /// GET as an admin of `fleet`; returns (status, JSON body).
     pub async fn get(&self, path: &str, fleet: &str) -> (u16, Value) {
-        self.get_as(path, &self.token(Role::Admin, "admin", fleet)).await
+        self.get_as(path, &self.token(Role::Admin, "admin", fleet))
+            .await
     }
 
     pub async fn get_as(&self, path: &str, token: &str) -> (u16, Value) {
-        let r = self.http.get(self.url(path)).bearer_auth(token).send().await.expect("GET");
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post(&self, path: &str, fleet: &str, body: &Value) -> (u16, Value) {
-        self.post_as(path, &self.token(Role::Admin, "admin", fleet), body).await
+        self.post_as(path, &self.token(Role::Admin, "admin", fleet), body)
+            .await
     }
 
     pub async fn post_as(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let r = self.http.post(self.url(path)).bearer_auth(token).json(body).send().await.expect("POST");
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -139,12 +201,17 @@ pub enum Frame {
 
 impl Ws {
     pub async fn connect(url: &str) -> Self {
-        let (inner, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        let (inner, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
         Self { inner }
     }
 
     pub async fn send(&mut self, v: &Value) {
-        self.inner.send(Message::Text(v.to_string().into())).await.expect("send");
+        self.inner
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_raw(&mut self, m: Message) {
@@ -154,11 +221,15 @@ impl Ws {
     /// Next JSON frame or close, within `WAIT`.
     pub async fn next(&mut self) -> Frame {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.inner.next()).await.expect("frame within timeout");
+            let msg = tokio::time::timeout(WAIT, self.inner.next())
+                .await
+                .expect("frame within timeout");
             match msg {
                 None => return Frame::Closed(None),
                 Some(Err(e)) => panic!("socket error: {e}"),
-                Some(Ok(Message::Text(t))) => return Frame::Json(serde_json::from_str(t.as_str()).expect("JSON frame")),
+                Some(Ok(Message::Text(t))) => {
+                    return Frame::Json(serde_json::from_str(t.as_str()).expect("JSON frame"))
+                }
                 Some(Ok(Message::Close(c))) => return Frame::Closed(c),
                 Some(Ok(_)) => continue,
             }
@@ -177,7 +248,9 @@ impl Ws {
     pub async fn until(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let v = tokio::time::timeout_at(deadline, self.json()).await.expect("expected frame within timeout");
+            let v = tokio::time::timeout_at(deadline, self.json())
+                .await
+                .expect("expected frame within timeout");
             if pred(&v) {
                 return v;
             }
@@ -234,12 +307,21 @@ pub const M_PER_DEG: f64 = 111_195.0;
 
 /// (lat, lon) `north_m` north and `east_m` east of (lat0, lon0).
 pub fn offset(lat0: f64, lon0: f64, north_m: f64, east_m: f64) -> (f64, f64) {
-    (lat0 + north_m / M_PER_DEG, lon0 + east_m / (M_PER_DEG * lat0.to_radians().cos()))
+    (
+        lat0 + north_m / M_PER_DEG,
+        lon0 + east_m / (M_PER_DEG * lat0.to_radians().cos()),
+    )
 }
 
 /// Path to a shared dataset; panics with a clear message when the data is missing.
 pub fn shared_data(rel: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel);
-    assert!(p.exists(), "shared dataset missing: {} (tests read ../shared/data next to the project)", p.display());
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "shared dataset missing: {} (tests read ../shared/data next to the project)",
+        p.display()
+    );
     p
 }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every check and every test, as CI runs them: format, lints, then the whole suite twice, on the
+# embedded SQLite store and on PostgreSQL (a fresh database per test hub).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d ../shared/data ]; then
+  echo "test.sh: ../shared/data (the real GPS traces) is missing next to the project" >&2
+  exit 1
+fi
+bash scripts/ensure-services.sh
+PG_URL=${TRACKHUB_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+# Leftovers of interrupted runs.
+for db in $(psql "$PG_URL" -Atc "select datname from pg_database where datname like 'trackhub_test_%'"); do
+  psql "$PG_URL" -qc "drop database if exists $db with (force)"
+done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== tests on SQLite (embedded)"
+cargo test --locked
+echo "== tests on PostgreSQL"
+TRACKHUB_TEST_DATABASE_URL="$PG_URL" cargo test --locked --tests
