@@ -45,24 +45,12 @@ async fn ping_and_batch_are_acked_and_move_the_live_position() {
     let (_, track) = hub.get("/v1/drivers/D1/track", "f1").await;
     assert_eq!(track["type"], "Feature");
     assert_eq!(track["geometry"]["type"], "LineString");
-    // History is written in batches in the background: wait for all 7 fixes.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, track) = hub.get("/v1/drivers/D1/track", "f1").await;
-        if track["properties"]["count"] == 7 {
-            assert_eq!(track["geometry"]["coordinates"][0], json!([LON, LAT]));
-            assert_eq!(
-                track["properties"]["timestamps"].as_array().unwrap().len(),
-                7
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "history not written: {track}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let track = hub.wait_track("/v1/drivers/D1/track", "f1", 7).await;
+    assert_eq!(track["geometry"]["coordinates"][0], json!([LON, LAT]));
+    assert_eq!(
+        track["properties"]["timestamps"].as_array().unwrap().len(),
+        7
+    );
     hub.stop().await;
 }
 
@@ -96,20 +84,9 @@ async fn late_fix_goes_to_history_but_never_moves_the_live_position_back() {
     d.ping_acked(ping(2, t, LAT + 0.05, LON)).await; // older device time
     let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
     assert_eq!(pos["lat"], LAT, "live position stays at the newest fix");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, track) = hub.get("/v1/drivers/D1/track", "f1").await;
-        if track["properties"]["count"] == 2 {
-            // Ordered by device time: the late fix comes first.
-            assert_eq!(track["geometry"]["coordinates"][0][1], LAT + 0.05);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "late fix not in history: {track}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let track = hub.wait_track("/v1/drivers/D1/track", "f1", 2).await;
+    // Ordered by device time: the late fix comes first.
+    assert_eq!(track["geometry"]["coordinates"][0][1], LAT + 0.05);
     hub.stop().await;
 }
 

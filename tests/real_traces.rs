@@ -8,7 +8,6 @@ use common::*;
 use serde_json::json;
 use trackhub::eval::amazon;
 use trackhub::geo::arrival::{ArrivalConfig, ArrivalTracker, Decision, StopPhase};
-use trackhub::geo::Fix;
 use trackhub::replay::{self, ReplayArgs};
 
 fn replay_args(hub: &TestHub, files: Vec<std::path::PathBuf>, speed: f64) -> ReplayArgs {
@@ -61,15 +60,7 @@ fn detect_in_process(chunk: &amazon::Chunk) -> BTreeSet<String> {
         t.add_stop(f, StopPhase::Pending, &cfg);
     }
     let mut out = BTreeSet::new();
-    for r in chunk.raw_fixes(amazon::DEFAULT_ORIGIN) {
-        let fix = Fix {
-            ts_ms: r.ts_ms,
-            lat: r.lat,
-            lon: r.lon,
-            accuracy_m: None,
-            speed_mps: None,
-            heading_deg: None,
-        };
+    for fix in chunk.raw_fixes(amazon::DEFAULT_ORIGIN) {
         for d in t.observe(&fix, &cfg) {
             if let Decision::CheckIn { key, .. } = d {
                 out.insert(key.stop_id.to_string());
@@ -202,22 +193,12 @@ async fn gotrack_and_porto_replay_with_all_drivers_at_once() {
     // History: one Go!Track driver's stored track matches what was sent.
     let trace = &trackhub::replay::formats::read(&gotrack, None).unwrap()[0];
     let path = format!("/v1/drivers/{}/track?from=0", trace.driver_id);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, track) = hub.get(&path, "default").await;
-        if track["properties"]["count"].as_u64() == Some(trace.fixes.len().min(60) as u64) {
-            assert_eq!(
-                track["geometry"]["coordinates"][0],
-                json!([trace.fixes[0].lon, trace.fixes[0].lat])
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "history incomplete: {}",
-            track["properties"]["count"]
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let track = hub
+        .wait_track(&path, "default", trace.fixes.len().min(60) as u64)
+        .await;
+    assert_eq!(
+        track["geometry"]["coordinates"][0],
+        json!([trace.fixes[0].lon, trace.fixes[0].lat])
+    );
     hub.stop().await;
 }

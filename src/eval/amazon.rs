@@ -18,7 +18,6 @@ use chrono::NaiveDateTime;
 use crate::geo::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopKey, StopPhase};
 use crate::geo::distance::EARTH_RADIUS_M;
 use crate::geo::Fix;
-use crate::replay::formats::RawFix;
 
 /// Shortest `OnFoot` stretch that makes a positive stop, ms.
 pub const MIN_ON_FOOT_MS: i64 = 60_000;
@@ -55,12 +54,12 @@ pub fn project(origin: (f64, f64), x_m: f64, y_m: f64) -> (f64, f64) {
 impl Chunk {
     /// The chunk's fixes as recorded fixes at `origin`; time keeps the chunk's own epoch
     /// (1964-01-12), which replay shifts to now.
-    pub fn raw_fixes(&self, origin: (f64, f64)) -> Vec<RawFix> {
+    pub fn raw_fixes(&self, origin: (f64, f64)) -> Vec<Fix> {
         self.fixes
             .iter()
             .map(|f| {
                 let (lat, lon) = project(origin, f.x, f.y);
-                RawFix::at(f.t_ms, lat, lon)
+                Fix::at(f.t_ms, lat, lon)
             })
             .collect()
     }
@@ -250,15 +249,7 @@ pub fn evaluate_chunk(chunk: &Chunk, cfg: &ArrivalConfig, origin: (f64, f64)) ->
         tracker.add_stop(f.clone(), StopPhase::Pending, cfg);
     }
     let mut checked_in = Vec::new();
-    for raw in chunk.raw_fixes(origin) {
-        let fix = Fix {
-            ts_ms: raw.ts_ms,
-            lat: raw.lat,
-            lon: raw.lon,
-            accuracy_m: None,
-            speed_mps: None,
-            heading_deg: None,
-        };
+    for fix in chunk.raw_fixes(origin) {
         for d in tracker.observe(&fix, cfg) {
             if let Decision::CheckIn { key, .. } = d {
                 checked_in.push(key.stop_id.to_string());

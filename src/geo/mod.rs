@@ -27,3 +27,17 @@ pub struct Fix {
     /// Course over ground, degrees clockwise from true north, when reported.
     pub heading_deg: Option<f64>,
 }
+
+impl Fix {
+    /// A fix with only time and position (no accuracy, speed or heading).
+    pub fn at(ts_ms: i64, lat: f64, lon: f64) -> Self {
+        Self {
+            ts_ms,
+            lat,
+            lon,
+            accuracy_m: None,
+            speed_mps: None,
+            heading_deg: None,
+        }
+    }
+}

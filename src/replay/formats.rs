@@ -8,37 +8,14 @@ use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use crate::eval::amazon;
+use crate::geo::Fix;
 use crate::protocol::time::parse_ts;
 
-/// One recorded fix. Time unix ms UTC (as recorded, before any replay shift).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RawFix {
-    pub ts_ms: i64,
-    pub lat: f64,
-    pub lon: f64,
-    pub accuracy_m: Option<f64>,
-    pub speed_mps: Option<f64>,
-    pub heading_deg: Option<f64>,
-}
-
-impl RawFix {
-    pub fn at(ts_ms: i64, lat: f64, lon: f64) -> Self {
-        Self {
-            ts_ms,
-            lat,
-            lon,
-            accuracy_m: None,
-            speed_mps: None,
-            heading_deg: None,
-        }
-    }
-}
-
-/// One driver's recorded fixes, in time order.
+/// One driver's recorded fixes (time as recorded, before any replay shift), in time order.
 #[derive(Debug, Clone)]
 pub struct Trace {
     pub driver_id: String,
-    pub fixes: Vec<RawFix>,
+    pub fixes: Vec<Fix>,
 }
 
 /// Formats `trackhub replay` reads; detected from the extension and the header line.
@@ -134,7 +111,7 @@ fn read_csv(path: &Path) -> anyhow::Result<Vec<Trace>> {
         speed_mps: Option<f64>,
         heading_deg: Option<f64>,
     }
-    let mut by_driver: std::collections::BTreeMap<String, Vec<RawFix>> = Default::default();
+    let mut by_driver: std::collections::BTreeMap<String, Vec<Fix>> = Default::default();
     for (i, row) in csv::Reader::from_path(path)?
         .deserialize::<Row>()
         .enumerate()
@@ -142,7 +119,7 @@ fn read_csv(path: &Path) -> anyhow::Result<Vec<Trace>> {
         let r = row.with_context(|| format!("{} row {}", path.display(), i + 2))?;
         let ts_ms =
             parse_ts(&r.ts).map_err(|e| anyhow!("{} row {}: {e}", path.display(), i + 2))?;
-        by_driver.entry(r.driver_id).or_default().push(RawFix {
+        by_driver.entry(r.driver_id).or_default().push(Fix {
             ts_ms,
             lat: r.lat,
             lon: r.lon,
@@ -169,7 +146,7 @@ fn read_gpx(path: &Path, stem: &str) -> anyhow::Result<Vec<Trace>> {
                     .format()
                     .map_err(|e| anyhow!("{}: bad time: {e}", path.display()))?;
                 let point = p.point();
-                let mut fix = RawFix::at(
+                let mut fix = Fix::at(
                     parse_ts(&text).map_err(|e| anyhow!(e))?,
                     point.y(),
                     point.x(),
@@ -194,7 +171,7 @@ fn read_gotrack(path: &Path) -> anyhow::Result<Vec<Trace>> {
         time: String,
     }
     const UTC_OFFSET_MS: i64 = 3 * 3_600_000; // Aracaju local time is UTC-3
-    let mut by_track: std::collections::BTreeMap<String, Vec<RawFix>> = Default::default();
+    let mut by_track: std::collections::BTreeMap<String, Vec<Fix>> = Default::default();
     for (i, row) in csv::Reader::from_path(path)?
         .deserialize::<Row>()
         .enumerate()
@@ -206,7 +183,7 @@ fn read_gotrack(path: &Path) -> anyhow::Result<Vec<Trace>> {
         by_track
             .entry(r.track_id)
             .or_default()
-            .push(RawFix::at(ts_ms, r.latitude, r.longitude));
+            .push(Fix::at(ts_ms, r.latitude, r.longitude));
     }
     Ok(by_track
         .into_iter()
@@ -236,7 +213,7 @@ fn read_porto(path: &Path, stem: &str) -> anyhow::Result<Vec<Trace>> {
         let fixes = points
             .iter()
             .enumerate()
-            .map(|(k, [lon, lat])| RawFix::at((r.timestamp + 15 * k as i64) * 1000, *lat, *lon))
+            .map(|(k, [lon, lat])| Fix::at((r.timestamp + 15 * k as i64) * 1000, *lat, *lon))
             .collect();
         // TRIP_ID is mangled in the training subset, so the file and row name the trip.
         traces.push(Trace {
@@ -263,7 +240,7 @@ fn read_cabspotting(path: &Path, stem: &str) -> anyhow::Result<Vec<Trace>> {
             s.parse::<f64>()
                 .with_context(|| format!("{} line {}", path.display(), i + 1))
         };
-        fixes.push(RawFix::at(
+        fixes.push(Fix::at(
             parse(unix_s)? as i64 * 1000,
             parse(lat)?,
             parse(lon)?,

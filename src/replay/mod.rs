@@ -21,7 +21,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::auth::{load_secret, Keys, Role};
 use crate::eval::amazon;
 use crate::protocol::time::now_ms;
-use formats::{RawFix, Trace};
+use formats::Trace;
+
+use crate::geo::Fix;
 
 /// Flags of `trackhub replay`.
 #[derive(Debug, Clone, clap::Args)]
@@ -282,7 +284,7 @@ async fn drive(
     Ok(())
 }
 
-fn ping_json(seq: u64, ts_ms: i64, f: &RawFix) -> String {
+fn ping_json(seq: u64, ts_ms: i64, f: &Fix) -> String {
     let mut v = json!({"type": "ping", "seq": seq, "ts": ts_ms, "lat": f.lat, "lon": f.lon});
     if let Some(a) = f.accuracy_m {
         v["accuracy_m"] = json!(a);

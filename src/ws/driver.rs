@@ -1,12 +1,12 @@
 //! `GET /v1/ws/driver`: a driver's phone streams fixes and gets acks and check-ins back.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use super::{close, is_too_big, limits, send_text};
+use super::{authorize, close_for_restart, inbound, limits, send_text, Heartbeat, Inbound};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
@@ -20,16 +20,13 @@ pub async fn upgrade(
     caller: Result<Caller, ApiError>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let caller = match caller {
+    let claims = match authorize(caller, &[Role::Driver]) {
         Ok(c) => c,
-        Err(e) => return e.into_response(),
+        Err(refused) => return refused.into_response(),
     };
-    if let Err(e) = caller.require(&[Role::Driver]) {
-        return e.into_response();
-    }
     let who = DriverKey {
-        fleet: caller.0.fleet.as_str().into(),
-        driver_id: caller.0.sub.as_str().into(),
+        fleet: claims.fleet.as_str().into(),
+        driver_id: claims.sub.as_str().into(),
     };
     limits(ws)
         .on_upgrade(move |socket| session(app, who, socket))
@@ -39,55 +36,31 @@ pub async fn upgrade(
 async fn session(app: AppState, who: DriverKey, mut socket: WebSocket) {
     let _guard = app.session_guard.clone();
     let mut shutdown = app.shutdown.clone();
-    let idle = Duration::from_secs(app.cfg.idle_timeout_s);
-    let mut heartbeat = tokio::time::interval(idle / 3);
-    heartbeat.tick().await;
-    let mut last_heard = Instant::now();
-    tracing::debug!(fleet = %who.fleet, driver = %who.driver_id, "driver connected");
+    let mut heartbeat = Heartbeat::new(Duration::from_secs(app.cfg.idle_timeout_s));
     loop {
         tokio::select! {
             msg = socket.recv() => {
-                let Some(msg) = msg else { break };
-                last_heard = Instant::now();
-                match msg {
-                    Ok(Message::Text(text)) => {
-                        for reply in handle_text(&app, &who, text.as_str()).await {
-                            let json = serde_json::to_string(&reply).expect("wire types serialize");
-                            if !send_text(&mut socket, json).await {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(Message::Binary(_)) => {
-                        let reply = DriverOut::Error {
-                            code: "unsupported_frame",
-                            message: "send JSON text frames".into(),
-                            seq: None,
-                        };
-                        if !send_text(&mut socket, serde_json::to_string(&reply).expect("serializes")).await {
-                            return;
-                        }
-                    }
-                    Ok(Message::Close(_)) => break,
-                    Ok(_) => {} // ping/pong: tungstenite answers pings itself
-                    Err(e) if is_too_big(&e) => {
-                        close(&mut socket, close::TOO_BIG, "message over 64 KiB").await;
+                heartbeat.heard();
+                let replies = match inbound(&mut socket, msg).await {
+                    Inbound::Text(text) => handle_text(&app, &who, text.as_str()).await,
+                    Inbound::Binary => vec![DriverOut::Error { code: "unsupported_frame", message: "send JSON text frames".into(), seq: None }],
+                    Inbound::Control => Vec::new(),
+                    Inbound::End => return,
+                };
+                for reply in replies {
+                    let json = serde_json::to_string(&reply).expect("wire types serialize");
+                    if !send_text(&mut socket, json).await {
                         return;
                     }
-                    Err(_) => return,
                 }
             }
             _ = heartbeat.tick() => {
-                if last_heard.elapsed() >= idle {
-                    close(&mut socket, close::GOING_AWAY, "idle timeout").await;
-                    return;
-                }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if !heartbeat.beat(&mut socket).await {
                     return;
                 }
             }
             _ = crate::app::draining(&mut shutdown) => {
-                close(&mut socket, close::SERVICE_RESTART, "server restarting; reconnect").await;
+                close_for_restart(&mut socket).await;
                 return;
             }
         }

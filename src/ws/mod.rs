@@ -3,9 +3,12 @@
 pub mod driver;
 pub mod watch;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+
+use crate::auth::{Caller, Claims, Role};
+use crate::error::ApiError;
 
 /// Largest message accepted from a client (64 KiB); larger closes with 1009.
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -70,4 +73,88 @@ pub fn is_too_big(err: &axum::Error) -> bool {
         source = e.source();
     }
     false
+}
+
+/// Checks the caller at the upgrade: 401 without a valid token, 403 without one of `roles`.
+pub fn authorize(caller: Result<Caller, ApiError>, roles: &[Role]) -> Result<Claims, ApiError> {
+    let caller = caller?;
+    caller.require(roles)?;
+    Ok(caller.0)
+}
+
+/// What a session does with one received message.
+pub enum Inbound {
+    Text(Utf8Bytes),
+    /// A binary frame: the JSON codec takes text only.
+    Binary,
+    /// Ping/pong (tungstenite answers pings itself).
+    Control,
+    /// The socket is finished (closed by the peer, broken, or closed by us with 1009).
+    End,
+}
+
+/// Sorts a received message; closes with 1009 when the client sent more than 64 KiB.
+pub async fn inbound(socket: &mut WebSocket, msg: Option<Result<Message, axum::Error>>) -> Inbound {
+    match msg {
+        Some(Ok(Message::Text(text))) => Inbound::Text(text),
+        Some(Ok(Message::Binary(_))) => Inbound::Binary,
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Inbound::Control,
+        Some(Ok(Message::Close(_))) | None => Inbound::End,
+        Some(Err(e)) => {
+            if is_too_big(&e) {
+                close(socket, close::TOO_BIG, "message over 64 KiB").await;
+            }
+            Inbound::End
+        }
+    }
+}
+
+/// Liveness of one socket: the hub pings every third of the idle timeout and closes a socket
+/// that sent nothing (not even a pong) for the whole of it.
+pub struct Heartbeat {
+    tick: tokio::time::Interval,
+    idle: Duration,
+    last_heard: Instant,
+}
+
+impl Heartbeat {
+    pub fn new(idle: Duration) -> Self {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + idle / 3, idle / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            tick,
+            idle,
+            last_heard: Instant::now(),
+        }
+    }
+
+    /// Something arrived from the peer.
+    pub fn heard(&mut self) {
+        self.last_heard = Instant::now();
+    }
+
+    /// Resolves at the next beat.
+    pub async fn tick(&mut self) {
+        self.tick.tick().await;
+    }
+
+    /// On a beat: pings, or closes with 1001 when the peer has been silent too long. False when
+    /// the session must end.
+    pub async fn beat(&mut self, socket: &mut WebSocket) -> bool {
+        if self.last_heard.elapsed() >= self.idle {
+            close(socket, close::GOING_AWAY, "idle timeout").await;
+            return false;
+        }
+        socket.send(Message::Ping(Default::default())).await.is_ok()
+    }
+}
+
+/// Closes with 1012 so the client reconnects (to another node, behind a balancer).
+pub async fn close_for_restart(socket: &mut WebSocket) {
+    close(
+        socket,
+        close::SERVICE_RESTART,
+        "server restarting; reconnect",
+    )
+    .await;
 }

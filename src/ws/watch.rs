@@ -1,13 +1,13 @@
 //! `GET /v1/ws/watch`: admins' maps and services follow live positions and events.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use super::{close, is_too_big, limits, send_text};
+use super::{authorize, close, close_for_restart, inbound, limits, send_text, Heartbeat, Inbound};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
@@ -25,16 +25,12 @@ pub async fn upgrade(
     caller: Result<Caller, ApiError>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let caller = match caller {
+    let claims = match authorize(caller, &[Role::Admin, Role::Service]) {
         Ok(c) => c,
-        Err(e) => return e.into_response(),
+        Err(refused) => return refused.into_response(),
     };
-    if let Err(e) = caller.require(&[Role::Admin, Role::Service]) {
-        return e.into_response();
-    }
-    let fleet = caller.0.fleet;
     limits(ws)
-        .on_upgrade(move |socket| session(app, fleet, socket))
+        .on_upgrade(move |socket| session(app, claims.fleet, socket))
         .into_response()
 }
 
@@ -46,81 +42,67 @@ async fn session(app: AppState, fleet: String, mut socket: WebSocket) {
     let _guard = app.session_guard.clone();
     let mut shutdown = app.shutdown.clone();
     let mut handle: WatcherHandle = app.hub.fanout.register(fleet.as_str().into());
-    let idle = Duration::from_secs(app.cfg.idle_timeout_s);
-    let mut heartbeat = tokio::time::interval(idle / 3);
-    heartbeat.tick().await;
+    let mut heartbeat = Heartbeat::new(Duration::from_secs(app.cfg.idle_timeout_s));
     let mut flush = tokio::time::interval(Duration::from_millis(app.cfg.flush_interval_ms));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
     loop {
-        tokio::select! {
+        // Each arm yields the frame to send, if any; `None` from an arm that ends the session.
+        let frame: Option<WatchOut> = tokio::select! {
             msg = socket.recv() => {
-                let Some(msg) = msg else { return };
-                last_heard = Instant::now();
-                match msg {
-                    Ok(Message::Text(text)) => {
-                        let reply = match handle_subscribe(&app, &fleet, &handle, text.as_str()) {
-                            Ok(snapshot) => snapshot,
-                            Err((code, message)) => WatchOut::Error { code, message },
-                        };
-                        if !send_text(&mut socket, encode(&reply)).await {
-                            return;
-                        }
-                    }
-                    Ok(Message::Binary(_)) => {
-                        let reply = WatchOut::Error { code: "unsupported_frame", message: "send JSON text frames".into() };
-                        if !send_text(&mut socket, encode(&reply)).await {
-                            return;
-                        }
-                    }
-                    Ok(Message::Close(_)) => return,
-                    Ok(_) => {}
-                    Err(e) if is_too_big(&e) => {
-                        close(&mut socket, close::TOO_BIG, "message over 64 KiB").await;
-                        return;
-                    }
-                    Err(_) => return,
+                heartbeat.heard();
+                match inbound(&mut socket, msg).await {
+                    Inbound::Text(text) => Some(handle_subscribe(&app, &fleet, &handle, text.as_str())
+                        .unwrap_or_else(|(code, message)| WatchOut::Error { code, message })),
+                    Inbound::Binary => Some(WatchOut::Error { code: "unsupported_frame", message: "send JSON text frames".into() }),
+                    Inbound::Control => continue,
+                    Inbound::End => return,
                 }
             }
             event = handle.events.recv() => {
                 let Some(event) = event else { return };
-                let frame = WatchOut::Event { event: Box::new(EventView::from(&*event)) };
-                if !send_text(&mut socket, encode(&frame)).await {
-                    return;
-                }
+                Some(WatchOut::Event { event: Box::new(EventView::from(&*event)) })
             }
             _ = flush.tick() => {
                 if handle.watcher.is_lagging() {
-                    close(&mut socket, close::TRY_AGAIN_LATER, "too far behind; resubscribe for a fresh snapshot").await;
+                    close_lagging(&mut socket).await;
                     return;
                 }
                 let positions = handle.watcher.take_pending();
-                if !positions.is_empty() {
-                    let frame = WatchOut::Positions { positions: positions.iter().map(PositionView::from).collect() };
-                    if !send_text(&mut socket, encode(&frame)).await {
-                        return;
-                    }
+                if positions.is_empty() {
+                    continue;
                 }
+                Some(WatchOut::Positions { positions: positions.iter().map(PositionView::from).collect() })
             }
             _ = handle.watcher.wake.notified() => {
-                close(&mut socket, close::TRY_AGAIN_LATER, "too far behind; resubscribe for a fresh snapshot").await;
+                close_lagging(&mut socket).await;
                 return;
             }
             _ = heartbeat.tick() => {
-                if last_heard.elapsed() >= idle {
-                    close(&mut socket, close::GOING_AWAY, "idle timeout").await;
+                if !heartbeat.beat(&mut socket).await {
                     return;
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
+                continue;
             }
             _ = crate::app::draining(&mut shutdown) => {
-                close(&mut socket, close::SERVICE_RESTART, "server restarting; reconnect").await;
+                close_for_restart(&mut socket).await;
+                return;
+            }
+        };
+        if let Some(frame) = frame {
+            if !send_text(&mut socket, encode(&frame)).await {
                 return;
             }
         }
     }
+}
+
+async fn close_lagging(socket: &mut WebSocket) {
+    close(
+        socket,
+        close::TRY_AGAIN_LATER,
+        "too far behind; resubscribe for a fresh snapshot",
+    )
+    .await;
 }
 
 /// Applies a `subscribe` and returns the snapshot to send, or an error frame's code and message.

@@ -168,6 +168,24 @@ impl TestHub {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Polls a track endpoint until it holds `count` points (history is written in batches in
+    /// the background); panics after `WAIT`.
+    pub async fn wait_track(&self, path: &str, fleet: &str, count: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (_, track) = self.get(path, fleet).await;
+            if track["properties"]["count"].as_u64() == Some(count) {
+                return track;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path}: expected {count} points, have {}",
+                track["properties"]["count"]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn post(&self, path: &str, fleet: &str, body: &Value) -> (u16, Value) {
         self.post_as(path, &self.token(Role::Admin, "admin", fleet), body)
             .await
