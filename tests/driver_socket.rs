@@ -250,3 +250,44 @@ async fn tokens_are_required_and_roles_enforced() {
     assert_eq!(body["status"], 401);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_silent_socket_is_pinged_then_closed_with_1001() {
+    use tokio::io::AsyncReadExt;
+    let hub = TestHub::start_with(|c| c.idle_timeout_s = 3).await;
+    let url = hub.ws_url("/v1/ws/driver", &hub.token(Role::Driver, "D1", "f1"));
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // Keep only the TCP stream: nothing answers the server's pings from now on.
+    let tokio_tungstenite::MaybeTlsStream::Plain(mut tcp) = ws.into_inner() else {
+        panic!("plain TCP expected")
+    };
+    let started = std::time::Instant::now();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .expect("server closes a silent socket")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    // Server frames are unmasked: 0x89 = ping, 0x88 = close with a 2-byte code (1001 = 0x03E9).
+    assert!(
+        bytes.windows(1).any(|w| w[0] == 0x89),
+        "the server pinged first: {bytes:?}"
+    );
+    let close_at = bytes
+        .iter()
+        .position(|b| *b == 0x88)
+        .expect("a close frame");
+    assert_eq!(
+        &bytes[close_at + 2..close_at + 4],
+        &[0x03, 0xE9],
+        "close code 1001: {bytes:?}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    hub.stop().await;
+}
