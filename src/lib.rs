@@ -3,8 +3,8 @@
 //! Drivers' phones stream GPS fixes over WebSockets; the hub keeps each driver's latest position
 //! in an R-tree, checks each fix against the stops of the driver's active trips, checks the
 //! driver in when they have really stopped there, and fans positions and events out to watchers.
-//! See `DESIGN.md`-style layering in the README: edges (`ws`, `api`) → `hub` → core (`geo`,
-//! `fanout`, `store`).
+//! Layers, data flowing down only: edges (`ws`, `api`) → `hub` (the ingest pipeline) → core
+//! (`geo`: pure R-trees and arrival decisions; `fanout`: watchers; `store`: SQL).
 
 pub mod api;
 pub mod app;
