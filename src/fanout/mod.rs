@@ -192,14 +192,7 @@ mod tests {
     fn pos(id: &str, lat: f64, lon: f64, ts_ms: i64) -> LivePosition {
         LivePosition {
             driver_id: id.into(),
-            fix: Fix {
-                ts_ms,
-                lat,
-                lon,
-                accuracy_m: None,
-                speed_mps: None,
-                heading_deg: None,
-            },
+            fix: Fix::at(ts_ms, lat, lon),
             received_ms: 0,
         }
     }

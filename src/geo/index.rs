@@ -140,14 +140,7 @@ mod tests {
     fn pos(id: &str, lat: f64, lon: f64) -> LivePosition {
         LivePosition {
             driver_id: id.into(),
-            fix: Fix {
-                ts_ms: 0,
-                lat,
-                lon,
-                accuracy_m: None,
-                speed_mps: None,
-                heading_deg: None,
-            },
+            fix: Fix::at(0, lat, lon),
             received_ms: 0,
         }
     }
