@@ -412,7 +412,8 @@ mod tests {
         }
     }
 
-    fn tracker(cfg: &ArrivalConfig) -> ArrivalTracker {
+    /// A tracker with one 100 m stop `s1` at (LAT, LON) in `phase`.
+    fn tracker_in(phase: StopPhase, cfg: &ArrivalConfig) -> ArrivalTracker {
         let mut t = ArrivalTracker::new();
         t.add_stop(
             Geofence {
@@ -421,10 +422,14 @@ mod tests {
                 lon: LON,
                 radius_m: 100.0,
             },
-            StopPhase::Pending,
+            phase,
             cfg,
         );
         t
+    }
+
+    fn tracker(cfg: &ArrivalConfig) -> ArrivalTracker {
+        tracker_in(StopPhase::Pending, cfg)
     }
 
     /// A fix `north_m` metres north and `east_m` east of the stop at `t_s` seconds.
@@ -602,18 +607,8 @@ mod tests {
     #[test]
     fn fixes_older_than_the_arrival_never_depart() {
         let cfg = ArrivalConfig::default();
-        let mut t = ArrivalTracker::new();
         let arrived_at_ms = fix(100, 0.0, 0.0).ts_ms;
-        t.add_stop(
-            Geofence {
-                key: key("s1"),
-                lat: LAT,
-                lon: LON,
-                radius_m: 100.0,
-            },
-            StopPhase::Arrived { arrived_at_ms },
-            &cfg,
-        );
+        let mut t = tracker_in(StopPhase::Arrived { arrived_at_ms }, &cfg);
         let before: Vec<Fix> = (0..10).map(|i| fix(i * 5, -500.0, 0.0)).collect();
         assert!(run(&mut t, &cfg, &before).is_empty());
         let after: Vec<Fix> = (21..24).map(|i| fix(i * 5, -500.0, 0.0)).collect();
@@ -623,17 +618,7 @@ mod tests {
     #[test]
     fn restored_arrived_stop_does_not_check_in_again() {
         let cfg = ArrivalConfig::default();
-        let mut t = ArrivalTracker::new();
-        t.add_stop(
-            Geofence {
-                key: key("s1"),
-                lat: LAT,
-                lon: LON,
-                radius_m: 100.0,
-            },
-            StopPhase::Arrived { arrived_at_ms: 0 },
-            &cfg,
-        );
+        let mut t = tracker_in(StopPhase::Arrived { arrived_at_ms: 0 }, &cfg);
         let fixes: Vec<Fix> = (0..20).map(|i| fix(i * 5, 0.0, 0.0)).collect();
         assert!(run(&mut t, &cfg, &fixes).is_empty());
     }

@@ -154,35 +154,40 @@ mod tests {
         let fix = p.validate(now, 60_000).unwrap();
         assert_eq!(fix.accuracy_m, Some(8.0));
         assert_eq!(fix.speed_mps, None);
-        let bad = |j: &str| ping(j).validate(now, 60_000).unwrap_err().code;
-        assert_eq!(
-            bad(r#"{"seq":1,"ts":1790000000000,"lat":91,"lon":0}"#),
-            "invalid_coordinates"
-        );
-        assert_eq!(
-            bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":-181}"#),
-            "invalid_coordinates"
-        );
-        assert_eq!(
-            bad(r#"{"seq":1,"ts":1800000070000,"lat":0,"lon":0}"#),
-            "timestamp_in_future"
-        );
-        assert_eq!(
-            bad(r#"{"seq":1,"ts":5,"lat":0,"lon":0}"#),
-            "invalid_timestamp"
-        );
-        assert_eq!(
-            bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"accuracy_m":-1}"#),
-            "invalid_accuracy"
-        );
-        assert_eq!(
-            bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"speed_mps":-0.1}"#),
-            "invalid_speed"
-        );
-        assert_eq!(
-            bad(r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"heading_deg":360}"#),
-            "invalid_heading"
-        );
+        let cases = [
+            (
+                r#"{"seq":1,"ts":1790000000000,"lat":91,"lon":0}"#,
+                "invalid_coordinates",
+            ),
+            (
+                r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":-181}"#,
+                "invalid_coordinates",
+            ),
+            (
+                r#"{"seq":1,"ts":1800000070000,"lat":0,"lon":0}"#,
+                "timestamp_in_future",
+            ),
+            (r#"{"seq":1,"ts":5,"lat":0,"lon":0}"#, "invalid_timestamp"),
+            (
+                r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"accuracy_m":-1}"#,
+                "invalid_accuracy",
+            ),
+            (
+                r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"speed_mps":-0.1}"#,
+                "invalid_speed",
+            ),
+            (
+                r#"{"seq":1,"ts":1790000000000,"lat":0,"lon":0,"heading_deg":360}"#,
+                "invalid_heading",
+            ),
+        ];
+        for (json, code) in cases {
+            assert_eq!(
+                ping(json).validate(now, 60_000).unwrap_err().code,
+                code,
+                "{json}"
+            );
+        }
     }
 
     #[test]
