@@ -1,7 +1,8 @@
 # Multi-stage build: compile with the Rust toolchain, run on a slim Debian.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto proto
 COPY src src
 COPY migrations migrations
 COPY benches benches

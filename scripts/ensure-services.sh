@@ -27,3 +27,20 @@ if ! psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; 
 fi
 psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null
 echo "ensure-services: PostgreSQL ready"
+
+# Redis: the multi-node tests start their own redis-server on a free port; scripts/cluster.sh and
+# the load tests use the one on 127.0.0.1:6379.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "ensure-services: installing Redis (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq redis-server >/dev/null
+fi
+redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+if ! redis_up; then
+  echo "ensure-services: starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 1 30); do redis_up && break; sleep 0.2; done
+fi
+redis_up || { echo "ensure-services: Redis is not answering on 127.0.0.1:6379" >&2; exit 1; }
+echo "ensure-services: Redis ready"

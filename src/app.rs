@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::{load_secret, Keys};
+use crate::bus::{self, Bus, Incoming};
 use crate::config::ServerConfig;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
@@ -38,6 +39,7 @@ pub struct Running {
     sessions_rx: mpsc::Receiver<()>,
     server: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
+    bus_tasks: Option<(bus::redis::BusTasks, JoinHandle<()>)>,
     writer_stop: watch::Sender<bool>,
     writer: JoinHandle<()>,
 }
@@ -46,13 +48,22 @@ pub struct Running {
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let secret = load_secret(&cfg.data_dir, cfg.jwt_secret.as_deref(), true)?;
+    crate::metrics::handle();
     let store = Store::connect(&cfg.database_url).await?;
     let (writer_stop, writer_stop_rx) = watch::channel(false);
     let (track, writer) = TrackWriter::spawn(store.clone(), writer_stop_rx);
-    let hub = Arc::new(Hub::new(cfg.hub, store, track, Fanout::new()));
-    let restored = hub.restore().await?;
-
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (bus, incoming) = match &cfg.redis_url {
+        Some(url) => {
+            let (bus, incoming, tasks) = bus::redis::start(url, shutdown_rx.clone())?;
+            (bus, Some((incoming, tasks)))
+        }
+        None => (Bus::local(), None),
+    };
+    let hub = Arc::new(Hub::new(cfg.hub, store, track, Fanout::new(), bus));
+    let bus_tasks =
+        incoming.map(|(rx, tasks)| (tasks, tokio::spawn(apply_incoming(hub.clone(), rx))));
+
     let (session_guard, sessions_rx) = mpsc::channel(1);
     let state = AppState {
         hub: hub.clone(),
@@ -72,7 +83,12 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             .await
     });
     let sweeper = tokio::spawn(presence_sweeper(hub, shutdown_rx));
-    tracing::info!(%addr, database = %redact(&cfg.database_url), restored_trips = restored, "trackhub listening");
+    tracing::info!(
+        %addr,
+        database = %redact(&cfg.database_url),
+        bus = cfg.redis_url.as_deref().map(redact).unwrap_or_else(|| "local".into()),
+        "trackhub listening"
+    );
     Ok(Running {
         addr,
         state,
@@ -80,9 +96,17 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         sessions_rx,
         server,
         sweeper,
+        bus_tasks,
         writer_stop,
         writer,
     })
+}
+
+/// Applies what other nodes publish, in arrival order; ends when the subscriber stops.
+async fn apply_incoming(hub: Arc<Hub>, mut rx: mpsc::Receiver<Incoming>) {
+    while let Some(incoming) = rx.recv().await {
+        hub.apply_remote(incoming).await;
+    }
 }
 
 /// Every route of the hub.
@@ -93,6 +117,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(crate::api::readyz))
+        .route("/metrics", get(crate::api::metrics))
         .route("/v1/ws/driver", get(crate::ws::driver::upgrade))
         .route("/v1/ws/watch", get(crate::ws::watch::upgrade))
         .merge(crate::api::routes())
@@ -134,6 +159,7 @@ impl Running {
             mut sessions_rx,
             server,
             sweeper,
+            bus_tasks,
             writer_stop,
             writer,
             ..
@@ -150,6 +176,10 @@ impl Running {
             tracing::warn!("sockets still open after the grace period");
         }
         let _ = sweeper.await;
+        if let Some((tasks, applier)) = bus_tasks {
+            tasks.join().await;
+            let _ = applier.await;
+        }
         let _ = writer_stop.send(true);
         let _ = writer.await;
         store.close().await;

@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// `postgres://…` or `sqlite://…`; default: `sqlite://<data-dir>/trackhub.db`.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// `redis://host:port/db`: share positions and events with the other hub nodes through Redis
+    /// pub/sub. Without it the hub is a single node (in-process fan-out).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
     /// HS256 signing secret shared with other token issuers; default: generated in the data dir.
     #[arg(long, env = "TRACKHUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -55,6 +59,8 @@ pub struct ServerConfig {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: String,
+    /// Redis pub/sub bus; `None` for a single node.
+    pub redis_url: Option<String>,
     pub jwt_secret: Option<String>,
     pub hub: HubConfig,
     pub flush_interval_ms: u64,
@@ -76,6 +82,7 @@ impl ServeArgs {
                 .database_url
                 .clone()
                 .unwrap_or_else(|| sqlite_url(&self.data_dir)),
+            redis_url: self.redis_url.clone().filter(|u| !u.is_empty()),
             jwt_secret: self.jwt_secret.clone(),
             hub: HubConfig {
                 arrival,
@@ -103,6 +110,7 @@ impl ServerConfig {
             addr,
             database_url: sqlite_url(&data_dir),
             data_dir,
+            redis_url: None,
             jwt_secret: None,
             hub: HubConfig::default(),
             flush_interval_ms: 100,

@@ -9,12 +9,14 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod error;
 pub mod eval;
 pub mod fanout;
 pub mod geo;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod replay;
 pub mod store;

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
+use crate::bus::BusStatus;
 use crate::error::{ApiError, FieldError};
 use crate::geo::BBox;
 use crate::protocol::time::{format_ts, now_ms, parse_ts};
@@ -73,23 +74,37 @@ pub fn routes() -> Router<AppState> {
 
 /// `GET /readyz`: 200 when the database answers, else 503.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    match app.hub.store.ping().await {
-        Ok(()) if !*app.shutdown.borrow() => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "database": "ok"})),
-        ),
-        Ok(()) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining", "database": "ok"})),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: database down");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "database": "down"})),
-            )
-        }
+    let bus = app.hub.bus.status();
+    let database = app.hub.store.ping().await;
+    if let Err(e) = &database {
+        tracing::warn!(error = %e, "readiness: database down");
     }
+    let draining = *app.shutdown.borrow();
+    // A node without Redis still serves its own drivers and watchers: degraded, yet ready.
+    let (code, status) = match (&database, draining, bus) {
+        (Err(_), _, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (Ok(()), true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        (Ok(()), false, BusStatus::Down) => (StatusCode::OK, "degraded"),
+        (Ok(()), false, _) => (StatusCode::OK, "ready"),
+    };
+    let body = json!({
+        "status": status,
+        "database": if database.is_ok() { "ok" } else { "down" },
+        "bus": bus.as_str(),
+        "node_id": app.hub.bus.node_id(),
+    });
+    (code, Json(body))
+}
+
+/// `GET /metrics`: Prometheus text exposition format 0.0.4.
+pub async fn metrics() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::handle().render(),
+    )
 }
 
 #[derive(Deserialize)]

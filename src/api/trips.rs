@@ -171,7 +171,7 @@ pub async fn create(
     caller.require(&[Role::Admin])?;
     let trip = validate(body, &caller.0.fleet)?;
     let stored = app.hub.store.insert_trip(&trip, now_ms()).await?;
-    app.hub.add_trip(&stored);
+    app.hub.trip_created(&stored);
     Ok((StatusCode::CREATED, Json(trip_json(&stored))))
 }
 

@@ -1,8 +1,15 @@
 //! The ingest pipeline: order/dedupe → live index → arrival detection → events.
 //!
-//! One `Hub` per process. Per driver it keeps the anti-replay window, the newest device time and
-//! the arrival tracker of its active trips; per fleet, the live R-tree. Work under a lock is pure
-//! and short; database writes happen after the locks are released.
+//! One `Hub` per process. Per driver *served by this node* it keeps the anti-replay window, the
+//! newest device time and the arrival tracker of its active trips; per fleet, the live R-tree of
+//! every driver, its own and (through the bus) other nodes'. Work under a lock is pure and short;
+//! database writes happen after the locks are released.
+//!
+//! Driver state is built lazily from the database when a driver's first fix reaches this node
+//! ([`Hub::ingest`] → hydration): its active trips, and the last minutes of its track replayed
+//! through arrival detection. That is what lets a driver move to another node, or a node restart,
+//! in the middle of a dwell without losing it, and the `UNIQUE (trip_id, stop_id)` of check-ins
+//! keeps a race between two nodes to one check-in.
 
 pub mod events;
 
@@ -10,12 +17,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
+use tokio::sync::OnceCell;
 
+use crate::bus::{Bus, Incoming, Outgoing};
 use crate::fanout::{Fanout, Scope};
 use crate::geo::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopKey, StopPhase};
 use crate::geo::index::{DriverId, LiveIndex, LivePosition, Nearby};
 use crate::geo::seq_window::SeqWindow;
 use crate::geo::{BBox, Fix};
+use crate::metrics as m;
 use crate::protocol::time::now_ms;
 use crate::store::track::{TrackPoint, TrackWriter};
 use crate::store::{CheckinOutcome, Store, StoreError, TripRecord};
@@ -74,6 +84,19 @@ pub struct Ingested {
     pub checkins: Vec<CheckinNotice>,
 }
 
+/// How far back (device time, before the newest stored fix) hydration replays a driver's track:
+/// several dwell times, so a dwell in progress is rebuilt whole. Milliseconds.
+pub const HYDRATE_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Most stored fixes hydration replays (15 min at 1 fix/s is 900).
+pub const HYDRATE_MAX_FIXES: i64 = 1_000;
+
+/// One driver served by this node: its state, built from the database once (`ready`).
+#[derive(Debug, Default)]
+struct DriverSlot {
+    ready: OnceCell<()>,
+    state: Mutex<DriverState>,
+}
+
 #[derive(Debug, Default)]
 struct DriverState {
     seqs: SeqWindow,
@@ -90,9 +113,10 @@ pub struct Hub {
     pub cfg: HubConfig,
     pub fanout: Arc<Fanout>,
     pub store: Store,
+    pub bus: Bus,
     track: TrackWriter,
     fleets: DashMap<Arc<str>, Arc<RwLock<LiveIndex>>>,
-    drivers: DashMap<DriverKey, Arc<Mutex<DriverState>>>,
+    drivers: DashMap<DriverKey, Arc<DriverSlot>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -100,22 +124,91 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn new(cfg: HubConfig, store: Store, track: TrackWriter, fanout: Arc<Fanout>) -> Self {
+    pub fn new(
+        cfg: HubConfig,
+        store: Store,
+        track: TrackWriter,
+        fanout: Arc<Fanout>,
+        bus: Bus,
+    ) -> Self {
         Self {
             cfg,
             fanout,
             store,
+            bus,
             track,
             fleets: DashMap::new(),
             drivers: DashMap::new(),
         }
     }
 
-    fn driver(&self, key: &DriverKey) -> Arc<Mutex<DriverState>> {
+    fn slot(&self, key: &DriverKey) -> Arc<DriverSlot> {
         if let Some(d) = self.drivers.get(key) {
             return d.clone();
         }
         self.drivers.entry(key.clone()).or_default().clone()
+    }
+
+    /// The slot of a driver this node serves, hydrated from the database on first use. When the
+    /// database cannot be read the fix is still processed (live position, history queue) and the
+    /// next fix tries again.
+    async fn ready_slot(&self, who: &DriverKey) -> Arc<DriverSlot> {
+        let slot = self.slot(who);
+        if slot.ready.initialized() {
+            return slot;
+        }
+        let hydrated = slot
+            .ready
+            .get_or_try_init(|| async { self.hydrate(who, &slot).await })
+            .await;
+        if let Err(e) = hydrated {
+            tracing::warn!(error = %e, driver = %who.driver_id, "driver state not loaded; retrying on the next fix");
+        }
+        slot
+    }
+
+    /// Loads a driver's active trips and replays its recent track through arrival detection, so a
+    /// dwell begun on another node (or before a restart) continues here. Decisions the replay
+    /// reaches are applied like live ones: the store makes them idempotent.
+    async fn hydrate(&self, who: &DriverKey, slot: &DriverSlot) -> Result<(), StoreError> {
+        let trips = self
+            .store
+            .active_trips_of(&who.fleet, &who.driver_id)
+            .await?;
+        let detecting = trips
+            .iter()
+            .any(|t| t.stops.iter().any(|s| s.status != "departed"));
+        let recent = if detecting {
+            self.store
+                .recent_track(&who.fleet, &who.driver_id, HYDRATE_MAX_FIXES)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let decisions = {
+            let mut state = lock(&slot.state);
+            for trip in &trips {
+                add_trip_to(&mut state, trip, &self.cfg.arrival);
+            }
+            let mut decisions = Vec::new();
+            if let Some(newest) = recent.last().map(|f| f.ts_ms) {
+                for fix in recent
+                    .iter()
+                    .filter(|f| f.ts_ms >= newest - HYDRATE_WINDOW_MS)
+                {
+                    for d in state.arrival.observe(fix, &self.cfg.arrival) {
+                        decisions.push((d, *fix));
+                    }
+                }
+                // Fixes already stored (resent after a reconnect) are late, not new.
+                state.newest_ts_ms = state.newest_ts_ms.max(Some(newest));
+            }
+            decisions
+        };
+        for (decision, fix) in decisions {
+            self.apply_decision(who, &fix, decision).await;
+        }
+        Ok(())
     }
 
     fn index(&self, fleet: &str) -> Option<Arc<RwLock<LiveIndex>>> {
@@ -129,62 +222,50 @@ impl Hub {
         self.fleets.entry(fleet.clone()).or_default().clone()
     }
 
-    /// Loads every active trip from the store into arrival detection (at start-up).
-    pub async fn restore(&self) -> Result<usize, StoreError> {
-        let trips = self.store.active_trips().await?;
-        for trip in &trips {
-            self.add_trip(trip);
-        }
-        Ok(trips.len())
+    /// A trip was just stored: detection starts for it here if this node serves its driver, and
+    /// the other nodes are told so that the node serving the driver loads it.
+    pub fn trip_created(&self, trip: &TripRecord) {
+        self.add_trip(trip);
+        self.bus.publish(Outgoing::Trip {
+            fleet: trip.fleet.as_str().into(),
+            trip_id: trip.id.clone(),
+            driver_id: trip.driver_id.clone(),
+        });
     }
 
-    /// Starts detecting arrivals for a stored trip's stops (in their stored phase).
-    pub fn add_trip(&self, trip: &TripRecord) {
+    /// Starts detecting arrivals for a stored trip's stops, if this node serves its driver (a
+    /// driver not served yet gets its trips when it is hydrated).
+    fn add_trip(&self, trip: &TripRecord) {
         let key = DriverKey {
             fleet: trip.fleet.as_str().into(),
             driver_id: trip.driver_id.as_str().into(),
         };
-        let state = self.driver(&key);
-        let mut state = lock(&state);
-        let trip_id: Arc<str> = trip.id.as_str().into();
-        for s in &trip.stops {
-            let phase = match (s.status.as_str(), s.arrived_at) {
-                ("pending", _) => StopPhase::Pending,
-                ("arrived", Some(at)) => StopPhase::Arrived { arrived_at_ms: at },
-                _ => continue, // departed: nothing left to detect
-            };
-            let fence = Geofence {
-                key: StopKey {
-                    trip_id: trip_id.clone(),
-                    stop_id: s.id.as_str().into(),
-                },
-                lat: s.lat,
-                lon: s.lon,
-                radius_m: s.radius_m,
-            };
-            state.arrival.add_stop(fence, phase, &self.cfg.arrival);
+        if let Some(slot) = self.drivers.get(&key).map(|s| s.clone()) {
+            add_trip_to(&mut lock(&slot.state), trip, &self.cfg.arrival);
         }
     }
 
     /// Marks a seq as processed without a fix (the fix was refused), so the ack covers it.
     /// Returns false when the seq was seen before.
     pub fn note_seq(&self, who: &DriverKey, seq: u64) -> bool {
-        lock(&self.driver(who)).seqs.insert(seq)
+        lock(&self.slot(who).state).seqs.insert(seq)
     }
 
     /// Highest seq processed for the driver (what `ack` reports).
     pub fn highest_seq(&self, who: &DriverKey) -> Option<u64> {
-        self.drivers.get(who).and_then(|d| lock(&d).seqs.highest())
+        self.drivers
+            .get(who)
+            .and_then(|d| lock(&d.state).seqs.highest())
     }
 
-    /// Runs one validated fix through the pipeline. Waits only for the history queue when it is
-    /// full and for the database when the fix checks the driver in (rare, and it must be durable
-    /// before the phone is told).
+    /// Runs one validated fix through the pipeline. Waits for the database only when the driver
+    /// is new to this node (hydration, once) and when the fix checks the driver in (rare, and it
+    /// must be durable before the phone is told). History and the bus are queues that never wait.
     pub async fn ingest(&self, who: &DriverKey, seq: u64, fix: Fix) -> Ingested {
+        let slot = self.ready_slot(who).await;
         let received_ms = now_ms();
         let (status, came_online, decisions) = {
-            let state = self.driver(who);
-            let mut state = lock(&state);
+            let mut state = lock(&slot.state);
             if !state.seqs.insert(seq) {
                 return Ingested {
                     status: IngestStatus::Duplicate,
@@ -204,14 +285,12 @@ impl Hub {
             }
         };
 
-        self.track
-            .push(TrackPoint {
-                fleet: who.fleet.clone(),
-                driver_id: who.driver_id.clone(),
-                fix,
-                received_ms,
-            })
-            .await;
+        self.track.push(TrackPoint {
+            fleet: who.fleet.clone(),
+            driver_id: who.driver_id.clone(),
+            fix,
+            received_ms,
+        });
         if status != IngestStatus::Accepted {
             return Ingested {
                 status,
@@ -231,6 +310,10 @@ impl Hub {
             .upsert(position.clone());
         self.fanout
             .position(&who.fleet, &position, previous.as_ref());
+        self.bus.publish(Outgoing::Position {
+            fleet: who.fleet.clone(),
+            position,
+        });
         if came_online {
             self.presence_event(
                 who,
@@ -289,8 +372,9 @@ impl Hub {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, trip = %key.trip_id, stop = %key.stop_id, "check-in not stored; will retry");
-                        let state = self.driver(who);
-                        lock(&state).arrival.set_phase(&key, StopPhase::Pending);
+                        lock(&self.slot(who).state)
+                            .arrival
+                            .set_phase(&key, StopPhase::Pending);
                         None
                     }
                 }
@@ -314,14 +398,15 @@ impl Hub {
                     .record_departure(&key, departed_at_ms, &event)
                     .await
                 {
-                    Ok(true) => self.fanout.event(Arc::new(event)),
+                    Ok(true) => self.emit(Arc::new(event)),
                     Ok(false) => {}
                     Err(e) => {
                         tracing::error!(error = %e, trip = %key.trip_id, stop = %key.stop_id, "departure not stored")
                     }
                 }
-                let state = self.driver(who);
-                lock(&state).arrival.remove_stop(&key, &self.cfg.arrival);
+                lock(&self.slot(who).state)
+                    .arrival
+                    .remove_stop(&key, &self.cfg.arrival);
                 None
             }
         }
@@ -329,11 +414,17 @@ impl Hub {
 
     fn publish_checkin(&self, event: Event, outcome: CheckinOutcome) {
         if outcome.checkin.is_some() {
-            self.fanout.event(Arc::new(event));
+            self.emit(Arc::new(event));
         }
         if let Some(done) = outcome.trip_completed {
-            self.fanout.event(Arc::new(done));
+            self.emit(Arc::new(done));
         }
+    }
+
+    /// Delivers an event to this node's watchers and to the other nodes.
+    fn emit(&self, event: Arc<Event>) {
+        self.fanout.event(event.clone());
+        self.bus.publish(Outgoing::Event(event));
     }
 
     /// The REST fallback: checks a driver in at a stop now (server time). `Ok(None)` when the stop
@@ -369,7 +460,9 @@ impl Hub {
         };
         let outcome = self.store.record_checkin(&event).await?;
         if outcome.checkin.is_some() {
-            lock(&self.driver(&who)).arrival.mark_arrived(&key, now);
+            if let Some(slot) = self.drivers.get(&who).map(|s| s.clone()) {
+                lock(&slot.state).arrival.mark_arrived(&key, now);
+            }
         }
         self.publish_checkin(event, outcome.clone());
         Ok(outcome)
@@ -389,7 +482,7 @@ impl Hub {
             position,
             kind,
         });
-        self.fanout.event(event.clone());
+        self.emit(event.clone());
         let store = self.store.clone();
         tokio::spawn(async move {
             if let Err(e) = store.record_event(&event).await {
@@ -399,11 +492,13 @@ impl Hub {
     }
 
     /// Takes drivers silent for longer than the presence timeout offline: out of the live index,
-    /// with a `driver.offline` event. Returns how many went offline.
+    /// with a `driver.offline` event. Returns how many of this node's drivers went offline.
+    /// Positions learnt from other nodes that are as old are dropped too, silently: their node is
+    /// gone or cut off, and it owns their events.
     pub fn sweep_presence(&self, now_ms: i64) -> usize {
         let mut gone = Vec::new();
         for entry in self.drivers.iter() {
-            let mut state = lock(entry.value());
+            let mut state = lock(&entry.value().state);
             if state.online && now_ms - state.last_seen_ms > self.cfg.presence_timeout_ms {
                 state.online = false;
                 gone.push(entry.key().clone());
@@ -415,6 +510,13 @@ impl Hub {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&who.driver_id)
             });
+            if let Some(last) = &last {
+                self.bus.publish(Outgoing::Gone {
+                    fleet: who.fleet.clone(),
+                    driver_id: who.driver_id.clone(),
+                    last_ts_ms: last.fix.ts_ms,
+                });
+            }
             self.presence_event(
                 who,
                 now_ms,
@@ -422,7 +524,181 @@ impl Hub {
                 EventKind::DriverOffline,
             );
         }
+        if self.bus.is_shared() {
+            self.sweep_remote(now_ms);
+        }
         gone.len()
+    }
+
+    fn sweep_remote(&self, now_ms: i64) {
+        let fleets: Vec<(Arc<str>, Arc<RwLock<LiveIndex>>)> = self
+            .fleets
+            .iter()
+            .map(|f| (f.key().clone(), f.value().clone()))
+            .collect();
+        for (fleet, index) in fleets {
+            let stale: Vec<DriverId> = index
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .all()
+                .filter(|p| now_ms - p.received_ms > self.cfg.presence_timeout_ms)
+                .map(|p| p.driver_id.clone())
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
+            let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+            for driver_id in stale {
+                let who = DriverKey {
+                    fleet: fleet.clone(),
+                    driver_id,
+                };
+                if !self.drivers.contains_key(&who) {
+                    index.remove(&who.driver_id);
+                }
+            }
+        }
+    }
+
+    /// Applies what another node published.
+    pub async fn apply_remote(&self, incoming: Incoming) {
+        match incoming {
+            Incoming::Positions {
+                fleet,
+                positions,
+                gone,
+            } => self.apply_remote_positions(&fleet, positions, gone),
+            Incoming::Events {
+                fleet,
+                events,
+                trips,
+            } => {
+                for event in events {
+                    self.note_remote_event(&event);
+                    self.fanout.event(Arc::new(event));
+                }
+                for (trip_id, driver_id) in trips {
+                    let who = DriverKey {
+                        fleet: fleet.clone(),
+                        driver_id: driver_id.as_str().into(),
+                    };
+                    if !self.drivers.contains_key(&who) {
+                        continue; // not served here: loaded at hydration if it comes
+                    }
+                    match self.store.trip(&fleet, &trip_id).await {
+                        Ok(Some(trip)) => self.add_trip(&trip),
+                        Ok(None) => tracing::warn!(trip = %trip_id, "announced trip not found"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, trip = %trip_id, "announced trip not loaded")
+                        }
+                    }
+                }
+            }
+            Incoming::Connected | Incoming::ResyncRequested => {
+                self.republish_own();
+            }
+        }
+    }
+
+    fn apply_remote_positions(
+        &self,
+        fleet: &Arc<str>,
+        positions: Vec<LivePosition>,
+        gone: Vec<(DriverId, i64)>,
+    ) {
+        let now = now_ms();
+        let index = self.index_or_create(fleet);
+        for pos in positions {
+            metrics::histogram!(m::BUS_LAG_SECONDS)
+                .record((now - pos.received_ms).max(0) as f64 / 1000.0);
+            let who = DriverKey {
+                fleet: fleet.clone(),
+                driver_id: pos.driver_id.clone(),
+            };
+            if let Some(slot) = self.drivers.get(&who).map(|s| s.clone()) {
+                let newest = lock(&slot.state).newest_ts_ms;
+                if newest.is_some_and(|n| n >= pos.fix.ts_ms) {
+                    continue; // ours is as new: a stale republish
+                }
+                // The driver moved to another node. Forget our copy of its state; should it come
+                // back, hydration rebuilds it from the database.
+                self.drivers.remove(&who);
+            }
+            let previous = {
+                let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+                if index
+                    .get(&pos.driver_id)
+                    .is_some_and(|cur| cur.fix.ts_ms >= pos.fix.ts_ms)
+                {
+                    continue;
+                }
+                index.upsert(pos.clone())
+            };
+            self.fanout.position(fleet, &pos, previous.as_ref());
+        }
+        for (driver_id, last_ts_ms) in gone {
+            let who = DriverKey {
+                fleet: fleet.clone(),
+                driver_id,
+            };
+            if self.drivers.contains_key(&who) {
+                continue;
+            }
+            let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+            if index
+                .get(&who.driver_id)
+                .is_some_and(|p| p.fix.ts_ms <= last_ts_ms)
+            {
+                index.remove(&who.driver_id);
+            }
+        }
+    }
+
+    /// Keeps the detector of a driver served here in step with check-ins and departures made
+    /// elsewhere (a manual check-in on another node, say).
+    fn note_remote_event(&self, event: &Event) {
+        let who = DriverKey {
+            fleet: event.fleet.clone(),
+            driver_id: event.driver_id.clone(),
+        };
+        let Some(slot) = self.drivers.get(&who).map(|s| s.clone()) else {
+            return;
+        };
+        let mut state = lock(&slot.state);
+        match &event.kind {
+            EventKind::StopCheckedIn {
+                key, arrived_at_ms, ..
+            } if state.arrival.phase(key) == Some(StopPhase::Pending) => {
+                state.arrival.mark_arrived(key, *arrived_at_ms);
+            }
+            EventKind::StopDeparted { key, .. } => {
+                state.arrival.remove_stop(key, &self.cfg.arrival)
+            }
+            _ => {}
+        }
+    }
+
+    /// Publishes the latest position of every driver this node serves (after a bus reconnect, or
+    /// when another node asks), so that every node's index converges.
+    pub fn republish_own(&self) -> usize {
+        let online: Vec<DriverKey> = self
+            .drivers
+            .iter()
+            .filter(|e| lock(&e.value().state).online)
+            .map(|e| e.key().clone())
+            .collect();
+        let mut sent = 0;
+        for who in online {
+            if let Some(position) = self.position(&who.fleet, &who.driver_id) {
+                self.bus.publish(Outgoing::Position {
+                    fleet: who.fleet,
+                    position,
+                });
+                sent += 1;
+            }
+        }
+        tracing::info!(drivers = sent, "republished own positions to the bus");
+        sent
     }
 
     /// The live position of one driver of a fleet.
@@ -482,11 +758,38 @@ impl Hub {
         found.into_values().collect()
     }
 
-    /// Number of drivers currently online on this node, all fleets.
+    /// Number of drivers in this node's live index (its own and other nodes'), all fleets.
     pub fn online_count(&self) -> usize {
         self.fleets
             .iter()
             .map(|f| f.read().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
+    }
+}
+
+/// Adds a stored trip's stops to a driver's detector, in their stored phase. Stops already tracked
+/// keep their state (hydration and a bus announcement may both bring the same trip).
+fn add_trip_to(state: &mut DriverState, trip: &TripRecord, cfg: &ArrivalConfig) {
+    let trip_id: Arc<str> = trip.id.as_str().into();
+    for s in &trip.stops {
+        let phase = match (s.status.as_str(), s.arrived_at) {
+            ("pending", _) => StopPhase::Pending,
+            ("arrived", Some(at)) => StopPhase::Arrived { arrived_at_ms: at },
+            _ => continue, // departed: nothing left to detect
+        };
+        let key = StopKey {
+            trip_id: trip_id.clone(),
+            stop_id: s.id.as_str().into(),
+        };
+        if state.arrival.phase(&key).is_some() {
+            continue;
+        }
+        let fence = Geofence {
+            key,
+            lat: s.lat,
+            lon: s.lon,
+            radius_m: s.radius_m,
+        };
+        state.arrival.add_stop(fence, phase, cfg);
     }
 }

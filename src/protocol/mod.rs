@@ -4,6 +4,7 @@
 //! accepted on input too. See `PROTOCOL.md` for the full protocol.
 
 pub mod driver;
+pub mod pb;
 pub mod time;
 pub mod watch;
 

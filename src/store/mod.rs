@@ -237,11 +237,19 @@ impl Store {
         Ok(Some(trip))
     }
 
-    /// Every active trip of every fleet, with stops (restored into arrival detection at start).
-    pub async fn active_trips(&self) -> Result<Vec<TripRecord>, StoreError> {
+    /// The active trips of one driver, oldest first, with stops (loaded when the driver's first
+    /// fix reaches a node).
+    pub async fn active_trips_of(
+        &self,
+        fleet: &str,
+        driver_id: &str,
+    ) -> Result<Vec<TripRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, fleet, driver_id, status, created_at, completed_at FROM trips WHERE status = 'active' ORDER BY created_at",
+            "SELECT id, fleet, driver_id, status, created_at, completed_at FROM trips \
+             WHERE status = 'active' AND fleet = $1 AND driver_id = $2 ORDER BY created_at",
         )
+        .bind(fleet)
+        .bind(driver_id)
         .fetch_all(&self.pool)
         .await?;
         let mut trips = Vec::with_capacity(rows.len());

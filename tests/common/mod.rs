@@ -4,6 +4,8 @@
 //! (each hub gets a fresh database created on that server). Nothing is mocked.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ pub struct TestHub {
     pg: Option<(String, String)>,
 }
 
-fn temp_dir() -> PathBuf {
+pub fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "trackhub-test-{}-{:016x}",
         std::process::id(),

@@ -1,0 +1,395 @@
+//! Bus payloads ⇄ domain types. Payloads are the `Bus*` protobuf messages of
+//! `proto/trackhub.proto`: compact (a position is ~50 bytes) and versionable by field number.
+
+use std::sync::Arc;
+
+use prost::Message;
+
+use super::{Incoming, Outgoing};
+use crate::geo::arrival::StopKey;
+use crate::geo::index::LivePosition;
+use crate::geo::Fix;
+use crate::hub::events::{CheckinSource, Event, EventKind};
+use crate::protocol::pb;
+
+/// Channel of a fleet's positions: `trackhub:{fleet}:pos`.
+pub fn positions_channel(fleet: &str) -> String {
+    format!("trackhub:{fleet}:pos")
+}
+
+/// Channel of a fleet's events: `trackhub:{fleet}:events`.
+pub fn events_channel(fleet: &str) -> String {
+    format!("trackhub:{fleet}:events")
+}
+
+/// Node (re)join announcements.
+pub const CONTROL_CHANNEL: &str = "trackhub:control";
+/// Patterns a node subscribes to: every fleet's positions and events.
+pub const PATTERNS: [&str; 2] = ["trackhub:*:pos", "trackhub:*:events"];
+
+/// A payload that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("channel {0:?} is not a trackhub channel")]
+    Channel(String),
+    #[error("event {0:?} lacks {1}")]
+    Event(String, &'static str),
+}
+
+/// The payloads one flush publishes: `(channel, bytes)`, one per fleet and kind, in the order the
+/// messages were queued within each channel.
+pub fn encode_batch(node_id: &str, batch: Vec<Outgoing>) -> Vec<(String, Vec<u8>)> {
+    let mut positions: Vec<pb::BusPositions> = Vec::new();
+    let mut events: Vec<pb::BusEvents> = Vec::new();
+    fn slot<'a, T: Default>(
+        v: &'a mut Vec<T>,
+        fleet: &str,
+        get: impl Fn(&T) -> &str,
+        init: impl FnOnce(&mut T),
+    ) -> &'a mut T {
+        match v.iter().position(|m| get(m) == fleet) {
+            Some(i) => &mut v[i],
+            None => {
+                let mut m = T::default();
+                init(&mut m);
+                v.push(m);
+                v.last_mut().expect("just pushed")
+            }
+        }
+    }
+    for msg in batch {
+        match msg {
+            Outgoing::Position { fleet, position } => {
+                let m = slot(
+                    &mut positions,
+                    &fleet,
+                    |m| &m.fleet,
+                    |m| {
+                        m.node_id = node_id.into();
+                        m.fleet = fleet.to_string();
+                    },
+                );
+                m.positions.push(position_to_pb(&position));
+            }
+            Outgoing::Gone {
+                fleet,
+                driver_id,
+                last_ts_ms,
+            } => {
+                let m = slot(
+                    &mut positions,
+                    &fleet,
+                    |m| &m.fleet,
+                    |m| {
+                        m.node_id = node_id.into();
+                        m.fleet = fleet.to_string();
+                    },
+                );
+                m.gone.push(pb::BusGone {
+                    driver_id: driver_id.to_string(),
+                    last_ts_ms,
+                });
+            }
+            Outgoing::Event(event) => {
+                let m = slot(
+                    &mut events,
+                    &event.fleet,
+                    |m| &m.fleet,
+                    |m| {
+                        m.node_id = node_id.into();
+                        m.fleet = event.fleet.to_string();
+                    },
+                );
+                m.events.push(event_to_pb(&event));
+            }
+            Outgoing::Trip {
+                fleet,
+                trip_id,
+                driver_id,
+            } => {
+                let m = slot(
+                    &mut events,
+                    &fleet,
+                    |m| &m.fleet,
+                    |m| {
+                        m.node_id = node_id.into();
+                        m.fleet = fleet.to_string();
+                    },
+                );
+                m.trips.push(pb::BusTrip { trip_id, driver_id });
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(positions.len() + events.len());
+    out.extend(
+        positions
+            .into_iter()
+            .map(|m| (positions_channel(&m.fleet), m.encode_to_vec())),
+    );
+    out.extend(
+        events
+            .into_iter()
+            .map(|m| (events_channel(&m.fleet), m.encode_to_vec())),
+    );
+    out
+}
+
+/// The control payload announcing that `node_id` (re)joined.
+pub fn encode_resync(node_id: &str) -> Vec<u8> {
+    pb::BusControl {
+        node_id: node_id.into(),
+        resync: true,
+    }
+    .encode_to_vec()
+}
+
+/// Decodes one message received on `channel`. `Ok(None)` for this node's own echo.
+pub fn decode(
+    node_id: &str,
+    channel: &str,
+    payload: &[u8],
+) -> Result<Option<Incoming>, DecodeError> {
+    if channel == CONTROL_CHANNEL {
+        let m = pb::BusControl::decode(payload)?;
+        return Ok((m.node_id != node_id && m.resync).then_some(Incoming::ResyncRequested));
+    }
+    if channel.ends_with(":pos") {
+        let m = pb::BusPositions::decode(payload)?;
+        if m.node_id == node_id {
+            return Ok(None);
+        }
+        return Ok(Some(Incoming::Positions {
+            fleet: m.fleet.as_str().into(),
+            positions: m.positions.iter().map(position_from_pb).collect(),
+            gone: m
+                .gone
+                .into_iter()
+                .map(|g| (Arc::from(g.driver_id.as_str()), g.last_ts_ms))
+                .collect(),
+        }));
+    }
+    if channel.ends_with(":events") {
+        let m = pb::BusEvents::decode(payload)?;
+        if m.node_id == node_id {
+            return Ok(None);
+        }
+        let events = m
+            .events
+            .into_iter()
+            .map(event_from_pb)
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Some(Incoming::Events {
+            fleet: m.fleet.as_str().into(),
+            events,
+            trips: m
+                .trips
+                .into_iter()
+                .map(|t| (t.trip_id, t.driver_id))
+                .collect(),
+        }));
+    }
+    Err(DecodeError::Channel(channel.to_string()))
+}
+
+fn position_to_pb(p: &LivePosition) -> pb::Position {
+    pb::Position {
+        driver_id: p.driver_id.to_string(),
+        ts_ms: p.fix.ts_ms,
+        lat: p.fix.lat,
+        lon: p.fix.lon,
+        accuracy_m: p.fix.accuracy_m,
+        speed_mps: p.fix.speed_mps,
+        heading_deg: p.fix.heading_deg,
+        received_ms: Some(p.received_ms),
+    }
+}
+
+fn position_from_pb(p: &pb::Position) -> LivePosition {
+    LivePosition {
+        driver_id: p.driver_id.as_str().into(),
+        fix: Fix {
+            ts_ms: p.ts_ms,
+            lat: p.lat,
+            lon: p.lon,
+            accuracy_m: p.accuracy_m,
+            speed_mps: p.speed_mps,
+            heading_deg: p.heading_deg,
+        },
+        received_ms: p.received_ms.unwrap_or(p.ts_ms),
+    }
+}
+
+fn event_to_pb(e: &Event) -> pb::Event {
+    let mut m = pb::Event {
+        r#type: e.kind.name().into(),
+        ts_ms: e.ts_ms,
+        fleet: e.fleet.to_string(),
+        driver_id: e.driver_id.to_string(),
+        lat: e.position.map(|p| p.0),
+        lon: e.position.map(|p| p.1),
+        ..Default::default()
+    };
+    match &e.kind {
+        EventKind::DriverOnline | EventKind::DriverOffline => {}
+        EventKind::StopCheckedIn {
+            key,
+            arrived_at_ms,
+            checked_in_at_ms,
+            source,
+        } => {
+            m.trip_id = Some(key.trip_id.to_string());
+            m.stop_id = Some(key.stop_id.to_string());
+            m.arrived_at_ms = Some(*arrived_at_ms);
+            m.checked_in_at_ms = Some(*checked_in_at_ms);
+            m.source = Some(source.as_str().into());
+        }
+        EventKind::StopDeparted {
+            key,
+            departed_at_ms,
+        } => {
+            m.trip_id = Some(key.trip_id.to_string());
+            m.stop_id = Some(key.stop_id.to_string());
+            m.departed_at_ms = Some(*departed_at_ms);
+        }
+        EventKind::TripCompleted { trip_id } => m.trip_id = Some(trip_id.to_string()),
+    }
+    m
+}
+
+fn event_from_pb(m: pb::Event) -> Result<Event, DecodeError> {
+    let missing = |what| DecodeError::Event(m.r#type.clone(), what);
+    let key = || -> Result<StopKey, DecodeError> {
+        Ok(StopKey {
+            trip_id: m
+                .trip_id
+                .as_deref()
+                .ok_or_else(|| missing("trip_id"))?
+                .into(),
+            stop_id: m
+                .stop_id
+                .as_deref()
+                .ok_or_else(|| missing("stop_id"))?
+                .into(),
+        })
+    };
+    let kind = match m.r#type.as_str() {
+        "driver.online" => EventKind::DriverOnline,
+        "driver.offline" => EventKind::DriverOffline,
+        "stop.checked_in" => EventKind::StopCheckedIn {
+            key: key()?,
+            arrived_at_ms: m.arrived_at_ms.ok_or_else(|| missing("arrived_at_ms"))?,
+            checked_in_at_ms: m
+                .checked_in_at_ms
+                .ok_or_else(|| missing("checked_in_at_ms"))?,
+            source: match m.source.as_deref() {
+                Some("manual") => CheckinSource::Manual,
+                _ => CheckinSource::Auto,
+            },
+        },
+        "stop.departed" => EventKind::StopDeparted {
+            key: key()?,
+            departed_at_ms: m.departed_at_ms.ok_or_else(|| missing("departed_at_ms"))?,
+        },
+        "trip.completed" => EventKind::TripCompleted {
+            trip_id: m
+                .trip_id
+                .as_deref()
+                .ok_or_else(|| missing("trip_id"))?
+                .into(),
+        },
+        _ => return Err(missing("a known type")),
+    };
+    Ok(Event {
+        fleet: m.fleet.as_str().into(),
+        driver_id: m.driver_id.as_str().into(),
+        ts_ms: m.ts_ms,
+        position: m.lat.zip(m.lon),
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(id: &str, ts_ms: i64) -> LivePosition {
+        LivePosition {
+            driver_id: id.into(),
+            fix: Fix {
+                accuracy_m: Some(8.0),
+                speed_mps: Some(3.5),
+                heading_deg: None,
+                ..Fix::at(ts_ms, 41.15, -8.61)
+            },
+            received_ms: ts_ms + 5,
+        }
+    }
+
+    #[test]
+    fn round_trips_one_payload_per_fleet_and_kind_and_skips_own_echo() {
+        let checkin = Arc::new(Event {
+            fleet: "f1".into(),
+            driver_id: "d1".into(),
+            ts_ms: 10,
+            position: Some((41.0, -8.0)),
+            kind: EventKind::StopCheckedIn {
+                key: StopKey {
+                    trip_id: "t".into(),
+                    stop_id: "s".into(),
+                },
+                arrived_at_ms: 1,
+                checked_in_at_ms: 10,
+                source: CheckinSource::Manual,
+            },
+        });
+        let batch = vec![
+            Outgoing::Position {
+                fleet: "f1".into(),
+                position: pos("d1", 1),
+            },
+            Outgoing::Position {
+                fleet: "f2".into(),
+                position: pos("d2", 2),
+            },
+            Outgoing::Event(checkin.clone()),
+            Outgoing::Position {
+                fleet: "f1".into(),
+                position: pos("d1", 3),
+            },
+            Outgoing::Gone {
+                fleet: "f1".into(),
+                driver_id: "d9".into(),
+                last_ts_ms: 7,
+            },
+        ];
+        let payloads = encode_batch("node-a", batch);
+        let channels: Vec<&str> = payloads.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            channels,
+            ["trackhub:f1:pos", "trackhub:f2:pos", "trackhub:f1:events"]
+        );
+        assert!(decode("node-a", &payloads[0].0, &payloads[0].1)
+            .unwrap()
+            .is_none());
+        match decode("node-b", &payloads[0].0, &payloads[0].1).unwrap() {
+            Some(Incoming::Positions {
+                fleet,
+                positions,
+                gone,
+            }) => {
+                assert_eq!(&*fleet, "f1");
+                assert_eq!(positions, vec![pos("d1", 1), pos("d1", 3)]);
+                assert_eq!(gone, vec![(Arc::from("d9"), 7)]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match decode("node-b", &payloads[2].0, &payloads[2].1).unwrap() {
+            Some(Incoming::Events { events, .. }) => assert_eq!(events, vec![(*checkin).clone()]),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(decode("node-b", "other", b"").is_err());
+        assert!(decode("node-b", "trackhub:f1:pos", b"\xff\xff").is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! Several hub processes behind one Redis and one PostgreSQL: positions, events and check-ins
+//! cross nodes; a Redis restart degrades and then converges; a driver moving nodes mid-dwell is
+//! checked in once. Every node is the real `trackhub serve` binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use common::*;
+use serde_json::{json, Value};
+
+const LAT: f64 = 41.15;
+const LON: f64 = -8.61;
+const BBOX: [f64; 4] = [LON - 0.1, LAT - 0.1, LON + 0.1, LAT + 0.1];
+
+/// Fixes parked 20 m from the stop every 5 s from `t0` for `secs` seconds, seqs from `seq0`.
+fn parked(seq0: u64, t0: i64, secs: i64) -> Vec<Value> {
+    let (lat, lon) = offset(LAT, LON, 20.0, 0.0);
+    (0..=secs / 5)
+        .map(|i| ping(seq0 + i as u64, t0 + i * 5000, lat, lon))
+        .collect()
+}
+
+/// Ten fixes driving north to the stop at 10 m/s, ending 50 m short of it.
+fn approach(seq0: u64, t0: i64) -> Vec<Value> {
+    (0..10)
+        .map(|i| {
+            let (lat, lon) = offset(LAT, LON, -500.0 + i as f64 * 50.0, 0.0);
+            ping(seq0 + i, t0 + i as i64 * 5000, lat, lon)
+        })
+        .collect()
+}
+
+fn has_driver(frame: &Value, id: &str) -> bool {
+    frame["positions"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p["driver_id"] == id))
+}
+
+/// True for a `positions` frame placing `id` at latitude `lat`.
+fn at(frame: &Value, id: &str, lat: f64) -> bool {
+    frame["type"] == "positions"
+        && frame["positions"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["driver_id"] == id && (p["lat"].as_f64().unwrap() - lat).abs() < 1e-9)
+        })
+}
+
+async fn subscribe_bbox(w: &mut Ws) {
+    w.send(&json!({"type":"subscribe","bbox": BBOX})).await;
+    let snap = w.json().await;
+    assert_eq!(snap["type"], "snapshot", "{snap}");
+}
+
+#[tokio::test]
+async fn cluster_watcher_on_b_follows_driver_on_a_and_catches_up_after_redis_restarts() {
+    let mut c = Cluster::start(2).await;
+    let (a, b) = (0, 1);
+
+    // The trip is created on B; the driver streams to A, which loads it from the database.
+    let trip = json!({"id":"t1","driver_id":"D1","stops":[{"id":"s1","lat":LAT,"lon":LON,"radius_m":100}]});
+    let (status, body) = c.post(b, "/v1/trips", "f1", &trip).await;
+    assert_eq!(status, 201, "{body}");
+
+    let mut wa = c.watcher(a, "f1").await;
+    subscribe_bbox(&mut wa).await;
+    let mut wb = c.watcher(b, "f1").await;
+    subscribe_bbox(&mut wb).await;
+
+    let t0 = now_ms() - 600_000;
+    let mut d1 = c.driver(a, "D1", "f1").await;
+    let fixes: Vec<Value> = approach(1, t0)
+        .into_iter()
+        .chain(parked(11, t0 + 50_000, 120))
+        .collect();
+    let last_seq = fixes.last().unwrap()["seq"].as_u64().unwrap();
+    d1.send(&json!({"type":"batch","pings": fixes})).await;
+    let frames = d1.until_ack(last_seq).await;
+    let checkins: Vec<&Value> = frames.iter().filter(|f| f["type"] == "checkin").collect();
+    assert_eq!(checkins.len(), 1, "{frames:?}");
+
+    // B's watcher gets A's driver and A's check-in (events are immediate, positions come with
+    // the next flush: either may be first).
+    let (mut saw_position, mut checkin) = (false, None);
+    while !saw_position || checkin.is_none() {
+        let f = wb.json().await;
+        saw_position |= f["type"] == "positions" && has_driver(&f, "D1");
+        if f["type"] == "event" && f["event"]["type"] == "stop.checked_in" {
+            checkin = Some(f);
+        }
+    }
+    let ev = checkin.unwrap();
+    assert_eq!(ev["event"]["driver_id"], "D1");
+    assert_eq!(ev["event"]["stop_id"], "s1");
+    // B's REST sees A's driver in its own index.
+    let near = c
+        .poll(
+            b,
+            &format!("/v1/drivers/nearby?lat={LAT}&lon={LON}&limit=5"),
+            "f1",
+            WAIT,
+            |b| b["drivers"].as_array().is_some_and(|d| !d.is_empty()),
+        )
+        .await;
+    assert_eq!(near["drivers"][0]["driver_id"], "D1", "{near}");
+    assert!(near["drivers"][0]["distance_m"].as_f64().unwrap() < 30.0);
+    let (_, list) = c.get(b, "/v1/checkins?trip_id=t1", "f1").await;
+    assert_eq!(list["checkins"].as_array().unwrap().len(), 1, "{list}");
+
+    // Redis dies. A keeps ingesting and serving its own watcher; both nodes say degraded.
+    c.redis.kill();
+    c.wait_status(a, "degraded").await;
+    c.wait_status(b, "degraded").await;
+    let (lat, lon) = offset(LAT, LON, 2_000.0, 0.0);
+    let t1 = t0 + 300_000;
+    d1.ping_acked(ping(100, t1, lat, lon)).await;
+    wa.until(|f| at(f, "D1", lat)).await;
+    // A second driver reports once during the outage, then stays silent.
+    let mut d2 = c.driver(a, "D2", "f1").await;
+    let (lat2, lon2) = offset(LAT, LON, 0.0, 3_000.0);
+    d2.ping_acked(ping(1, t1, lat2, lon2)).await;
+    let (_, on_b) = c.get(b, "/v1/drivers/D2", "f1").await;
+    assert_ne!(
+        on_b["driver_id"], "D2",
+        "B cannot know D2 while Redis is down"
+    );
+
+    // Redis returns: within 5 s B knows the silent driver (republished by A) and follows D1 again.
+    c.redis.restart().await;
+    let back = Instant::now();
+    let d2_on_b = c
+        .poll(b, "/v1/drivers/D2", "f1", Duration::from_secs(5), |b| {
+            b["driver_id"] == "D2"
+        })
+        .await;
+    assert!((d2_on_b["lat"].as_f64().unwrap() - lat2).abs() < 1e-9);
+    let caught_up = back.elapsed();
+    let (_, d1_on_b) = c.get(b, "/v1/drivers/D1", "f1").await;
+    assert!(
+        (d1_on_b["lat"].as_f64().unwrap() - lat).abs() < 1e-9,
+        "{d1_on_b}"
+    );
+    c.wait_status(a, "ready").await;
+    c.wait_status(b, "ready").await;
+    let (lat3, lon3) = offset(LAT, LON, 2_100.0, 0.0);
+    d1.ping_acked(ping(101, t1 + 5_000, lat3, lon3)).await;
+    wb.until(|f| at(f, "D1", lat3)).await;
+    eprintln!("B caught up {caught_up:?} after Redis returned");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn cluster_driver_moving_nodes_mid_dwell_is_checked_in_once() {
+    let c = Cluster::start(2).await;
+    let (a, b) = (0, 1);
+    let trip = json!({"id":"t2","driver_id":"D3","stops":[{"id":"s1","lat":LAT,"lon":LON,"radius_m":100}]});
+    let (status, body) = c.post(a, "/v1/trips", "f1", &trip).await;
+    assert_eq!(status, 201, "{body}");
+    let mut wa = c.watcher(a, "f1").await;
+    wa.send(&json!({"type":"subscribe","drivers":["D3"]})).await;
+    wa.json().await;
+
+    // On A: drive in and stay 40 s (less than the 75 s dwell): no check-in yet.
+    let t0 = now_ms() - 600_000;
+    let arrived = t0 + 50_000;
+    let on_a: Vec<Value> = approach(1, t0)
+        .into_iter()
+        .chain(parked(11, arrived, 40))
+        .collect();
+    let mut d = c.driver(a, "D3", "f1").await;
+    d.send(&json!({"type":"batch","pings": on_a.clone()})).await;
+    let frames = d
+        .until_ack(on_a.last().unwrap()["seq"].as_u64().unwrap())
+        .await;
+    assert!(frames.iter().all(|f| f["type"] != "checkin"), "{frames:?}");
+    d.close().await;
+    // A's history is written (the phone takes longer than this to reconnect).
+    c.poll(a, "/v1/drivers/D3/track?limit=1000", "f1", WAIT, |t| {
+        t["properties"]["count"].as_u64() == Some(on_a.len() as u64)
+    })
+    .await;
+
+    // On B the phone first resends its last fixes (acks lost), then keeps parking 40 s more.
+    let mut d = c.driver(b, "D3", "f1").await;
+    let resent: Vec<Value> = on_a[on_a.len() - 3..]
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            f["seq"] = json!(f["seq"].as_u64().unwrap() + 1000);
+            f
+        })
+        .collect();
+    let more = parked(100, arrived + 45_000, 40);
+    let fixes: Vec<Value> = resent.into_iter().chain(more).collect();
+    d.send(&json!({"type":"batch","pings": fixes.clone()}))
+        .await;
+    let frames = d
+        .until_ack(fixes.last().unwrap()["seq"].as_u64().unwrap())
+        .await;
+    let checkins: Vec<&Value> = frames.iter().filter(|f| f["type"] == "checkin").collect();
+    assert_eq!(
+        checkins.len(),
+        1,
+        "the dwell begun on A completes on B: {frames:?}"
+    );
+    // The dwell began on A: arrival at the first parked fix, check-in 75 s later.
+    assert_eq!(
+        checkins[0]["arrived_at"],
+        trackhub::protocol::time::format_ts(arrived)
+    );
+    assert_eq!(
+        checkins[0]["checked_in_at"],
+        trackhub::protocol::time::format_ts(arrived + 75_000)
+    );
+    // A's watcher learns it through the bus.
+    let ev = wa
+        .until(|f| f["type"] == "event" && f["event"]["type"] == "stop.checked_in")
+        .await;
+    assert_eq!(ev["event"]["trip_id"], "t2");
+
+    // Back to A with everything again: still one check-in.
+    d.close().await;
+    let mut d = c.driver(a, "D3", "f1").await;
+    let again: Vec<Value> = on_a
+        .iter()
+        .chain(fixes.iter())
+        .enumerate()
+        .map(|(i, f)| {
+            let mut f = f.clone();
+            f["seq"] = json!(5000 + i as u64);
+            f
+        })
+        .collect();
+    d.send(&json!({"type":"batch","pings": again.clone()}))
+        .await;
+    let frames = d.until_ack(5000 + again.len() as u64 - 1).await;
+    assert!(frames.iter().all(|f| f["type"] != "checkin"), "{frames:?}");
+    for node in [a, b] {
+        let (_, list) = c.get(node, "/v1/checkins?trip_id=t2", "f1").await;
+        let list = list["checkins"].as_array().unwrap().clone();
+        assert_eq!(list.len(), 1, "{list:?}");
+    }
+    c.stop().await;
+}
