@@ -71,7 +71,7 @@ start() {
     /server hub[0-9]+:8080/ { next }
     /listen 80;/ { print "    listen 127.0.0.1:'"$LB_PORT"';"; next }
     { print }
-  ' deploy/nginx.conf | sed 's/^events {}/pid '"${PWD//\//\\/}"'\/.cluster\/nginx.pid;\nerror_log '"${PWD//\//\\/}"'\/.cluster\/nginx.log;\nevents {}/' >"$DIR/nginx.conf"
+  ' deploy/nginx.conf | sed 's/^events {/pid '"${PWD//\//\\/}"'\/.cluster\/nginx.pid;\nerror_log '"${PWD//\//\\/}"'\/.cluster\/nginx.log;\nevents {/' >"$DIR/nginx.conf"
   sed -i 's/^http {/http {\n  access_log off;/' "$DIR/nginx.conf"
   nginx -c "$PWD/$DIR/nginx.conf" -p "$PWD/$DIR"
 
