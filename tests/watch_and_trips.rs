@@ -292,6 +292,35 @@ async fn check_in_is_exactly_once_even_when_fixes_are_replayed_or_the_hub_restar
 }
 
 #[tokio::test]
+async fn a_dwell_interrupted_by_a_hub_restart_completes_after_it() {
+    let hub = TestHub::start().await;
+    let trip = json!({"id":"t1","driver_id":"D1","stops":[{"id":"s1","lat":LAT,"lon":LON}]});
+    assert_eq!(hub.post("/v1/trips", "f1", &trip).await.0, 201);
+    let t0 = now_ms() - 600_000;
+    // 40 s parked (the dwell is 75 s), then the hub restarts.
+    let first = parked(1, t0, 40);
+    let mut d = hub.driver("D1", "f1").await;
+    d.send(&json!({"type":"batch","pings": first.clone()}))
+        .await;
+    let frames = d.until_ack(first.len() as u64).await;
+    assert!(frames.iter().all(|f| f["type"] != "checkin"), "{frames:?}");
+    d.close().await;
+    let hub = hub.restart().await;
+    // 40 s more after the restart: the dwell rebuilt from stored history reaches 75 s.
+    let rest = parked(100, t0 + 45_000, 40);
+    let mut d = hub.driver("D1", "f1").await;
+    d.send(&json!({"type":"batch","pings": rest.clone()})).await;
+    let frames = d.until_ack(100 + rest.len() as u64 - 1).await;
+    let checkins: Vec<&Value> = frames.iter().filter(|f| f["type"] == "checkin").collect();
+    assert_eq!(checkins.len(), 1, "{frames:?}");
+    assert_eq!(
+        checkins[0]["arrived_at"],
+        trackhub::protocol::time::format_ts(t0)
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn a_red_light_next_to_the_stop_does_not_check_in() {
     let hub = TestHub::start().await;
     let trip = json!({"id":"t1","driver_id":"D1","stops":[{"id":"s1","lat":LAT,"lon":LON}]});

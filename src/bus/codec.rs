@@ -38,101 +38,57 @@ pub enum DecodeError {
     Event(String, &'static str),
 }
 
-/// The payloads one flush publishes: `(channel, bytes)`, one per fleet and kind, in the order the
-/// messages were queued within each channel.
+/// The payloads one flush publishes: `(channel, bytes)`, a positions and an events payload per
+/// fleet (each only when non-empty), messages in the order they were queued.
 pub fn encode_batch(node_id: &str, batch: Vec<Outgoing>) -> Vec<(String, Vec<u8>)> {
-    let mut positions: Vec<pb::BusPositions> = Vec::new();
-    let mut events: Vec<pb::BusEvents> = Vec::new();
-    fn slot<'a, T: Default>(
-        v: &'a mut Vec<T>,
-        fleet: &str,
-        get: impl Fn(&T) -> &str,
-        init: impl FnOnce(&mut T),
-    ) -> &'a mut T {
-        match v.iter().position(|m| get(m) == fleet) {
-            Some(i) => &mut v[i],
-            None => {
-                let mut m = T::default();
-                init(&mut m);
-                v.push(m);
-                v.last_mut().expect("just pushed")
-            }
-        }
-    }
+    // A flush rarely spans more than a few fleets: a linear lookup beats hashing here.
+    let mut fleets: Vec<(Arc<str>, pb::BusPositions, pb::BusEvents)> = Vec::new();
     for msg in batch {
+        let fleet = match &msg {
+            Outgoing::Position { fleet, .. }
+            | Outgoing::Gone { fleet, .. }
+            | Outgoing::Trip { fleet, .. } => fleet.clone(),
+            Outgoing::Event(event) => event.fleet.clone(),
+        };
+        let i = match fleets.iter().position(|(f, _, _)| *f == fleet) {
+            Some(i) => i,
+            None => {
+                fleets.push((fleet, Default::default(), Default::default()));
+                fleets.len() - 1
+            }
+        };
+        let (_, positions, events) = &mut fleets[i];
         match msg {
-            Outgoing::Position { fleet, position } => {
-                let m = slot(
-                    &mut positions,
-                    &fleet,
-                    |m| &m.fleet,
-                    |m| {
-                        m.node_id = node_id.into();
-                        m.fleet = fleet.to_string();
-                    },
-                );
-                m.positions.push(position_to_pb(&position));
+            Outgoing::Position { position, .. } => {
+                positions.positions.push(position_to_pb(&position))
             }
             Outgoing::Gone {
-                fleet,
                 driver_id,
                 last_ts_ms,
-            } => {
-                let m = slot(
-                    &mut positions,
-                    &fleet,
-                    |m| &m.fleet,
-                    |m| {
-                        m.node_id = node_id.into();
-                        m.fleet = fleet.to_string();
-                    },
-                );
-                m.gone.push(pb::BusGone {
-                    driver_id: driver_id.to_string(),
-                    last_ts_ms,
-                });
-            }
-            Outgoing::Event(event) => {
-                let m = slot(
-                    &mut events,
-                    &event.fleet,
-                    |m| &m.fleet,
-                    |m| {
-                        m.node_id = node_id.into();
-                        m.fleet = event.fleet.to_string();
-                    },
-                );
-                m.events.push(event_to_pb(&event));
-            }
+                ..
+            } => positions.gone.push(pb::BusGone {
+                driver_id: driver_id.to_string(),
+                last_ts_ms,
+            }),
+            Outgoing::Event(event) => events.events.push(event_to_pb(&event)),
             Outgoing::Trip {
-                fleet,
-                trip_id,
-                driver_id,
-            } => {
-                let m = slot(
-                    &mut events,
-                    &fleet,
-                    |m| &m.fleet,
-                    |m| {
-                        m.node_id = node_id.into();
-                        m.fleet = fleet.to_string();
-                    },
-                );
-                m.trips.push(pb::BusTrip { trip_id, driver_id });
-            }
+                trip_id, driver_id, ..
+            } => events.trips.push(pb::BusTrip { trip_id, driver_id }),
         }
     }
-    let mut out = Vec::with_capacity(positions.len() + events.len());
-    out.extend(
-        positions
-            .into_iter()
-            .map(|m| (positions_channel(&m.fleet), m.encode_to_vec())),
-    );
-    out.extend(
-        events
-            .into_iter()
-            .map(|m| (events_channel(&m.fleet), m.encode_to_vec())),
-    );
+    let mut out = Vec::with_capacity(fleets.len() * 2);
+    for (fleet, mut positions, mut events) in fleets {
+        if !positions.positions.is_empty() || !positions.gone.is_empty() {
+            positions.node_id = node_id.into();
+            positions.fleet = fleet.to_string();
+            out.push((positions_channel(&fleet), positions.encode_to_vec()));
+        }
+        if !events.events.is_empty() || !events.trips.is_empty() {
+            events.node_id = node_id.into();
+            events.fleet = fleet.to_string();
+            out.push((events_channel(&fleet), events.encode_to_vec()));
+        }
+    }
     out
 }
 
@@ -368,7 +324,7 @@ mod tests {
         let channels: Vec<&str> = payloads.iter().map(|(c, _)| c.as_str()).collect();
         assert_eq!(
             channels,
-            ["trackhub:f1:pos", "trackhub:f2:pos", "trackhub:f1:events"]
+            ["trackhub:f1:pos", "trackhub:f1:events", "trackhub:f2:pos"]
         );
         assert!(decode("node-a", &payloads[0].0, &payloads[0].1)
             .unwrap()
@@ -385,7 +341,7 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        match decode("node-b", &payloads[2].0, &payloads[2].1).unwrap() {
+        match decode("node-b", &payloads[1].0, &payloads[1].1).unwrap() {
             Some(Incoming::Events { events, .. }) => assert_eq!(events, vec![(*checkin).clone()]),
             other => panic!("unexpected {other:?}"),
         }

@@ -90,10 +90,17 @@ pub const HYDRATE_WINDOW_MS: i64 = 15 * 60 * 1000;
 /// Most stored fixes hydration replays (15 min at 1 fix/s is 900).
 pub const HYDRATE_MAX_FIXES: i64 = 1_000;
 
+/// Longest a fix waits for hydration before it is processed without it, and how long the driver's
+/// later fixes skip hydration after such a failure (the database is down or slow). Milliseconds.
+const HYDRATE_TIMEOUT_MS: u64 = 2_000;
+const HYDRATE_RETRY_MS: i64 = 5_000;
+
 /// One driver served by this node: its state, built from the database once (`ready`).
 #[derive(Debug, Default)]
 struct DriverSlot {
     ready: OnceCell<()>,
+    /// Server time (unix ms) before which hydration is not retried after a failure.
+    retry_after_ms: std::sync::atomic::AtomicI64,
     state: Mutex<DriverState>,
 }
 
@@ -153,16 +160,19 @@ impl Hub {
     /// database cannot be read the fix is still processed (live position, history queue) and the
     /// next fix tries again.
     async fn ready_slot(&self, who: &DriverKey) -> Arc<DriverSlot> {
+        use std::sync::atomic::Ordering::Relaxed;
         let slot = self.slot(who);
-        if slot.ready.initialized() {
+        if slot.ready.initialized() || now_ms() < slot.retry_after_ms.load(Relaxed) {
             return slot;
         }
-        let hydrated = slot
+        if let Err(e) = slot
             .ready
-            .get_or_try_init(|| async { self.hydrate(who, &slot).await })
-            .await;
-        if let Err(e) = hydrated {
-            tracing::warn!(error = %e, driver = %who.driver_id, "driver state not loaded; retrying on the next fix");
+            .get_or_try_init(|| self.hydrate(who, &slot))
+            .await
+        {
+            slot.retry_after_ms
+                .store(now_ms() + HYDRATE_RETRY_MS, Relaxed);
+            tracing::warn!(error = %e, driver = %who.driver_id, "driver state not loaded from the database; fixes go on without trips until it is");
         }
         slot
     }
@@ -170,20 +180,30 @@ impl Hub {
     /// Loads a driver's active trips and replays its recent track through arrival detection, so a
     /// dwell begun on another node (or before a restart) continues here. Decisions the replay
     /// reaches are applied like live ones: the store makes them idempotent.
-    async fn hydrate(&self, who: &DriverKey, slot: &DriverSlot) -> Result<(), StoreError> {
-        let trips = self
-            .store
-            .active_trips_of(&who.fleet, &who.driver_id)
-            .await?;
-        let detecting = trips
-            .iter()
-            .any(|t| t.stops.iter().any(|s| s.status != "departed"));
-        let recent = if detecting {
-            self.store
-                .recent_track(&who.fleet, &who.driver_id, HYDRATE_MAX_FIXES)
-                .await?
-        } else {
-            Vec::new()
+    async fn hydrate(&self, who: &DriverKey, slot: &DriverSlot) -> Result<(), String> {
+        // Only the reads are bounded in time: once they are in, the replay and its decisions run
+        // to the end, so no decision is lost half-way.
+        let limit = std::time::Duration::from_millis(HYDRATE_TIMEOUT_MS);
+        let load = async {
+            let trips = self
+                .store
+                .active_trips_of(&who.fleet, &who.driver_id)
+                .await?;
+            let detecting = trips
+                .iter()
+                .any(|t| t.stops.iter().any(|s| s.status != "departed"));
+            let recent = if detecting {
+                self.store
+                    .recent_track(&who.fleet, &who.driver_id, HYDRATE_MAX_FIXES)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, StoreError>((trips, recent))
+        };
+        let (trips, recent) = match tokio::time::timeout(limit, load).await {
+            Ok(loaded) => loaded.map_err(|e| e.to_string())?,
+            Err(_) => return Err(format!("no answer within {HYDRATE_TIMEOUT_MS} ms")),
         };
         let decisions = {
             let mut state = lock(&slot.state);

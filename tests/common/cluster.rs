@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use trackhub::auth::{Keys, Role};
 
-use super::{temp_dir, Ws, WAIT};
+use super::{create_database, drop_database, temp_dir, Ws, WAIT};
 
 /// A free TCP port on 127.0.0.1 (bound then released: fine for a test that starts at once).
 pub fn free_port() -> u16 {
@@ -166,18 +166,7 @@ impl Cluster {
             .ok()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        sqlx::any::install_default_drivers();
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&pg_server)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL at {pg_server} unreachable ({e}): run `bash scripts/ensure-services.sh`")
-            });
-        let db_name = format!("trackhub_test_{:016x}", rand::random::<u64>());
-        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {db_name}").as_str())
-            .await
-            .expect("create database");
-        let (prefix, _) = pg_server.rsplit_once('/').expect("URL has a path");
-        let database_url = format!("{prefix}/{db_name}");
+        let (database_url, db_name) = create_database(&pg_server).await;
         let mut cluster = Self {
             redis,
             nodes: Vec::new(),
@@ -324,15 +313,7 @@ impl Cluster {
             n.kill();
         }
         self.redis.kill();
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&self.pg_server)
-            .await
-            .expect("postgres");
-        sqlx::Executor::execute(
-            &mut conn,
-            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name).as_str(),
-        )
-        .await
-        .expect("drop test database");
+        drop_database(&self.pg_server, &self.db_name).await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

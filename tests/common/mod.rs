@@ -41,24 +41,46 @@ pub fn temp_dir() -> PathBuf {
     dir
 }
 
+/// A fresh PostgreSQL database on the server at `server_url` (whose path names an existing
+/// database): (its URL, its name). Panics with the URL when the server is unreachable.
+pub async fn create_database(server_url: &str) -> (String, String) {
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(server_url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {server_url} unreachable ({e}): run `bash scripts/ensure-services.sh`")
+        });
+    let name = format!("trackhub_test_{:016x}", rand::random::<u64>());
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
+    let (prefix, _) = server_url
+        .rsplit_once('/')
+        .expect("database URL has a path");
+    (format!("{prefix}/{name}"), name)
+}
+
+/// Drops a database made by `create_database`, connections and all.
+pub async fn drop_database(server_url: &str, name: &str) {
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(server_url)
+        .await
+        .expect("postgres");
+    sqlx::Executor::execute(
+        &mut conn,
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+    )
+    .await
+    .expect("drop test database");
+}
+
 /// A fresh PostgreSQL database on the server named by `TRACKHUB_TEST_DATABASE_URL`:
 /// (its URL, the server URL, its name), or None when the variable is unset.
 async fn fresh_postgres() -> Option<(String, String, String)> {
     let base = std::env::var("TRACKHUB_TEST_DATABASE_URL")
         .ok()
         .filter(|u| !u.is_empty())?;
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("TRACKHUB_TEST_DATABASE_URL={base} is set but unreachable: {e}")
-        });
-    let name = format!("trackhub_test_{:016x}", rand::random::<u64>());
-    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
-        .await
-        .expect("create database");
-    let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
-    Some((format!("{prefix}/{name}"), base, name))
+    let (url, name) = create_database(&base).await;
+    Some((url, base, name))
 }
 
 impl TestHub {
@@ -111,15 +133,7 @@ impl TestHub {
             r.stop(Duration::from_secs(5)).await.unwrap();
         }
         if let Some((server, name)) = self.pg.take() {
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&server)
-                .await
-                .expect("postgres");
-            sqlx::Executor::execute(
-                &mut conn,
-                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
-            )
-            .await
-            .expect("drop test database");
+            drop_database(&server, &name).await;
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
