@@ -178,40 +178,21 @@ fn position_from_pb(p: &pb::Position) -> LivePosition {
 }
 
 fn event_to_pb(e: &Event) -> pb::Event {
-    let mut m = pb::Event {
+    let f = e.kind.fields();
+    pb::Event {
         r#type: e.kind.name().into(),
         ts_ms: e.ts_ms,
         fleet: e.fleet.to_string(),
         driver_id: e.driver_id.to_string(),
         lat: e.position.map(|p| p.0),
         lon: e.position.map(|p| p.1),
-        ..Default::default()
-    };
-    match &e.kind {
-        EventKind::DriverOnline | EventKind::DriverOffline => {}
-        EventKind::StopCheckedIn {
-            key,
-            arrived_at_ms,
-            checked_in_at_ms,
-            source,
-        } => {
-            m.trip_id = Some(key.trip_id.to_string());
-            m.stop_id = Some(key.stop_id.to_string());
-            m.arrived_at_ms = Some(*arrived_at_ms);
-            m.checked_in_at_ms = Some(*checked_in_at_ms);
-            m.source = Some(source.as_str().into());
-        }
-        EventKind::StopDeparted {
-            key,
-            departed_at_ms,
-        } => {
-            m.trip_id = Some(key.trip_id.to_string());
-            m.stop_id = Some(key.stop_id.to_string());
-            m.departed_at_ms = Some(*departed_at_ms);
-        }
-        EventKind::TripCompleted { trip_id } => m.trip_id = Some(trip_id.to_string()),
+        trip_id: f.trip_id.map(|t| t.to_string()),
+        stop_id: f.stop_id.map(|t| t.to_string()),
+        arrived_at_ms: f.arrived_at_ms,
+        checked_in_at_ms: f.checked_in_at_ms,
+        departed_at_ms: f.departed_at_ms,
+        source: f.source.map(|s| s.as_str().into()),
     }
-    m
 }
 
 fn event_from_pb(m: pb::Event) -> Result<Event, DecodeError> {

@@ -55,6 +55,53 @@ impl EventKind {
     }
 }
 
+/// The kind-specific fields of an event, flattened, absent ones `None`: the shape both the JSON
+/// view (`protocol::EventView`) and the protobuf `Event` carry. Times unix ms UTC.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFields {
+    pub trip_id: Option<Arc<str>>,
+    pub stop_id: Option<Arc<str>>,
+    pub arrived_at_ms: Option<i64>,
+    pub checked_in_at_ms: Option<i64>,
+    pub departed_at_ms: Option<i64>,
+    pub source: Option<CheckinSource>,
+}
+
+impl EventKind {
+    /// This kind's fields, flattened.
+    pub fn fields(&self) -> EventFields {
+        match self {
+            Self::DriverOnline | Self::DriverOffline => EventFields::default(),
+            Self::StopCheckedIn {
+                key,
+                arrived_at_ms,
+                checked_in_at_ms,
+                source,
+            } => EventFields {
+                trip_id: Some(key.trip_id.clone()),
+                stop_id: Some(key.stop_id.clone()),
+                arrived_at_ms: Some(*arrived_at_ms),
+                checked_in_at_ms: Some(*checked_in_at_ms),
+                source: Some(*source),
+                ..EventFields::default()
+            },
+            Self::StopDeparted {
+                key,
+                departed_at_ms,
+            } => EventFields {
+                trip_id: Some(key.trip_id.clone()),
+                stop_id: Some(key.stop_id.clone()),
+                departed_at_ms: Some(*departed_at_ms),
+                ..EventFields::default()
+            },
+            Self::TripCompleted { trip_id } => EventFields {
+                trip_id: Some(trip_id.clone()),
+                ..EventFields::default()
+            },
+        }
+    }
+}
+
 /// One event of one fleet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {

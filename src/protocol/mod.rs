@@ -11,7 +11,7 @@ pub mod watch;
 use serde::Serialize;
 
 use crate::geo::index::LivePosition;
-use crate::hub::events::{Event, EventKind};
+use crate::hub::events::Event;
 use time::format_ts;
 
 /// A driver's position as sent to watchers and REST clients.
@@ -74,44 +74,20 @@ pub struct EventView {
 
 impl From<&Event> for EventView {
     fn from(e: &Event) -> Self {
-        let mut v = EventView {
+        let f = e.kind.fields();
+        EventView {
             kind: e.kind.name(),
             ts: format_ts(e.ts_ms),
             fleet: e.fleet.to_string(),
             driver_id: e.driver_id.to_string(),
             lat: e.position.map(|p| p.0),
             lon: e.position.map(|p| p.1),
-            trip_id: None,
-            stop_id: None,
-            arrived_at: None,
-            checked_in_at: None,
-            departed_at: None,
-            source: None,
-        };
-        match &e.kind {
-            EventKind::DriverOnline | EventKind::DriverOffline => {}
-            EventKind::StopCheckedIn {
-                key,
-                arrived_at_ms,
-                checked_in_at_ms,
-                source,
-            } => {
-                v.trip_id = Some(key.trip_id.to_string());
-                v.stop_id = Some(key.stop_id.to_string());
-                v.arrived_at = Some(format_ts(*arrived_at_ms));
-                v.checked_in_at = Some(format_ts(*checked_in_at_ms));
-                v.source = Some(source.as_str());
-            }
-            EventKind::StopDeparted {
-                key,
-                departed_at_ms,
-            } => {
-                v.trip_id = Some(key.trip_id.to_string());
-                v.stop_id = Some(key.stop_id.to_string());
-                v.departed_at = Some(format_ts(*departed_at_ms));
-            }
-            EventKind::TripCompleted { trip_id } => v.trip_id = Some(trip_id.to_string()),
+            trip_id: f.trip_id.map(|t| t.to_string()),
+            stop_id: f.stop_id.map(|t| t.to_string()),
+            arrived_at: f.arrived_at_ms.map(format_ts),
+            checked_in_at: f.checked_in_at_ms.map(format_ts),
+            departed_at: f.departed_at_ms.map(format_ts),
+            source: f.source.map(|s| s.as_str()),
         }
-        v
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use trackhub::auth::{Keys, Role};
 
-use super::{create_database, drop_database, temp_dir, Ws, WAIT};
+use super::{create_database, drop_database, get_json, post_json, temp_dir, ws_url, Ws, WAIT};
 
 /// A free TCP port on 127.0.0.1 (bound then released: fine for a test that starts at once).
 pub fn free_port() -> u16 {
@@ -131,10 +131,7 @@ impl Node {
     }
 
     pub fn ws_url(&self, path: &str, token: &str) -> String {
-        format!(
-            "{}{path}?access_token={token}",
-            self.base.replacen("http://", "ws://", 1)
-        )
+        ws_url(&self.base, path, token)
     }
 
     /// Stops the process (SIGKILL).
@@ -259,29 +256,14 @@ impl Cluster {
 
     /// GET as an admin of `fleet` on node `i`: (status, JSON body).
     pub async fn get(&self, i: usize, path: &str, fleet: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(self.nodes[i].url(path))
-            .bearer_auth(self.token(Role::Admin, "admin", fleet))
-            .send()
-            .await
-            .expect("GET");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let token = self.token(Role::Admin, "admin", fleet);
+        get_json(&self.http, &self.nodes[i].url(path), &token).await
     }
 
     /// POST JSON as an admin of `fleet` on node `i`: (status, JSON body).
     pub async fn post(&self, i: usize, path: &str, fleet: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.nodes[i].url(path))
-            .bearer_auth(self.token(Role::Admin, "admin", fleet))
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let token = self.token(Role::Admin, "admin", fleet);
+        post_json(&self.http, &self.nodes[i].url(path), &token, body).await
     }
 
     /// Polls GET on node `i` until `pred` holds for the body; returns it. Panics after `within`.

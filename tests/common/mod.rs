@@ -152,10 +152,7 @@ impl TestHub {
     }
 
     pub fn ws_url(&self, path: &str, token: &str) -> String {
-        format!(
-            "{}{path}?access_token={token}",
-            self.base.replacen("http://", "ws://", 1)
-        )
+        ws_url(&self.base, path, token)
     }
 
     pub async fn driver(&self, sub: &str, fleet: &str) -> Ws {
@@ -173,15 +170,7 @@ impl TestHub {
     }
 
     pub async fn get_as(&self, path: &str, token: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        get_json(&self.http, &self.url(path), token).await
     }
 
     /// Polls a track endpoint until it holds `count` points (history is written in batches in
@@ -208,17 +197,41 @@ impl TestHub {
     }
 
     pub async fn post_as(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        post_json(&self.http, &self.url(path), token, body).await
     }
+}
+
+/// The WebSocket URL of `path` on the hub at `base` (`http://…`), token in the query.
+pub fn ws_url(base: &str, path: &str, token: &str) -> String {
+    format!(
+        "{}{path}?access_token={token}",
+        base.replacen("http://", "ws://", 1)
+    )
+}
+
+/// GET with a bearer token: (status, JSON body or `null`).
+pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
+    let r = http.get(url).bearer_auth(token).send().await.expect("GET");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// POST a JSON body with a bearer token: (status, JSON body or `null`).
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let r = http
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("POST");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 /// A WebSocket client speaking JSON text frames.
