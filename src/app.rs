@@ -14,6 +14,7 @@ use crate::bus::{self, Bus, Incoming};
 use crate::config::ServerConfig;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
+use crate::limits::Limits;
 use crate::protocol::time::now_ms;
 use crate::store::track::TrackWriter;
 use crate::store::Store;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub keys: Arc<Keys>,
     pub cfg: Arc<ServerConfig>,
+    /// Connection and message-rate limits of the socket edges.
+    pub limits: Arc<Limits>,
     /// Flips to true when the server drains: sockets close with 1012.
     pub shutdown: watch::Receiver<bool>,
     /// Held by each open socket; the drain waits until every clone is dropped.
@@ -67,8 +70,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     let (session_guard, sessions_rx) = mpsc::channel(1);
     let state = AppState {
         hub: hub.clone(),
-        keys: Arc::new(Keys::from_secret(&secret)),
+        keys: Arc::new(Keys::from_config(&secret, &cfg.auth)?),
         cfg: Arc::new(cfg.clone()),
+        limits: Limits::new(cfg.limits),
         shutdown: shutdown_rx.clone(),
         session_guard,
     };
@@ -78,11 +82,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     let router = router(state.clone());
     let mut stop = shutdown_rx.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { draining(&mut stop).await })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { draining(&mut stop).await })
+        .await
     });
-    let sweeper = tokio::spawn(presence_sweeper(hub, shutdown_rx));
+    let sweeper = tokio::spawn(presence_sweeper(hub, state.limits.clone(), shutdown_rx));
     tracing::info!(
         %addr,
         database = %redact(&cfg.database_url),
@@ -120,8 +127,25 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::api::metrics))
         .route("/v1/ws/driver", get(crate::ws::driver::upgrade))
         .route("/v1/ws/watch", get(crate::ws::watch::upgrade))
-        .merge(crate::api::routes())
+        .merge(crate::api::routes().layer(cors(&state.cfg.allowed_origins)))
         .with_state(state)
+}
+
+/// CORS (Fetch standard) for the REST routes: the allowed origins (`*`: any) may call with a
+/// bearer token; preflights are cached 10 minutes. No origins configured: same-origin only.
+fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origin = if allowed.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(allowed.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
@@ -129,11 +153,14 @@ pub async fn draining(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
-async fn presence_sweeper(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+async fn presence_sweeper(hub: Arc<Hub>, limits: Arc<Limits>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tick.tick() => { hub.sweep_presence(now_ms()); }
+            _ = tick.tick() => {
+                hub.sweep_presence(now_ms());
+                limits.sweep();
+            }
             _ = draining(&mut shutdown) => return,
         }
     }

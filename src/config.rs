@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::auth::AuthConfig;
 use crate::geo::arrival::ArrivalConfig;
 use crate::hub::HubConfig;
+use crate::limits::LimitsConfig;
 
 /// Flags of `trackhub serve`. Every one has a `TRACKHUB_…` variable (or `DATABASE_URL`).
 #[derive(Debug, Clone, Args)]
@@ -27,6 +29,40 @@ pub struct ServeArgs {
     /// HS256 signing secret shared with other token issuers; default: generated in the data dir.
     #[arg(long, env = "TRACKHUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// PEM public keys of an identity provider (RS256 for RSA, ES256 for EC P-256), comma-separated.
+    #[arg(long, env = "TRACKHUB_JWT_PUBLIC_KEY", value_delimiter = ',')]
+    pub jwt_public_key: Vec<PathBuf>,
+    /// A JWKS file (RFC 7517) of an identity provider, e.g. a saved `/.well-known/jwks.json`.
+    #[arg(long, env = "TRACKHUB_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// Required token issuer (`iss`), when set.
+    #[arg(long, env = "TRACKHUB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required token audience (`aud`), when set.
+    #[arg(long, env = "TRACKHUB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Browser origins allowed to open sockets and call REST (CORS), comma-separated, or `*`.
+    /// Same-origin pages (the hub's own map) and non-browser clients are always allowed.
+    #[arg(long, env = "TRACKHUB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Messages per second one socket may send (0: unlimited).
+    #[arg(long, env = "TRACKHUB_MAX_MSGS_PER_S", default_value_t = LimitsConfig::default().msgs_per_s)]
+    pub max_msgs_per_s: u32,
+    /// Messages one socket may send in a burst.
+    #[arg(long, env = "TRACKHUB_MAX_MSG_BURST", default_value_t = LimitsConfig::default().msg_burst)]
+    pub max_msg_burst: u32,
+    /// Open driver sockets per driver.
+    #[arg(long, env = "TRACKHUB_MAX_SOCKETS_PER_DRIVER", default_value_t = LimitsConfig::default().sockets_per_driver)]
+    pub max_sockets_per_driver: u32,
+    /// New sockets per second per client IP (0: unlimited, e.g. for load tests).
+    #[arg(long, env = "TRACKHUB_CONN_RATE_PER_IP", default_value_t = LimitsConfig::default().conns_per_ip_per_s)]
+    pub conn_rate_per_ip: u32,
+    /// New sockets per client IP in a burst.
+    #[arg(long, env = "TRACKHUB_CONN_BURST_PER_IP", default_value_t = LimitsConfig::default().conn_burst_per_ip)]
+    pub conn_burst_per_ip: u32,
+    /// Client IP from the rightmost `X-Forwarded-For` entry (only behind a proxy that sets it).
+    #[arg(long, env = "TRACKHUB_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
     /// A driver silent this long (server time) goes offline, seconds.
     #[arg(long, env = "TRACKHUB_PRESENCE_TIMEOUT_S", default_value_t = 120)]
     pub presence_timeout_s: u64,
@@ -62,6 +98,11 @@ pub struct ServerConfig {
     /// Redis pub/sub bus; `None` for a single node.
     pub redis_url: Option<String>,
     pub jwt_secret: Option<String>,
+    /// Identity-provider keys and required claims.
+    pub auth: AuthConfig,
+    /// Browser origins allowed besides the hub's own (`*`: any).
+    pub allowed_origins: Vec<String>,
+    pub limits: LimitsConfig,
     pub hub: HubConfig,
     pub flush_interval_ms: u64,
     pub idle_timeout_s: u64,
@@ -84,6 +125,26 @@ impl ServeArgs {
                 .unwrap_or_else(|| sqlite_url(&self.data_dir)),
             redis_url: self.redis_url.clone().filter(|u| !u.is_empty()),
             jwt_secret: self.jwt_secret.clone(),
+            auth: AuthConfig {
+                public_key_files: self.jwt_public_key.clone(),
+                jwks_file: self.jwks_file.clone(),
+                issuer: self.jwt_issuer.clone(),
+                audience: self.jwt_audience.clone(),
+            },
+            allowed_origins: self
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            limits: LimitsConfig {
+                msgs_per_s: self.max_msgs_per_s,
+                msg_burst: self.max_msg_burst,
+                sockets_per_driver: self.max_sockets_per_driver.max(1),
+                conns_per_ip_per_s: self.conn_rate_per_ip,
+                conn_burst_per_ip: self.conn_burst_per_ip,
+                trust_forwarded_for: self.trust_forwarded_for,
+            },
             hub: HubConfig {
                 arrival,
                 presence_timeout_ms: self.presence_timeout_s as i64 * 1000,
@@ -112,6 +173,9 @@ impl ServerConfig {
             data_dir,
             redis_url: None,
             jwt_secret: None,
+            auth: AuthConfig::default(),
+            allowed_origins: Vec::new(),
+            limits: LimitsConfig::default(),
             hub: HubConfig::default(),
             flush_interval_ms: 100,
             idle_timeout_s: 60,

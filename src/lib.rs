@@ -16,6 +16,7 @@ pub mod eval;
 pub mod fanout;
 pub mod geo;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod replay;

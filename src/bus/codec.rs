@@ -60,7 +60,7 @@ pub fn encode_batch(node_id: &str, batch: Vec<Outgoing>) -> Vec<(String, Vec<u8>
         let (_, positions, events) = &mut fleets[i];
         match msg {
             Outgoing::Position { position, .. } => {
-                positions.positions.push(position_to_pb(&position))
+                positions.positions.push(pb::Position::from(&position))
             }
             Outgoing::Gone {
                 driver_id,
@@ -70,7 +70,7 @@ pub fn encode_batch(node_id: &str, batch: Vec<Outgoing>) -> Vec<(String, Vec<u8>
                 driver_id: driver_id.to_string(),
                 last_ts_ms,
             }),
-            Outgoing::Event(event) => events.events.push(event_to_pb(&event)),
+            Outgoing::Event(event) => events.events.push(pb::Event::from(&*event)),
             Outgoing::Trip {
                 trip_id, driver_id, ..
             } => events.trips.push(pb::BusTrip { trip_id, driver_id }),
@@ -149,19 +149,6 @@ pub fn decode(
     Err(DecodeError::Channel(channel.to_string()))
 }
 
-fn position_to_pb(p: &LivePosition) -> pb::Position {
-    pb::Position {
-        driver_id: p.driver_id.to_string(),
-        ts_ms: p.fix.ts_ms,
-        lat: p.fix.lat,
-        lon: p.fix.lon,
-        accuracy_m: p.fix.accuracy_m,
-        speed_mps: p.fix.speed_mps,
-        heading_deg: p.fix.heading_deg,
-        received_ms: Some(p.received_ms),
-    }
-}
-
 fn position_from_pb(p: &pb::Position) -> LivePosition {
     LivePosition {
         driver_id: p.driver_id.as_str().into(),
@@ -174,24 +161,6 @@ fn position_from_pb(p: &pb::Position) -> LivePosition {
             heading_deg: p.heading_deg,
         },
         received_ms: p.received_ms.unwrap_or(p.ts_ms),
-    }
-}
-
-fn event_to_pb(e: &Event) -> pb::Event {
-    let f = e.kind.fields();
-    pb::Event {
-        r#type: e.kind.name().into(),
-        ts_ms: e.ts_ms,
-        fleet: e.fleet.to_string(),
-        driver_id: e.driver_id.to_string(),
-        lat: e.position.map(|p| p.0),
-        lon: e.position.map(|p| p.1),
-        trip_id: f.trip_id.map(|t| t.to_string()),
-        stop_id: f.stop_id.map(|t| t.to_string()),
-        arrived_at_ms: f.arrived_at_ms,
-        checked_in_at_ms: f.checked_in_at_ms,
-        departed_at_ms: f.departed_at_ms,
-        source: f.source.map(|s| s.as_str().into()),
     }
 }
 

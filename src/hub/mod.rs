@@ -281,12 +281,15 @@ impl Hub {
     /// Runs one validated fix through the pipeline. Waits for the database only when the driver
     /// is new to this node (hydration, once) and when the fix checks the driver in (rare, and it
     /// must be durable before the phone is told). History and the bus are queues that never wait.
-    pub async fn ingest(&self, who: &DriverKey, seq: u64, fix: Fix) -> Ingested {
+    ///
+    /// `seq` is the client's sequence number (duplicates are acked and dropped); `None` for
+    /// sources without one (OsmAnd), where a resent fix is recognised by its device time.
+    pub async fn ingest(&self, who: &DriverKey, seq: Option<u64>, fix: Fix) -> Ingested {
         let slot = self.ready_slot(who).await;
         let received_ms = now_ms();
         let (status, came_online, decisions) = {
             let mut state = lock(&slot.state);
-            if !state.seqs.insert(seq) {
+            if seq.is_some_and(|seq| !state.seqs.insert(seq)) {
                 return Ingested {
                     status: IngestStatus::Duplicate,
                     checkins: Vec::new(),

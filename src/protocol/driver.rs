@@ -1,6 +1,6 @@
 //! Driver socket messages (`/v1/ws/driver`).
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::time::WireTs;
 use crate::geo::Fix;
@@ -8,18 +8,26 @@ use crate::geo::Fix;
 /// Most pings accepted in one `batch` frame.
 pub const MAX_BATCH: usize = 1_000;
 
-/// A message from a driver's phone.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum DriverIn {
+/// A message from a driver's phone, decoded by either codec (see `codec`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverMsg {
     /// One fix.
     Ping(Ping),
-    /// Fixes the phone buffered while offline, oldest first. Each is validated on its own.
-    Batch { pings: Vec<serde_json::Value> },
+    /// Fixes the phone buffered while offline, oldest first, each decoded (and later validated)
+    /// on its own so that one bad fix does not refuse the rest.
+    Batch(Vec<Result<Ping, BadPing>>),
 }
 
-/// One fix as sent by a phone. Any driver id in the body is ignored: the driver is the token's `sub`.
-#[derive(Debug, Clone, Deserialize)]
+/// A batch entry that could not be decoded: its `seq` when readable, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadPing {
+    pub seq: Option<u64>,
+    pub message: String,
+}
+
+/// One fix as sent by a phone. The driver is the token's `sub`; a `driver_id` in the body must
+/// name the same driver (publishing as someone else is refused with `forbidden`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Ping {
     /// Client sequence number; acks report the highest processed.
     pub seq: u64,
@@ -37,6 +45,9 @@ pub struct Ping {
     /// Heading, degrees clockwise from north, [0, 360).
     #[serde(default)]
     pub heading_deg: Option<f64>,
+    /// Optional claim of who sent it; checked against the token.
+    #[serde(default)]
+    pub driver_id: Option<String>,
 }
 
 /// Why a ping was refused; `code` goes on the wire as the error frame's `code`.
@@ -115,25 +126,23 @@ impl Ping {
     }
 }
 
-/// A message to a driver's phone.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// A message to a driver's phone (encoded by either codec, see `codec`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum DriverOut {
     /// Every seq up to and including `seq` that the phone sent has been processed.
     Ack { seq: u64 },
-    /// A refused message or fix; the socket stays open.
+    /// A refused message or fix; the socket stays open unless a close follows.
     Error {
         code: &'static str,
         message: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
     },
-    /// The driver was checked in at a stop. Times RFC 3339 UTC.
+    /// The driver was checked in at a stop. Times unix ms UTC (RFC 3339 in JSON).
     Checkin {
         trip_id: String,
         stop_id: String,
-        arrived_at: String,
-        checked_in_at: String,
+        arrived_at_ms: i64,
+        checked_in_at_ms: i64,
     },
 }
 
@@ -188,13 +197,5 @@ mod tests {
                 "{json}"
             );
         }
-    }
-
-    #[test]
-    fn message_envelope() {
-        let m: DriverIn = serde_json::from_str(r#"{"type":"batch","pings":[{"seq":1}]}"#).unwrap();
-        assert!(matches!(m, DriverIn::Batch { pings } if pings.len() == 1));
-        let out = serde_json::to_string(&DriverOut::Ack { seq: 3 }).unwrap();
-        assert_eq!(out, r#"{"type":"ack","seq":3}"#);
     }
 }

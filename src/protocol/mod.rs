@@ -3,6 +3,7 @@
 //! Times on the wire are RFC 3339 UTC strings (`2026-11-21T10:00:00.120Z`); unix milliseconds are
 //! accepted on input too. See `PROTOCOL.md` for the full protocol.
 
+pub mod codec;
 pub mod driver;
 pub mod pb;
 pub mod time;

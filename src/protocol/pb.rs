@@ -2,3 +2,41 @@
 #![allow(missing_docs, clippy::doc_markdown, clippy::doc_lazy_continuation)]
 
 include!(concat!(env!("OUT_DIR"), "/trackhub.v1.rs"));
+
+use crate::geo::index::LivePosition;
+use crate::hub::events::Event as DomainEvent;
+
+impl From<&LivePosition> for Position {
+    fn from(p: &LivePosition) -> Self {
+        Position {
+            driver_id: p.driver_id.to_string(),
+            ts_ms: p.fix.ts_ms,
+            lat: p.fix.lat,
+            lon: p.fix.lon,
+            accuracy_m: p.fix.accuracy_m,
+            speed_mps: p.fix.speed_mps,
+            heading_deg: p.fix.heading_deg,
+            received_ms: Some(p.received_ms),
+        }
+    }
+}
+
+impl From<&DomainEvent> for Event {
+    fn from(e: &DomainEvent) -> Self {
+        let f = e.kind.fields();
+        Event {
+            r#type: e.kind.name().into(),
+            ts_ms: e.ts_ms,
+            fleet: e.fleet.to_string(),
+            driver_id: e.driver_id.to_string(),
+            lat: e.position.map(|p| p.0),
+            lon: e.position.map(|p| p.1),
+            trip_id: f.trip_id.map(|t| t.to_string()),
+            stop_id: f.stop_id.map(|t| t.to_string()),
+            arrived_at_ms: f.arrived_at_ms,
+            checked_in_at_ms: f.checked_in_at_ms,
+            departed_at_ms: f.departed_at_ms,
+            source: f.source.map(|s| s.as_str().into()),
+        }
+    }
+}

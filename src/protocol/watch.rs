@@ -1,11 +1,12 @@
-//! Watcher socket messages (`/v1/ws/watch`).
+//! Watcher socket messages (`/v1/ws/watch`), decoded and encoded by `codec`.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-use super::{EventView, PositionView};
+use crate::geo::index::LivePosition;
+use crate::hub::events::Event;
 
 /// A message from a watcher (admin map or service).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WatchIn {
     /// Sets the scope: positions inside `bbox` (`[west, south, east, north]`, degrees) plus the
@@ -19,15 +20,14 @@ pub enum WatchIn {
 }
 
 /// A message to a watcher.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 pub enum WatchOut {
     /// Every current position in scope, sent after each `subscribe`.
-    Snapshot { positions: Vec<PositionView> },
+    Snapshot { positions: Vec<LivePosition> },
     /// Positions that changed since the last flush; latest fix per driver wins.
-    Positions { positions: Vec<PositionView> },
+    Positions { positions: Vec<LivePosition> },
     /// A fleet event (`stop.checked_in`, `stop.departed`, `driver.online`, `driver.offline`, …).
-    Event { event: Box<EventView> },
-    /// A refused message; the socket stays open.
+    Event { event: Arc<Event> },
+    /// A refused message; the socket stays open unless a close follows.
     Error { code: &'static str, message: String },
 }

@@ -1,146 +1,181 @@
 //! `GET /v1/ws/driver`: a driver's phone streams fixes and gets acks and check-ins back.
 
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::{authorize, close_for_restart, inbound, limits, send_text, Heartbeat, Inbound};
+use super::{admit, close, close_for_restart, inbound, Admitted, Conn, Inbound};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::hub::DriverKey;
-use crate::protocol::driver::{DriverIn, DriverOut, Ping, Rejection, MAX_BATCH};
-use crate::protocol::time::{format_ts, now_ms};
+use crate::protocol::driver::{DriverMsg, DriverOut, Ping, Rejection};
+use crate::protocol::time::now_ms;
 
-/// Upgrade handler: 401 without a valid token, 403 unless the role is `driver`.
+/// Upgrade handler: 403 for a foreign browser origin, 401 without a valid token, 403 unless the
+/// role is `driver`.
 pub async fn upgrade(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     caller: Result<Caller, ApiError>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let claims = match authorize(caller, &[Role::Driver]) {
-        Ok(c) => c,
-        Err(refused) => return refused.into_response(),
-    };
-    let who = DriverKey {
-        fleet: claims.fleet.as_str().into(),
-        driver_id: claims.sub.as_str().into(),
-    };
-    limits(ws)
-        .on_upgrade(move |socket| session(app, who, socket))
-        .into_response()
+    match admit(&app, peer, &headers, caller, &[Role::Driver], ws) {
+        Ok((admitted, ws)) => ws
+            .on_upgrade(move |socket| session(app, admitted, socket))
+            .into_response(),
+        Err(refused) => refused.into_response(),
+    }
 }
 
-async fn session(app: AppState, who: DriverKey, mut socket: WebSocket) {
+fn error(code: &'static str, message: impl Into<String>, seq: Option<u64>) -> DriverOut {
+    DriverOut::Error {
+        code,
+        message: message.into(),
+        seq,
+    }
+}
+
+async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
     let _guard = app.session_guard.clone();
+    let mut conn = Conn::new(&app, socket, &admitted);
+    let codec = conn.codec;
+    let policy = super::close::POLICY;
+    if !app.limits.admit_connection(admitted.ip) {
+        let refusal = error(
+            "rate_limited",
+            "too many new connections from this address; retry later",
+            None,
+        );
+        conn.refuse(codec.encode_driver(&refusal), policy, "connection rate")
+            .await;
+        return;
+    }
+    let who = DriverKey {
+        fleet: admitted.claims.fleet.as_str().into(),
+        driver_id: admitted.claims.sub.as_str().into(),
+    };
+    let Some(_permit) = app.limits.driver_socket(&who) else {
+        let message = format!(
+            "this driver already has {} open sockets",
+            app.limits.cfg.sockets_per_driver
+        );
+        let refusal = error("too_many_sockets", message, None);
+        conn.refuse(codec.encode_driver(&refusal), policy, "too many sockets")
+            .await;
+        return;
+    };
     let mut shutdown = app.shutdown.clone();
-    let mut heartbeat = Heartbeat::new(Duration::from_secs(app.cfg.idle_timeout_s));
+    let token_expiry = conn.token_expiry();
     loop {
         tokio::select! {
-            msg = socket.recv() => {
-                heartbeat.heard();
-                let replies = match inbound(&mut socket, msg).await {
-                    Inbound::Text(text) => handle_text(&app, &who, text.as_str()).await,
-                    Inbound::Binary => vec![DriverOut::Error { code: "unsupported_frame", message: "send JSON text frames".into(), seq: None }],
-                    Inbound::Control => Vec::new(),
-                    Inbound::End => return,
+            msg = conn.socket.recv() => {
+                conn.heartbeat.heard();
+                let msg = inbound(&mut conn.socket, msg).await;
+                let Some(frame) = msg.frame() else {
+                    if matches!(msg, Inbound::End) { return }
+                    continue;
                 };
-                for reply in replies {
-                    let json = serde_json::to_string(&reply).expect("wire types serialize");
-                    if !send_text(&mut socket, json).await {
+                if conn.over_rate() {
+                    let refusal = error("rate_limited", format!("more than {} messages/s", app.limits.cfg.msgs_per_s), None);
+                    conn.refuse(codec.encode_driver(&refusal), policy, "message rate").await;
+                    return;
+                }
+                let (replies, forbidden) = handle_frame(&app, &who, codec.decode_driver(frame)).await;
+                for reply in &replies {
+                    if !conn.send(codec.encode_driver(reply)).await {
                         return;
                     }
                 }
-            }
-            _ = heartbeat.tick() => {
-                if !heartbeat.beat(&mut socket).await {
+                if forbidden {
+                    close(&mut conn.socket, super::close::FORBIDDEN, "forbidden").await;
                     return;
                 }
             }
+            _ = conn.heartbeat.tick() => {
+                if !conn.heartbeat.beat(&mut conn.socket).await {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(token_expiry) => {
+                let refusal = error("token_expired", "the token expired; reconnect with a fresh one", None);
+                conn.refuse(codec.encode_driver(&refusal), super::close::UNAUTHENTICATED, "token expired").await;
+                return;
+            }
             _ = crate::app::draining(&mut shutdown) => {
-                close_for_restart(&mut socket).await;
+                close_for_restart(&mut conn.socket).await;
                 return;
             }
         }
     }
 }
 
-/// Turns one text frame into the replies to send: errors for refused fixes, check-ins, and a
-/// final ack with the highest seq processed.
-async fn handle_text(app: &AppState, who: &DriverKey, text: &str) -> Vec<DriverOut> {
+/// Turns one decoded frame into the replies to send: errors for refused fixes, check-ins, and a
+/// final ack with the highest seq processed. The flag is true when the frame tried to publish
+/// as another driver: the session sends the replies, then closes with 4003.
+async fn handle_frame(
+    app: &AppState,
+    who: &DriverKey,
+    decoded: Result<DriverMsg, crate::protocol::codec::DecodeError>,
+) -> (Vec<DriverOut>, bool) {
     let mut replies = Vec::new();
-    let msg: DriverIn = match serde_json::from_str(text) {
-        Ok(m) => m,
+    let pings = match decoded {
+        Ok(DriverMsg::Ping(ping)) => vec![Ok(ping)],
+        Ok(DriverMsg::Batch(pings)) => pings,
         Err(e) => {
-            let (code, seq) = if e.is_data() {
-                ("invalid_message", seq_of_text(text))
-            } else {
-                ("invalid_json", None)
-            };
-            if let Some(seq) = seq {
+            if let Some(seq) = e.seq {
                 app.hub.note_seq(who, seq);
             }
-            replies.push(DriverOut::Error {
-                code,
-                message: e.to_string(),
-                seq,
-            });
+            replies.push(error(e.code, e.message, e.seq));
             push_ack(app, who, &mut replies);
-            return replies;
+            return (replies, false);
         }
     };
-    match msg {
-        DriverIn::Ping(ping) => handle_ping(app, who, ping, &mut replies).await,
-        DriverIn::Batch { pings } if pings.len() > MAX_BATCH => replies.push(DriverOut::Error {
-            code: "batch_too_large",
-            message: format!(
-                "a batch holds at most {MAX_BATCH} pings; got {}",
-                pings.len()
-            ),
-            seq: None,
-        }),
-        DriverIn::Batch { pings } => {
-            for value in pings {
-                match serde_json::from_value::<Ping>(value.clone()) {
-                    Ok(ping) => handle_ping(app, who, ping, &mut replies).await,
-                    Err(e) => {
-                        let seq = value.get("seq").and_then(|s| s.as_u64());
-                        if let Some(seq) = seq {
-                            app.hub.note_seq(who, seq);
-                        }
-                        replies.push(DriverOut::Error {
-                            code: "invalid_message",
-                            message: e.to_string(),
-                            seq,
-                        });
-                    }
+    for ping in pings {
+        match ping {
+            Ok(ping)
+                if ping
+                    .driver_id
+                    .as_deref()
+                    .is_some_and(|d| d != &*who.driver_id) =>
+            {
+                replies.push(error(
+                    "forbidden",
+                    "a driver may only publish its own fixes",
+                    Some(ping.seq),
+                ));
+                return (replies, true);
+            }
+            Ok(ping) => handle_ping(app, who, ping, &mut replies).await,
+            Err(bad) => {
+                if let Some(seq) = bad.seq {
+                    app.hub.note_seq(who, seq);
                 }
+                replies.push(error("invalid_message", bad.message, bad.seq));
             }
         }
     }
     push_ack(app, who, &mut replies);
-    replies
+    (replies, false)
 }
 
 async fn handle_ping(app: &AppState, who: &DriverKey, ping: Ping, replies: &mut Vec<DriverOut>) {
     match ping.validate(now_ms(), app.hub.cfg.max_future_ms) {
         Err(Rejection { code, message }) => {
             app.hub.note_seq(who, ping.seq);
-            replies.push(DriverOut::Error {
-                code,
-                message,
-                seq: Some(ping.seq),
-            });
+            replies.push(error(code, message, Some(ping.seq)));
         }
         Ok(fix) => {
-            let done = app.hub.ingest(who, ping.seq, fix).await;
+            let done = app.hub.ingest(who, Some(ping.seq), fix).await;
             replies.extend(done.checkins.into_iter().map(|c| DriverOut::Checkin {
                 trip_id: c.key.trip_id.to_string(),
                 stop_id: c.key.stop_id.to_string(),
-                arrived_at: format_ts(c.arrived_at_ms),
-                checked_in_at: format_ts(c.checked_in_at_ms),
+                arrived_at_ms: c.arrived_at_ms,
+                checked_in_at_ms: c.checked_in_at_ms,
             }));
         }
     }
@@ -150,12 +185,4 @@ fn push_ack(app: &AppState, who: &DriverKey, replies: &mut Vec<DriverOut>) {
     if let Some(seq) = app.hub.highest_seq(who) {
         replies.push(DriverOut::Ack { seq });
     }
-}
-
-/// The `seq` of a frame that parsed as JSON but not as a valid message, for the error frame.
-fn seq_of_text(text: &str) -> Option<u64> {
-    serde_json::from_str::<serde_json::Value>(text)
-        .ok()?
-        .get("seq")?
-        .as_u64()
 }

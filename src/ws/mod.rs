@@ -3,12 +3,18 @@
 pub mod driver;
 pub mod watch;
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{header, HeaderMap};
+use governor::DefaultDirectRateLimiter;
 
+use crate::app::AppState;
 use crate::auth::{Caller, Claims, Role};
 use crate::error::ApiError;
+use crate::protocol::codec::{Codec, Frame, Wire, PROTOCOLS};
 
 /// Largest message accepted from a client (64 KiB); larger closes with 1009.
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -28,6 +34,111 @@ pub mod close {
     pub const SERVICE_RESTART: u16 = 1012;
     /// "Try again later": used for a watcher too far behind.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The token expired during the session (application range, like HTTP 401).
+    pub const UNAUTHENTICATED: u16 = 4001;
+    /// The client tried something its token does not allow (like HTTP 403).
+    pub const FORBIDDEN: u16 = 4003;
+}
+
+/// What the upgrade established about a socket's client.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub claims: Claims,
+    pub codec: Codec,
+    pub ip: IpAddr,
+}
+
+/// Checks an upgrade before it happens: 403 for a browser `Origin` not allowed, 401 without a
+/// valid token, 403 without one of `roles`; negotiates the codec and applies the size limits.
+pub fn admit(
+    app: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    caller: Result<Caller, ApiError>,
+    roles: &[Role],
+    ws: WebSocketUpgrade,
+) -> Result<(Admitted, WebSocketUpgrade), ApiError> {
+    if !origin_allowed(headers, &app.cfg.allowed_origins) {
+        return Err(ApiError::Forbidden("origin not allowed".into()));
+    }
+    let claims = authorize(caller, roles)?;
+    let ws = limits(ws).protocols(PROTOCOLS);
+    let codec = Codec::from_protocol(ws.selected_protocol().and_then(|p| p.to_str().ok()));
+    let ip = app.limits.client_ip(peer, headers);
+    Ok((Admitted { claims, codec, ip }, ws))
+}
+
+/// A browser's `Origin` (RFC 6454) is allowed when it is in `allowed` (or `allowed` holds `*`)
+/// or when it is the hub's own origin (same `Host`). Requests without `Origin` are not from a
+/// browser page and carry their own token, so cross-site socket hijacking does not apply.
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    let origin = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let authority = origin.split_once("://").map(|(_, a)| a);
+    matches!((host, authority), (Some(h), Some(a)) if h.eq_ignore_ascii_case(a))
+}
+
+/// One socket's connection state shared by both edges: codec, message-rate bucket, heartbeat,
+/// and when its token expires.
+pub struct Conn {
+    pub socket: WebSocket,
+    pub codec: Codec,
+    limiter: Option<DefaultDirectRateLimiter>,
+    pub heartbeat: Heartbeat,
+    token_expiry: tokio::time::Instant,
+}
+
+impl Conn {
+    pub fn new(app: &AppState, socket: WebSocket, admitted: &Admitted) -> Self {
+        let now_s = chrono::Utc::now().timestamp();
+        // Capped at a year so an absurd `exp` cannot overflow the timer.
+        let left = (admitted.claims.exp - now_s).clamp(0, 365 * 86_400) as u64;
+        Self {
+            socket,
+            codec: admitted.codec,
+            limiter: app.limits.message_limiter(),
+            heartbeat: Heartbeat::new(Duration::from_secs(app.cfg.idle_timeout_s)),
+            token_expiry: tokio::time::Instant::now() + Duration::from_secs(left),
+        }
+    }
+
+    /// Counts one received message; true when the socket is over its message rate.
+    pub fn over_rate(&self) -> bool {
+        self.limiter.as_ref().is_some_and(|l| l.check().is_err())
+    }
+
+    /// When the token expires: the session closes then with 4001.
+    pub fn token_expiry(&self) -> tokio::time::Instant {
+        self.token_expiry
+    }
+
+    /// Sends one encoded frame; false when the peer is gone or too slow.
+    pub async fn send(&mut self, wire: Wire) -> bool {
+        let msg = match wire {
+            Wire::Text(t) => Message::Text(t.into()),
+            Wire::Binary(b) => Message::Binary(b.into()),
+        };
+        matches!(
+            tokio::time::timeout(SEND_TIMEOUT, self.socket.send(msg)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Sends a final frame (an error saying why), then closes with `code`.
+    pub async fn refuse(&mut self, wire: Wire, code: u16, reason: &str) {
+        if self.send(wire).await {
+            close(&mut self.socket, code, reason).await;
+        }
+    }
 }
 
 /// Applies our limits to an upgrade.
@@ -50,14 +161,6 @@ pub async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
         socket.send(Message::Close(Some(frame))),
     )
     .await;
-}
-
-/// Sends one text message; false when the peer is gone or too slow.
-pub async fn send_text(socket: &mut WebSocket, text: String) -> bool {
-    matches!(
-        tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await,
-        Ok(Ok(()))
-    )
 }
 
 /// True when a receive error means the client sent a message over the size limit.
@@ -85,8 +188,7 @@ pub fn authorize(caller: Result<Caller, ApiError>, roles: &[Role]) -> Result<Cla
 /// What a session does with one received message.
 pub enum Inbound {
     Text(Utf8Bytes),
-    /// A binary frame: the JSON codec takes text only.
-    Binary,
+    Binary(Bytes),
     /// Ping/pong (tungstenite answers pings itself).
     Control,
     /// The socket is finished (closed by the peer, broken, or closed by us with 1009).
@@ -97,7 +199,7 @@ pub enum Inbound {
 pub async fn inbound(socket: &mut WebSocket, msg: Option<Result<Message, axum::Error>>) -> Inbound {
     match msg {
         Some(Ok(Message::Text(text))) => Inbound::Text(text),
-        Some(Ok(Message::Binary(_))) => Inbound::Binary,
+        Some(Ok(Message::Binary(b))) => Inbound::Binary(b),
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Inbound::Control,
         Some(Ok(Message::Close(_))) | None => Inbound::End,
         Some(Err(e)) => {
@@ -105,6 +207,17 @@ pub async fn inbound(socket: &mut WebSocket, msg: Option<Result<Message, axum::E
                 close(socket, close::TOO_BIG, "message over 64 KiB").await;
             }
             Inbound::End
+        }
+    }
+}
+
+impl Inbound {
+    /// The data frame, for the codec; `None` for control frames and the end.
+    pub fn frame(&self) -> Option<Frame<'_>> {
+        match self {
+            Inbound::Text(t) => Some(Frame::Text(t.as_str())),
+            Inbound::Binary(b) => Some(Frame::Binary(b)),
+            Inbound::Control | Inbound::End => None,
         }
     }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -234,9 +235,31 @@ pub async fn post_json(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// A WebSocket client speaking JSON text frames.
+/// A WebSocket client. Tests speak JSON values; on a `trackhub.v1.proto` socket they travel as
+/// protobuf binary frames (see `wire`).
 pub struct Ws {
     inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Set on a protobuf socket: which messages its binary frames hold.
+    proto: Option<wire::Edge>,
+}
+
+/// The subprotocol a test socket asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// No `Sec-WebSocket-Protocol` header: the hub's default, JSON.
+    Default,
+    Json,
+    Proto,
+}
+
+impl Codec {
+    pub fn header(self) -> Option<&'static str> {
+        match self {
+            Codec::Default => None,
+            Codec::Json => Some("trackhub.v1.json"),
+            Codec::Proto => Some("trackhub.v1.proto"),
+        }
+    }
 }
 
 /// What a receive saw.
@@ -251,14 +274,36 @@ impl Ws {
         let (inner, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connects");
-        Self { inner }
+        Self { inner, proto: None }
+    }
+
+    /// Connects asking for `codec`; asserts the hub agreed to it.
+    pub async fn connect_codec(url: &str, codec: Codec, edge: wire::Edge) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("request");
+        if let Some(p) = codec.header() {
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", p.parse().unwrap());
+        }
+        let (inner, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        let chosen = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(chosen.as_deref(), codec.header(), "negotiated subprotocol");
+        let proto = (codec == Codec::Proto).then_some(edge);
+        Self { inner, proto }
     }
 
     pub async fn send(&mut self, v: &Value) {
-        self.inner
-            .send(Message::Text(v.to_string().into()))
-            .await
-            .expect("send");
+        let msg = match self.proto {
+            Some(edge) => Message::Binary(wire::encode(edge, v).into()),
+            None => Message::Text(v.to_string().into()),
+        };
+        self.inner.send(msg).await.expect("send");
     }
 
     pub async fn send_raw(&mut self, m: Message) {
@@ -275,7 +320,12 @@ impl Ws {
                 None => return Frame::Closed(None),
                 Some(Err(e)) => panic!("socket error: {e}"),
                 Some(Ok(Message::Text(t))) => {
-                    return Frame::Json(serde_json::from_str(t.as_str()).expect("JSON frame"))
+                    assert!(self.proto.is_none(), "text frame on a protobuf socket: {t}");
+                    return Frame::Json(serde_json::from_str(t.as_str()).expect("JSON frame"));
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    let edge = self.proto.expect("binary frame on a JSON socket");
+                    return Frame::Json(wire::decode(edge, &b));
                 }
                 Some(Ok(Message::Close(c))) => return Frame::Closed(c),
                 Some(Ok(_)) => continue,
@@ -371,4 +421,18 @@ pub fn shared_data(rel: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+impl TestHub {
+    /// A driver socket asking for `codec`.
+    pub async fn driver_codec(&self, sub: &str, fleet: &str, codec: Codec) -> Ws {
+        let url = self.ws_url("/v1/ws/driver", &self.token(Role::Driver, sub, fleet));
+        Ws::connect_codec(&url, codec, wire::Edge::Driver).await
+    }
+
+    /// An admin's watch socket asking for `codec`.
+    pub async fn watcher_codec(&self, fleet: &str, codec: Codec) -> Ws {
+        let url = self.ws_url("/v1/ws/watch", &self.token(Role::Admin, "admin", fleet));
+        Ws::connect_codec(&url, codec, wire::Edge::Watch).await
+    }
 }

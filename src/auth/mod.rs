@@ -1,10 +1,16 @@
-//! Bearer tokens: HS256 JWTs with `sub`, `role`, `fleet`, `exp` (RFC 7519).
+//! Bearer tokens (JWT, RFC 7519) with `sub`, `role`, `fleet`, `exp`: who may do what.
+//!
+//! Keys and verification live in [`keys`]; this module holds the claims, the roles and the
+//! request extractor that turns a token into a [`Caller`].
+
+pub mod keys;
+
+pub use keys::{AuthConfig, Keys};
 
 use std::path::Path;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -31,7 +37,8 @@ fn default_fleet() -> String {
     DEFAULT_FLEET.to_string()
 }
 
-/// JWT claims. `sub` is the driver id for drivers; `exp` is unix seconds.
+/// JWT claims the hub reads. `sub` is the driver id for drivers; times are unix seconds UTC.
+/// `nbf` is checked when present; `iss` and `aud` (not kept here) when configured, see [`Keys::verify`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Claims {
     pub sub: String,
@@ -41,56 +48,8 @@ pub struct Claims {
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
-}
-
-/// Signing and verification keys (HS256).
-pub struct Keys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-}
-
-impl std::fmt::Debug for Keys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Keys(HS256, redacted)")
-    }
-}
-
-impl Keys {
-    pub fn from_secret(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 30;
-        Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-        }
-    }
-
-    /// Signs a token for `sub` with `role` in `fleet`, valid for `ttl_s` seconds.
-    pub fn mint(&self, sub: &str, role: Role, fleet: &str, ttl_s: i64) -> String {
-        let now = chrono::Utc::now().timestamp();
-        let claims = Claims {
-            sub: sub.into(),
-            role,
-            fleet: fleet.into(),
-            exp: now + ttl_s,
-            iat: Some(now),
-        };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing cannot fail")
-    }
-
-    /// Verifies signature, algorithm and `exp`; returns the claims.
-    pub fn verify(&self, token: &str) -> Result<Claims, String> {
-        let claims = decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| e.to_string())?
-            .claims;
-        if claims.sub.is_empty() || claims.fleet.is_empty() {
-            return Err("token has an empty sub or fleet".into());
-        }
-        Ok(claims)
-    }
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
 }
 
 /// The signing secret: `override_secret` (from `TRACKHUB_JWT_SECRET`) when given, else the one

@@ -1,0 +1,192 @@
+//! Abuse limits on the socket edges: connection rate per client IP, sockets per driver, and
+//! message rate per connection. Token buckets are `governor`'s GCRA (generic cell rate
+//! algorithm, ATM Forum TM 4.1), which keeps one 8-byte state per bucket.
+//!
+//! Exceeding any of them gets an error frame (`rate_limited` / `too_many_sockets`), then close
+//! 1008 (policy violation, RFC 6455 §7.4.1).
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use dashmap::DashMap;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::hub::DriverKey;
+
+/// Limits, all configurable on `trackhub serve`; 0 turns a rate limit off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimitsConfig {
+    /// Messages per second one socket may send, sustained.
+    pub msgs_per_s: u32,
+    /// Messages one socket may send in a burst above that rate.
+    pub msg_burst: u32,
+    /// Open driver sockets per driver (a phone reconnecting while its old socket times out).
+    pub sockets_per_driver: u32,
+    /// New sockets per second from one client IP, sustained.
+    pub conns_per_ip_per_s: u32,
+    /// New sockets from one client IP in a burst (a replay or a NAT full of phones reconnecting).
+    pub conn_burst_per_ip: u32,
+    /// Take the client IP from the rightmost `X-Forwarded-For` entry (set by our proxy) instead
+    /// of the TCP peer. Only behind a proxy that sets it: clients can forge the header.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for LimitsConfig {
+    /// 20 msg/s (burst 40) per socket: a phone sends ~1/s and a map a few subscribes per pan.
+    /// 4 sockets per driver. 100 new sockets/s per IP, burst 1,000 (a fleet replay from one host).
+    fn default() -> Self {
+        Self {
+            msgs_per_s: 20,
+            msg_burst: 40,
+            sockets_per_driver: 4,
+            conns_per_ip_per_s: 100,
+            conn_burst_per_ip: 1_000,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// The shared limiters of one hub.
+#[derive(Debug)]
+pub struct Limits {
+    pub cfg: LimitsConfig,
+    per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    driver_sockets: DashMap<DriverKey, u32>,
+}
+
+fn quota(per_s: u32, burst: u32) -> Option<Quota> {
+    let per_s = NonZeroU32::new(per_s)?;
+    let burst = NonZeroU32::new(burst.max(per_s.get())).unwrap_or(per_s);
+    Some(Quota::per_second(per_s).allow_burst(burst))
+}
+
+impl Limits {
+    pub fn new(cfg: LimitsConfig) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            per_ip: quota(cfg.conns_per_ip_per_s, cfg.conn_burst_per_ip).map(RateLimiter::keyed),
+            driver_sockets: DashMap::new(),
+        })
+    }
+
+    /// Counts a new socket from `ip`; false when the IP is over its connection rate.
+    pub fn admit_connection(&self, ip: IpAddr) -> bool {
+        self.per_ip
+            .as_ref()
+            .is_none_or(|l| l.check_key(&ip).is_ok())
+    }
+
+    /// Reserves one of the driver's sockets; `None` when it already has the maximum open. The
+    /// permit frees the slot when dropped (the socket ends).
+    pub fn driver_socket(self: &Arc<Self>, who: &DriverKey) -> Option<SocketPermit> {
+        let mut open = self.driver_sockets.entry(who.clone()).or_insert(0);
+        if *open >= self.cfg.sockets_per_driver {
+            return None;
+        }
+        *open += 1;
+        Some(SocketPermit {
+            limits: self.clone(),
+            who: who.clone(),
+        })
+    }
+
+    /// A fresh message-rate bucket for one socket; `None` when unlimited.
+    pub fn message_limiter(&self) -> Option<DefaultDirectRateLimiter> {
+        quota(self.cfg.msgs_per_s, self.cfg.msg_burst).map(RateLimiter::direct)
+    }
+
+    /// Forgets per-IP buckets that are full again (called every second by the sweeper), so the
+    /// map holds only IPs seen recently.
+    pub fn sweep(&self) {
+        if let Some(l) = &self.per_ip {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+
+    /// The client's IP: the TCP peer, or with `trust_forwarded_for` the rightmost valid
+    /// `X-Forwarded-For` entry.
+    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        if self.cfg.trust_forwarded_for {
+            let forwarded = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+                .last();
+            if let Some(ip) = forwarded {
+                return ip;
+            }
+        }
+        peer.ip()
+    }
+}
+
+/// One open driver socket, counted against [`LimitsConfig::sockets_per_driver`].
+#[derive(Debug)]
+pub struct SocketPermit {
+    limits: Arc<Limits>,
+    who: DriverKey,
+}
+
+impl Drop for SocketPermit {
+    fn drop(&mut self) {
+        self.limits
+            .driver_sockets
+            .remove_if_mut(&self.who, |_, open| {
+                *open = open.saturating_sub(1);
+                *open == 0
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_per_driver_are_counted_and_released() {
+        let limits = Limits::new(LimitsConfig {
+            sockets_per_driver: 2,
+            ..Default::default()
+        });
+        let who = DriverKey {
+            fleet: "f".into(),
+            driver_id: "d".into(),
+        };
+        let a = limits.driver_socket(&who).unwrap();
+        let _b = limits.driver_socket(&who).unwrap();
+        assert!(limits.driver_socket(&who).is_none());
+        drop(a);
+        assert!(limits.driver_socket(&who).is_some());
+    }
+
+    #[test]
+    fn connection_rate_is_per_ip_and_forwarded_for_only_when_trusted() {
+        let limits = Limits::new(LimitsConfig {
+            conns_per_ip_per_s: 1,
+            conn_burst_per_ip: 2,
+            ..Default::default()
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(limits.admit_connection(a) && limits.admit_connection(a));
+        assert!(!limits.admit_connection(a));
+        assert!(limits.admit_connection(b));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "1.2.3.4, 10.9.9.9".parse().unwrap());
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(limits.client_ip(peer, &headers), peer.ip());
+        let trusting = Limits::new(LimitsConfig {
+            trust_forwarded_for: true,
+            ..Default::default()
+        });
+        assert_eq!(
+            trusting.client_ip(peer, &headers),
+            "10.9.9.9".parse::<IpAddr>().unwrap()
+        );
+    }
+}
