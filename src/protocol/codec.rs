@@ -304,7 +304,7 @@ fn driver_out_pb(out: &DriverOut) -> pb::DriverOut {
 enum WatchOutJson<'a> {
     Snapshot { positions: Vec<PositionView> },
     Positions { positions: Vec<PositionView> },
-    Event { event: EventView },
+    Event { event: Box<EventView> },
     Error { code: &'a str, message: &'a str },
 }
 
@@ -320,7 +320,7 @@ impl<'a> From<&'a WatchOut> for WatchOutJson<'a> {
                 positions: views(positions),
             },
             WatchOut::Event { event } => WatchOutJson::Event {
-                event: EventView::from(&**event),
+                event: Box::new(EventView::from(&**event)),
             },
             WatchOut::Error { code, message } => WatchOutJson::Error { code, message },
         }

@@ -150,16 +150,24 @@ pub fn limits(ws: WebSocketUpgrade) -> WebSocketUpgrade {
         .max_write_buffer_size(4 * MAX_MESSAGE)
 }
 
-/// Sends a close frame (best effort) with a code and a short reason.
+/// Closes with a code and a short reason, then waits (at most 2 s) for the peer's close frame,
+/// discarding what it sent meanwhile (RFC 6455 §7.1.1). Dropping the TCP connection with unread
+/// data would make the kernel reset it, and the peer would lose our last frames.
 pub async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        socket.send(Message::Close(Some(frame))),
-    )
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
     .await;
 }
 

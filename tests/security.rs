@@ -1,0 +1,434 @@
+//! Who may connect and what they may do, and the abuse limits, against a real hub: one test per
+//! rule of tokens (HS256, RS256 from PEM, ES256 from JWKS, iss/aud/nbf/exp, `alg: none`,
+//! algorithm confusion), roles and fleets, Origin and CORS, frame size, floods and socket counts.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use trackhub::auth::{AuthConfig, Role};
+use trackhub::limits::LimitsConfig;
+
+const LAT: f64 = 41.15;
+const LON: f64 = -8.61;
+const ISSUER: &str = "https://idp.example.com/";
+const AUDIENCE: &str = "trackhub";
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keys")
+        .join(name)
+}
+
+/// Claims of an identity provider's token; `patch` overrides or removes (`null`) fields.
+fn idp_claims(patch: Value) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    let mut c = json!({"sub":"D1","role":"driver","fleet":"f1","iss":ISSUER,"aud":AUDIENCE,
+                       "iat":now,"exp":now + 600});
+    for (k, v) in patch.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(String::from);
+    encode(&header, claims, key).unwrap()
+}
+
+fn rsa_key() -> EncodingKey {
+    EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap()
+}
+
+fn ec_key() -> EncodingKey {
+    EncodingKey::from_ec_pem(&std::fs::read(fixture("ec_private.pem")).unwrap()).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The HTTP status of a socket upgrade (101 when it succeeded) with extra request headers.
+async fn upgrade_status(url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut request = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        request.headers_mut().insert(
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn idp_hub() -> TestHub {
+    TestHub::start_with(|c| {
+        c.auth = AuthConfig {
+            public_key_files: vec![fixture("rsa_public.pem")],
+            jwks_file: Some(fixture("jwks.json")),
+            issuer: Some(ISSUER.into()),
+            audience: Some(AUDIENCE.into()),
+        };
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tokens_are_verified_by_algorithm_key_and_claims() {
+    let hub = idp_hub().await;
+    let driver = |token: &str| hub.ws_url("/v1/ws/driver", token);
+    let no_token = hub.url("/v1/ws/driver").replacen("http://", "ws://", 1);
+    assert_eq!(upgrade_status(&no_token, &[]).await, 401, "no token");
+    assert_eq!(
+        upgrade_status(&driver("garbage"), &[]).await,
+        401,
+        "garbage"
+    );
+
+    let ok = idp_claims(json!({}));
+    let cases: Vec<(&str, String, u16)> = vec![
+        (
+            "hub-minted HS256 (carries iss/aud)",
+            hub.token(Role::Driver, "D1", "f1"),
+            101,
+        ),
+        (
+            "RS256, PEM key, no kid",
+            sign(Algorithm::RS256, None, &rsa_key(), &ok),
+            101,
+        ),
+        (
+            "RS256, JWKS kid",
+            sign(Algorithm::RS256, Some("rsa-1"), &rsa_key(), &ok),
+            101,
+        ),
+        (
+            "ES256, JWKS kid",
+            sign(Algorithm::ES256, Some("ec-1"), &ec_key(), &ok),
+            101,
+        ),
+        (
+            "wrong key: HS256 with another secret",
+            sign(
+                Algorithm::HS256,
+                None,
+                &EncodingKey::from_secret(b"not the hub's"),
+                &ok,
+            ),
+            401,
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(br#"{"alg":"none","typ":"JWT"}"#),
+                b64(ok.to_string().as_bytes())
+            ),
+            401,
+        ),
+        (
+            "algorithm confusion: HS256 keyed with the RSA public key",
+            sign(
+                Algorithm::HS256,
+                None,
+                &EncodingKey::from_secret(&std::fs::read(fixture("rsa_public.pem")).unwrap()),
+                &ok,
+            ),
+            401,
+        ),
+        (
+            "ES256 under the RSA key's kid",
+            sign(Algorithm::ES256, Some("rsa-1"), &ec_key(), &ok),
+            401,
+        ),
+        (
+            "expired beyond the 30 s leeway",
+            sign(
+                Algorithm::RS256,
+                None,
+                &rsa_key(),
+                &idp_claims(json!({"exp": chrono::Utc::now().timestamp() - 120})),
+            ),
+            401,
+        ),
+        (
+            "no exp",
+            sign(
+                Algorithm::RS256,
+                None,
+                &rsa_key(),
+                &idp_claims(json!({"exp": null})),
+            ),
+            401,
+        ),
+        (
+            "not yet valid (nbf in an hour)",
+            sign(
+                Algorithm::RS256,
+                None,
+                &rsa_key(),
+                &idp_claims(json!({"nbf": chrono::Utc::now().timestamp() + 3600})),
+            ),
+            401,
+        ),
+        (
+            "wrong audience",
+            sign(
+                Algorithm::RS256,
+                None,
+                &rsa_key(),
+                &idp_claims(json!({"aud": "billing"})),
+            ),
+            401,
+        ),
+        (
+            "no audience",
+            sign(
+                Algorithm::RS256,
+                None,
+                &rsa_key(),
+                &idp_claims(json!({"aud": null})),
+            ),
+            401,
+        ),
+        (
+            "wrong issuer",
+            sign(
+                Algorithm::RS256,
+                None,
+                &rsa_key(),
+                &idp_claims(json!({"iss": "https://evil.example/"})),
+            ),
+            401,
+        ),
+        (
+            "no role",
+            sign(
+                Algorithm::RS256,
+                None,
+                &rsa_key(),
+                &idp_claims(json!({"role": null})),
+            ),
+            401,
+        ),
+        (
+            "admin on the driver socket",
+            sign(
+                Algorithm::RS256,
+                None,
+                &rsa_key(),
+                &idp_claims(json!({"role": "admin"})),
+            ),
+            403,
+        ),
+    ];
+    for (what, token, want) in &cases {
+        assert_eq!(upgrade_status(&driver(token), &[]).await, *want, "{what}");
+    }
+    // The same token in the Authorization header instead of the query.
+    let bearer = format!("Bearer {}", cases[1].1);
+    let url = hub.url("/v1/ws/driver").replacen("http://", "ws://", 1);
+    assert_eq!(
+        upgrade_status(&url, &[("authorization", &bearer)]).await,
+        101
+    );
+
+    let watch = |token: &str| hub.ws_url("/v1/ws/watch", token);
+    assert_eq!(
+        upgrade_status(&watch(&hub.token(Role::Driver, "D1", "f1")), &[]).await,
+        403,
+        "driver on the watch socket"
+    );
+    assert_eq!(
+        upgrade_status(&watch(&hub.token(Role::Service, "svc", "f1")), &[]).await,
+        101
+    );
+
+    // REST: 401 and 403 as problem+json.
+    let r = hub.http.get(hub.url("/v1/drivers")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], 401);
+    let (status, body) = hub
+        .get_as("/v1/drivers", &hub.token(Role::Driver, "D1", "f1"))
+        .await;
+    assert_eq!(
+        (status, body["status"].as_u64()),
+        (403, Some(403)),
+        "{body}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn nobody_reads_or_writes_what_is_not_theirs() {
+    let hub = TestHub::start().await;
+    let trip = json!({"id":"t1","driver_id":"D1","stops":[{"id":"s1","lat":LAT,"lon":LON}]});
+    assert_eq!(hub.post("/v1/trips", "f1", &trip).await.0, 201);
+    let mut d1 = hub.driver("D1", "f1").await;
+    d1.ping_acked(ping(1, now_ms() - 1000, LAT, LON)).await;
+
+    // An admin of another fleet sees nothing of f1 and cannot check its driver in.
+    assert_eq!(hub.get("/v1/trips/t1", "f2").await.0, 404);
+    assert_eq!(hub.get("/v1/drivers/D1", "f2").await.0, 404);
+    let (_, list) = hub.get("/v1/drivers", "f2").await;
+    assert_eq!(list["drivers"], json!([]));
+    let (status, _) = hub
+        .post("/v1/trips/t1/stops/s1/checkin", "f2", &json!({}))
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(hub.get("/v1/checkins", "f1").await.1["checkins"], json!([]));
+
+    // A driver reads only its own data.
+    let d2_token = hub.token(Role::Driver, "D2", "f1");
+    assert_eq!(hub.get_as("/v1/drivers/D1", &d2_token).await.0, 403);
+    assert_eq!(hub.get_as("/v1/drivers/D1/track", &d2_token).await.0, 403);
+    assert_eq!(hub.post_as("/v1/trips", &d2_token, &trip).await.0, 403);
+
+    // A driver publishing as another: an error frame for that fix, then close 4003.
+    let mut d2 = hub.driver("D2", "f1").await;
+    d2.send(&json!({"type":"ping","seq":1,"ts":now_ms(),"lat":LAT,"lon":LON,"driver_id":"D1"}))
+        .await;
+    let err = d2.json().await;
+    assert_eq!(
+        (err["code"].as_str(), err["seq"].as_u64()),
+        (Some("forbidden"), Some(1))
+    );
+    assert_eq!(d2.close_code().await, Some(4003));
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(pos["lat"], LAT, "D1's position is untouched");
+    assert_eq!(hub.get("/v1/drivers/D2", "f1").await.0, 404);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_frames_and_floods_are_closed_with_the_right_code() {
+    let hub = TestHub::start().await;
+    // Over 64 KiB: 1009 (message too big).
+    let mut d = hub.driver("D1", "f1").await;
+    d.send_raw(Message::Text("x".repeat(65 * 1024).into()))
+        .await;
+    assert_eq!(d.close_code().await, Some(1009));
+
+    // A flood past the default 20 msg/s (burst 40): `rate_limited`, then 1008, and the fixes
+    // acked before it are kept.
+    let mut d = hub.driver("D1", "f1").await;
+    let t = now_ms() - 100_000;
+    for seq in 1..=100 {
+        d.send(&ping(seq, t + seq as i64, LAT, LON)).await;
+    }
+    let mut acked = 0;
+    let refusal = d
+        .until(|f| {
+            if f["type"] == "ack" {
+                acked = f["seq"].as_u64().unwrap();
+            }
+            f["type"] == "error"
+        })
+        .await;
+    assert_eq!(refusal["code"], "rate_limited");
+    assert_eq!(d.close_code().await, Some(1008));
+    assert!((40..100).contains(&acked), "acked {acked}");
+    hub.wait_track("/v1/drivers/D1/track?from=0", "f1", acked)
+        .await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn sockets_per_driver_and_connections_per_ip_are_capped() {
+    let hub = TestHub::start_with(|c| {
+        c.limits = LimitsConfig {
+            sockets_per_driver: 2,
+            conns_per_ip_per_s: 1,
+            conn_burst_per_ip: 4,
+            ..Default::default()
+        }
+    })
+    .await;
+    let a = hub.driver("D1", "f1").await;
+    let mut b = hub.driver("D1", "f1").await;
+    let mut c = hub.driver("D1", "f1").await;
+    assert_eq!(c.json().await["code"], "too_many_sockets");
+    assert_eq!(c.close_code().await, Some(1008));
+    // The first two still work.
+    b.ping_acked(ping(1, now_ms(), LAT, LON)).await;
+    a.close().await;
+    // Fourth connection within the burst, fifth over it (the IP's bucket refills at 1/s; the
+    // whole test runs well within a second of the first connection).
+    let mut d = hub.driver("D1", "f1").await;
+    d.ping_acked(ping(2, now_ms(), LAT, LON)).await;
+    let mut e = hub.watcher("f1").await;
+    assert_eq!(e.json().await["code"], "rate_limited");
+    assert_eq!(e.close_code().await, Some(1008));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_closes_with_4001_when_its_token_expires() {
+    let hub = TestHub::start().await;
+    let keys = &hub.running.as_ref().unwrap().state.keys;
+    let token = keys.mint("D1", Role::Driver, "f1", 2);
+    let mut d = Ws::connect(&hub.ws_url("/v1/ws/driver", &token)).await;
+    d.ping_acked(ping(1, now_ms(), LAT, LON)).await;
+    let err = d.json().await;
+    assert_eq!(err["code"], "token_expired");
+    assert_eq!(d.close_code().await, Some(4001));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn browser_origins_are_checked_and_rest_answers_cors() {
+    let hub =
+        TestHub::start_with(|c| c.allowed_origins = vec!["https://ops.example.com".into()]).await;
+    let url = hub.ws_url("/v1/ws/watch", &hub.token(Role::Admin, "a", "f1"));
+    let own = hub.base.clone();
+    assert_eq!(
+        upgrade_status(&url, &[("origin", "https://evil.example.com")]).await,
+        403
+    );
+    assert_eq!(
+        upgrade_status(&url, &[("origin", "https://ops.example.com")]).await,
+        101
+    );
+    assert_eq!(
+        upgrade_status(&url, &[("origin", &own)]).await,
+        101,
+        "same origin"
+    );
+    assert_eq!(upgrade_status(&url, &[]).await, 101, "not a browser");
+
+    let preflight = |origin: &'static str| {
+        hub.http
+            .request(reqwest::Method::OPTIONS, hub.url("/v1/drivers"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let r = preflight("https://ops.example.com").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://ops.example.com"
+    );
+    assert!(r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("authorization"));
+    let r = preflight("https://evil.example.com").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    hub.stop().await;
+}
