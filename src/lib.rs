@@ -18,6 +18,7 @@ pub mod geo;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod osmand;
 pub mod protocol;
 pub mod replay;
 pub mod store;

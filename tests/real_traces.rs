@@ -202,3 +202,74 @@ async fn gotrack_and_porto_replay_with_all_drivers_at_once() {
     );
     hub.stop().await;
 }
+
+/// Amazon chunks 24..48 reported over the OsmAnd protocol (the OsmAnd app's GET form, one
+/// request per fix, ms timestamps) by registered devices: the hub checks in exactly where the
+/// in-process detector does, as for socket fixes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amazon_chunks_reported_over_osmand_check_in_like_the_detector() {
+    let hub = TestHub::start().await;
+    let paths: Vec<_> =
+        amazon::chunk_paths(&shared_data("amazon_delivery_activity_labels/data_anon")).unwrap()
+            [24..48]
+            .to_vec();
+    let (mut expected, mut served) = (BTreeMap::new(), BTreeMap::new());
+    let mut reports = 0;
+    for p in &paths {
+        let chunk = amazon::read_chunk(p).unwrap();
+        let driver = format!("amazon-{}", chunk.name);
+        let stops: Vec<_> = amazon::geofences(&chunk, amazon::DEFAULT_ORIGIN)
+            .iter()
+            .map(|g| json!({"id": &*g.key.stop_id, "lat": g.lat, "lon": g.lon, "radius_m": g.radius_m}))
+            .collect();
+        if stops.is_empty() {
+            continue;
+        }
+        let got = detect_in_process(&chunk);
+        if !got.is_empty() {
+            expected.insert(driver.clone(), got);
+        }
+        let trip = json!({"id": format!("trip-{driver}"), "driver_id": driver, "stops": stops});
+        assert_eq!(hub.post("/v1/trips", "default", &trip).await.0, 201);
+        let (status, device) = hub
+            .post(
+                "/v1/devices",
+                "default",
+                &json!({"id": driver, "driver_id": driver}),
+            )
+            .await;
+        assert_eq!(status, 201, "{device}");
+        let key = device["key"].as_str().unwrap();
+        let fixes = chunk.raw_fixes(amazon::DEFAULT_ORIGIN);
+        let shift = now_ms() - 1000 - fixes.last().unwrap().ts_ms;
+        for f in &fixes {
+            let url = format!(
+                "{}/osmand?key={key}&id={driver}&lat={}&lon={}&timestamp={}",
+                hub.base,
+                f.lat,
+                f.lon,
+                f.ts_ms + shift
+            );
+            let r = hub.http.get(url).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            reports += 1;
+        }
+    }
+    let (_, list) = hub.get("/v1/checkins?limit=10000", "default").await;
+    for c in list["checkins"].as_array().unwrap() {
+        let stops: &mut BTreeSet<String> = served
+            .entry(c["driver_id"].as_str().unwrap().to_string())
+            .or_default();
+        assert!(
+            stops.insert(c["stop_id"].as_str().unwrap().to_string()),
+            "duplicate {c}"
+        );
+    }
+    eprintln!(
+        "amazon[24..48] over OsmAnd: {reports} reports, {} check-ins",
+        served.values().map(|s| s.len()).sum::<usize>()
+    );
+    assert!(!expected.is_empty());
+    assert_eq!(served, expected);
+    hub.stop().await;
+}

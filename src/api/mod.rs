@@ -1,6 +1,7 @@
 //! REST: live positions, trips and stops, check-ins, track history, readiness.
 //! Every read is scoped to the caller's fleet; errors are problem+json (see `error`).
 
+mod devices;
 mod trips;
 
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -69,6 +70,9 @@ pub fn routes() -> Router<AppState> {
             post(trips::manual_checkin),
         )
         .route("/v1/checkins", get(trips::checkins))
+        .route("/v1/devices", post(devices::create))
+        .route("/v1/devices/{id}", axum::routing::delete(devices::delete))
+        .route("/osmand", get(devices::report).post(devices::report))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
 }
 

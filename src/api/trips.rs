@@ -38,7 +38,7 @@ pub struct StopBody {
     radius_m: Option<f64>,
 }
 
-fn check_id(field: &str, id: &str, errors: &mut Vec<FieldError>) {
+pub(super) fn check_id(field: &str, id: &str, errors: &mut Vec<FieldError>) {
     if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(|c| c.is_control() || c == '/') {
         errors.push(FieldError::new(
             field,

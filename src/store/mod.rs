@@ -4,6 +4,7 @@
 //! the data dir) or PostgreSQL (`DATABASE_URL=postgres://…`). Every time column is BIGINT unix ms
 //! UTC and every coordinate DOUBLE PRECISION degrees, which both engines store natively.
 
+pub mod devices;
 pub mod track;
 
 use std::time::Duration;

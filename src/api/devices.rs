@@ -1,0 +1,211 @@
+//! OsmAnd devices: registration over REST, and the `/osmand` endpoint the phones report to.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::ApiJson;
+use crate::app::AppState;
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, FieldError};
+use crate::hub::{DriverKey, IngestStatus};
+use crate::osmand::{self, Report};
+use crate::protocol::driver::Ping;
+use crate::protocol::time::{format_ts, now_ms, WireTs};
+use crate::store::devices::DeviceRecord;
+
+/// Shortest device key accepted when the admin chooses one (128 bits as hex).
+pub const MIN_KEY_LEN: usize = 32;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBody {
+    id: String,
+    driver_id: String,
+    /// Chosen key; generated (192 random bits, hex) when absent.
+    key: Option<String>,
+}
+
+fn sha256_hex(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// `POST /v1/devices` (admin): registers a device of the caller's fleet for a driver. Answers
+/// 201 with the key, shown this once (only its SHA-256 is stored); 409 when the id is taken.
+pub async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<DeviceBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    caller.require(&[Role::Admin])?;
+    let mut errors = Vec::new();
+    super::trips::check_id("id", &body.id, &mut errors);
+    super::trips::check_id("driver_id", &body.driver_id, &mut errors);
+    if body
+        .key
+        .as_ref()
+        .is_some_and(|k| k.len() < MIN_KEY_LEN || k.len() > 256)
+    {
+        errors.push(FieldError::new(
+            "key",
+            format!("must be {MIN_KEY_LEN}-256 characters"),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let key = body
+        .key
+        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 24]>()));
+    let record = DeviceRecord {
+        device_id: body.id,
+        fleet: caller.0.fleet.clone(),
+        driver_id: body.driver_id,
+        key_sha256: sha256_hex(&key),
+        created_at: now_ms(),
+    };
+    app.hub.store.insert_device(&record).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": record.device_id,
+            "driver_id": record.driver_id,
+            "fleet": record.fleet,
+            "key": key,
+            "created_at": format_ts(record.created_at),
+        })),
+    ))
+}
+
+/// `DELETE /v1/devices/{id}` (admin): revokes a device of the caller's fleet; 204, or 404.
+pub async fn delete(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(&[Role::Admin])?;
+    if app.hub.store.delete_device(&caller.0.fleet, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("device `{id}`")))
+    }
+}
+
+/// The device key of a request: `key` in the query string (append `?key=…` to the server URL
+/// in the phone app) or `Authorization: Bearer <key>`.
+fn key_of(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
+    let from_query = query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "key")
+            .map(|(_, v)| v.into_owned())
+    });
+    from_query.or_else(|| {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, key) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| key.trim().to_string())
+    })
+}
+
+fn parse(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<osmand::Request, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let parsed = if content_type.starts_with("application/json") {
+        osmand::parse_json(body)
+    } else {
+        // Parameters in the query string and, for a form POST, in the body too.
+        let mut pairs: Vec<(String, String)> = query
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        if content_type.starts_with("application/x-www-form-urlencoded") {
+            pairs.extend(form_urlencoded::parse(body).into_owned());
+        }
+        osmand::parse_params(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    };
+    parsed.map_err(ApiError::Invalid)
+}
+
+/// `GET|POST /osmand`: a registered device reports positions (OsmAnd protocol, see
+/// [`crate::osmand`]). Each report is validated like a socket ping and takes the same pipeline.
+/// 200 `{"accepted","late"}`; 401 for an unknown device or a wrong key (the same answer, so ids
+/// cannot be probed); 422 with the field errors for an invalid report.
+pub async fn report(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request = parse(query.as_deref(), &headers, &body)?;
+    let refused = || ApiError::Unauthorized("unknown device or wrong key".into());
+    let key = key_of(query.as_deref(), &headers).ok_or_else(refused)?;
+    let device = app
+        .hub
+        .store
+        .device(&request.device_id)
+        .await?
+        .ok_or_else(refused)?;
+    if !bool::from(
+        sha256_hex(&key)
+            .as_bytes()
+            .ct_eq(device.key_sha256.as_bytes()),
+    ) {
+        return Err(refused());
+    }
+    let now = now_ms();
+    let mut fixes = Vec::with_capacity(request.reports.len());
+    let mut errors = Vec::new();
+    for (i, r) in request.reports.iter().enumerate() {
+        match to_ping(r, now).validate(now, app.hub.cfg.max_future_ms) {
+            Ok(fix) => fixes.push(fix),
+            Err(rejection) => errors.push(FieldError::new(
+                if request.reports.len() == 1 {
+                    rejection.code.to_string()
+                } else {
+                    format!("location[{i}]: {}", rejection.code)
+                },
+                rejection.message,
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let who = DriverKey {
+        fleet: device.fleet.as_str().into(),
+        driver_id: device.driver_id.as_str().into(),
+    };
+    let (mut accepted, mut late) = (0, 0);
+    for fix in fixes {
+        match app.hub.ingest(&who, None, fix).await.status {
+            IngestStatus::Accepted => accepted += 1,
+            _ => late += 1,
+        }
+    }
+    Ok(Json(json!({"accepted": accepted, "late": late})))
+}
+
+/// A report as a ping, so it is validated by the same rules as socket fixes.
+fn to_ping(r: &Report, now_ms: i64) -> Ping {
+    Ping {
+        seq: 0,
+        ts: WireTs(r.ts_ms.unwrap_or(now_ms)),
+        lat: r.lat,
+        lon: r.lon,
+        accuracy_m: r.accuracy_m,
+        speed_mps: r.speed_mps,
+        heading_deg: r.heading_deg,
+        driver_id: None,
+    }
+}

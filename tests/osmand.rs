@@ -1,0 +1,227 @@
+//! OsmAnd protocol against a real hub, with exactly the requests the phone apps send
+//! (https://www.traccar.org/osmand/): Traccar Client ≤ 8 (parameters on a bodiless POST, speed in
+//! knots, unix seconds), Traccar Client ≥ 9 (JSON body), and the OsmAnd app (GET, unix ms).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const LAT: f64 = 41.15;
+const LON: f64 = -8.61;
+const DEVICE: &str = "48241179";
+
+async fn register(hub: &TestHub, fleet: &str, id: &str, driver: &str) -> String {
+    let (status, body) = hub
+        .post(
+            "/v1/devices",
+            fleet,
+            &json!({"id": id, "driver_id": driver}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["driver_id"], driver);
+    let key = body["key"].as_str().unwrap().to_string();
+    assert_eq!(key.len(), 48);
+    key
+}
+
+/// Traccar Client for Android ≤ 8: `POST <server URL>?id=…&timestamp=…` with no body, the
+/// parameters appended to the configured URL (which carries our `key`).
+async fn traccar_classic(hub: &TestHub, key: &str, ts_s: i64, lat: f64, lon: f64) -> (u16, Value) {
+    let url = format!(
+        "{}/osmand?key={key}&id={DEVICE}&timestamp={ts_s}&lat={lat}&lon={lon}&speed=0.0&bearing=0.0\
+         &altitude=80.0&accuracy=9.6&batt=87.0",
+        hub.base
+    );
+    let r = hub.http.post(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn traccar_client_and_osmand_requests_feed_the_same_pipeline() {
+    let hub = TestHub::start().await;
+    let key = register(&hub, "f1", DEVICE, "D1").await;
+    let trip = json!({"id":"t1","driver_id":"D1","stops":[{"id":"s1","lat":LAT,"lon":LON}]});
+    assert_eq!(hub.post("/v1/trips", "f1", &trip).await.0, 201);
+    let mut w = hub.watcher("f1").await;
+    w.send(&json!({"type":"subscribe","drivers":["D1"]})).await;
+    w.json().await;
+
+    // Approach, then park 15 m from the stop for two minutes, one report every 5 s.
+    let t0 = now_ms() / 1000 - 600;
+    let (lat, lon) = offset(LAT, LON, -300.0, 0.0);
+    assert_eq!(
+        traccar_classic(&hub, &key, t0, lat, lon).await,
+        (200, json!({"accepted":1,"late":0}))
+    );
+    let pos = w.until(|f| f["type"] == "positions").await;
+    assert_eq!(pos["positions"][0]["lat"], lat);
+    assert_eq!(pos["positions"][0]["accuracy_m"], 9.6);
+    let (plat, plon) = offset(LAT, LON, 15.0, 0.0);
+    for i in 0..=24 {
+        let (status, body) = traccar_classic(&hub, &key, t0 + 60 + i * 5, plat, plon).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let ev = w
+        .until(|f| f["type"] == "event" && f["event"]["type"] == "stop.checked_in")
+        .await;
+    assert_eq!(ev["event"]["trip_id"], "t1");
+    assert_eq!(
+        ev["event"]["arrived_at"],
+        trackhub::protocol::time::format_ts((t0 + 60) * 1000)
+    );
+
+    // A resent report (the app retries when it missed our answer) is not a new fix.
+    assert_eq!(
+        traccar_classic(&hub, &key, t0 + 60, plat, plon).await,
+        (200, json!({"accepted":0,"late":1}))
+    );
+
+    // Traccar Client ≥ 9: JSON body; speed m/s and -1 for unknown heading.
+    let body = json!({"location":{"timestamp":trackhub::protocol::time::format_ts((t0 + 300) * 1000),
+        "coords":{"latitude":LAT + 0.01,"longitude":LON,"accuracy":5,"speed":12.5,"heading":-1,"altitude":80},
+        "is_moving":true,"odometer":1234,"event":"motionchange","battery":{"level":0.87,"is_charging":false},
+        "activity":{"type":"in_vehicle"},"extras":{}},"device_id":DEVICE});
+    let r = hub
+        .http
+        .post(format!("{}/osmand?key={key}", hub.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(
+        (pos["lat"].as_f64(), pos["speed_mps"].as_f64()),
+        (Some(LAT + 0.01), Some(12.5))
+    );
+    assert!(pos.get("heading_deg").is_none(), "{pos}");
+
+    // The OsmAnd app: GET with a millisecond timestamp and speed in knots; key as a bearer token.
+    let url = format!(
+        "{}/osmand?id={DEVICE}&lat={}&lon={LON}&timestamp={}&hdop=3&altitude=80&speed=10",
+        hub.base,
+        LAT + 0.02,
+        (t0 + 310) * 1000
+    );
+    let r = hub.http.get(url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert!(
+        (pos["speed_mps"].as_f64().unwrap() - 5.1444).abs() < 1e-3,
+        "10 kn: {pos}"
+    );
+
+    let track = hub
+        .wait_track("/v1/drivers/D1/track?from=0", "f1", 28)
+        .await;
+    assert_eq!(track["properties"]["count"], 28);
+    let (_, list) = hub.get("/v1/checkins", "f1").await;
+    assert_eq!(list["checkins"].as_array().unwrap().len(), 1);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn devices_prove_themselves_and_bad_reports_get_field_errors() {
+    let hub = TestHub::start().await;
+    let key = register(&hub, "f1", DEVICE, "D1").await;
+    let t = now_ms() / 1000;
+
+    // Wrong key, unknown device, no key: the same 401.
+    assert_eq!(
+        traccar_classic(&hub, "0".repeat(48).as_str(), t, LAT, LON)
+            .await
+            .0,
+        401
+    );
+    let unknown = format!("{}/osmand?key={key}&id=999&lat={LAT}&lon={LON}", hub.base);
+    assert_eq!(
+        hub.http
+            .post(unknown)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    let keyless = format!("{}/osmand?id={DEVICE}&lat={LAT}&lon={LON}", hub.base);
+    let r = hub.http.post(keyless).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        hub.get("/v1/drivers/D1", "f1").await.0,
+        404,
+        "nothing got in"
+    );
+
+    // Invalid reports: 422 with every bad field.
+    let bad = format!(
+        "{}/osmand?key={key}&id={DEVICE}&lat=abc&timestamp=later",
+        hub.base
+    );
+    let r = hub.http.post(bad).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let body: Value = r.json().await.unwrap();
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, vec!["lat", "timestamp", "lon"], "{body}");
+    let (status, body) = traccar_classic(&hub, &key, t, 95.0, LON).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (422, Some("invalid_coordinates"))
+    );
+    let (status, _) = traccar_classic(&hub, &key, t + 3600, LAT, LON).await;
+    assert_eq!(status, 422, "an hour in the future");
+
+    // Registration rules: admins only, ids unique across fleets, revocation.
+    let d_token = hub.token(trackhub::auth::Role::Driver, "D1", "f1");
+    let (status, _) = hub
+        .post_as("/v1/devices", &d_token, &json!({"id":"x","driver_id":"D1"}))
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = hub
+        .post(
+            "/v1/devices",
+            "f2",
+            &json!({"id": DEVICE, "driver_id": "D9"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (status, body) = hub
+        .post(
+            "/v1/devices",
+            "f1",
+            &json!({"id": "p2", "driver_id": "D2", "key": "short"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (422, Some("key"))
+    );
+    let del = |fleet: &str| {
+        hub.http
+            .delete(hub.url(&format!("/v1/devices/{DEVICE}")))
+            .bearer_auth(hub.token(trackhub::auth::Role::Admin, "a", fleet))
+            .send()
+    };
+    assert_eq!(
+        del("f2").await.unwrap().status().as_u16(),
+        404,
+        "another fleet's device"
+    );
+    assert_eq!(traccar_classic(&hub, &key, t, LAT, LON).await.0, 200);
+    assert_eq!(del("f1").await.unwrap().status().as_u16(), 204);
+    assert_eq!(
+        traccar_classic(&hub, &key, t + 1, LAT, LON).await.0,
+        401,
+        "revoked"
+    );
+    hub.stop().await;
+}
