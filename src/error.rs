@@ -44,6 +44,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 413: the body is over the limit (1 MiB).
+    #[error("{0}")]
+    TooLarge(String),
     /// 500: our fault; details go to the log, not the client.
     #[error("internal error")]
     Internal(String),
@@ -72,6 +75,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
             }
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Content Too Large"),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
@@ -116,7 +120,20 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(e) => {
                 ApiError::UnsupportedMediaType(e.body_text())
             }
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::TooLarge(other.body_text())
+            }
             other => ApiError::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(rejection.body_text())
+        } else {
+            ApiError::BadRequest(rejection.body_text())
         }
     }
 }

@@ -145,9 +145,9 @@ pub async fn report(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let request = parse(query.as_deref(), &headers, &body)?;
+    let request = parse(query.as_deref(), &headers, &body?)?;
     let refused = || ApiError::Unauthorized("unknown device or wrong key".into());
     let key = key_of(query.as_deref(), &headers).ok_or_else(refused)?;
     let device = app

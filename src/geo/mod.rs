@@ -5,6 +5,7 @@
 //! distances metres, times unix milliseconds UTC.
 
 pub mod arrival;
+pub mod arrival_invariants;
 pub mod distance;
 pub mod index;
 pub mod seq_window;

@@ -1,0 +1,84 @@
+//! The promises of arrival detection, checked on any fix sequence: shared by the property tests
+//! (`tests/properties.rs`) and the fuzz target (`fuzz/fuzz_targets/arrival.rs`).
+//!
+//! For fixes that passed validation (finite, in range) and any stops:
+//! 1. a stop is checked in at most once and departed at most once, never before its check-in;
+//! 2. a check-in's dwell spans at least `dwell_ms`, and at least `min_fixes` fixes within the
+//!    dwell's time span were inside the stop's radius with acceptable accuracy, the confirming
+//!    fix among them ("never a check-in without a fix inside the radius");
+//! 3. a departure's fix lies beyond the exit ring.
+
+use std::collections::HashSet;
+
+use super::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopKey, StopPhase};
+use super::{haversine_m, Fix};
+
+/// Runs `fixes` in order through a fresh tracker holding `fences` (all pending); returns the
+/// decisions, or a description of the first broken promise.
+pub fn run_and_check(
+    fences: &[Geofence],
+    fixes: &[Fix],
+    cfg: &ArrivalConfig,
+) -> Result<Vec<Decision>, String> {
+    let mut tracker = ArrivalTracker::new();
+    for f in fences {
+        tracker.add_stop(f.clone(), StopPhase::Pending, cfg);
+    }
+    let fence = |key: &StopKey| fences.iter().rev().find(|f| &f.key == key);
+    let accurate = |f: &Fix| f.accuracy_m.is_none_or(|a| a <= cfg.max_accuracy_m);
+    let mut checked_in: HashSet<StopKey> = HashSet::new();
+    let mut departed: HashSet<StopKey> = HashSet::new();
+    let mut all = Vec::new();
+    for (i, fix) in fixes.iter().enumerate() {
+        for d in tracker.observe(fix, cfg) {
+            match &d {
+                Decision::CheckIn {
+                    key,
+                    arrived_at_ms,
+                    confirmed_at_ms,
+                } => {
+                    let g = fence(key).ok_or_else(|| format!("check-in at unknown stop {key:?}"))?;
+                    if !checked_in.insert(key.clone()) {
+                        return Err(format!("second check-in at {key:?} (fix {i})"));
+                    }
+                    if confirmed_at_ms - arrived_at_ms < cfg.dwell_ms {
+                        return Err(format!("dwell {arrived_at_ms}..{confirmed_at_ms} shorter than {} ms", cfg.dwell_ms));
+                    }
+                    let inside = |f: &&Fix| {
+                        accurate(f) && haversine_m(f.lat, f.lon, g.lat, g.lon) <= g.radius_m
+                    };
+                    if *confirmed_at_ms != fix.ts_ms || !inside(&fix) {
+                        return Err(format!("check-in at {key:?} confirmed by fix {i} {fix:?}, which is not an accurate fix inside"));
+                    }
+                    let n = fixes[..=i]
+                        .iter()
+                        .filter(|f| (*arrived_at_ms..=*confirmed_at_ms).contains(&f.ts_ms))
+                        .filter(inside)
+                        .count();
+                    if n < cfg.min_fixes as usize {
+                        return Err(format!("check-in at {key:?} on {n} fixes inside (< {})", cfg.min_fixes));
+                    }
+                }
+                Decision::Departure { key, departed_at_ms } => {
+                    let g = fence(key).ok_or_else(|| format!("departure from unknown stop {key:?}"))?;
+                    if !checked_in.contains(key) {
+                        return Err(format!("departure from {key:?} before its check-in"));
+                    }
+                    if !departed.insert(key.clone()) {
+                        return Err(format!("second departure from {key:?}"));
+                    }
+                    let first_out = fixes[..=i].iter().rev().find(|f| f.ts_ms == *departed_at_ms);
+                    let exit = g.radius_m * cfg.exit_radius_factor.max(1.0);
+                    match first_out {
+                        Some(f) if haversine_m(f.lat, f.lon, g.lat, g.lon) > exit => {}
+                        other => {
+                            return Err(format!("departure from {key:?} at a fix inside the exit ring: {other:?}"))
+                        }
+                    }
+                }
+            }
+            all.push(d);
+        }
+    }
+    Ok(all)
+}
