@@ -59,7 +59,7 @@ start() {
     port=$((BASE_PORT + i - 1))
     mkdir -p "$DIR/node$i"
     TRACKHUB_ADDR=127.0.0.1:$port TRACKHUB_DATA_DIR="$DIR/node$i" DATABASE_URL="$DATABASE_URL" \
-      REDIS_URL="$REDIS_URL" TRACKHUB_JWT_SECRET="$secret" \
+      REDIS_URL="$REDIS_URL" TRACKHUB_JWT_SECRET="$secret" TRACKHUB_TRUST_FORWARDED_FOR=true \
       nohup target/release/trackhub serve >"$DIR/node$i.log" 2>&1 &
     echo $! >"$DIR/node$i.pid"
     servers="$servers    server 127.0.0.1:$port max_fails=3 fail_timeout=5s;\n"

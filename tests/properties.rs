@@ -53,8 +53,16 @@ fn scenario() -> impl Strategy<Value = (Vec<Geofence>, Vec<Fix>)> {
                 .enumerate()
                 .map(|(i, (n, e, r))| {
                     let (lat, lon) = offset(lat0, lon0, *n, *e);
-                    let key = StopKey { trip_id: Arc::from("t"), stop_id: Arc::from(format!("s{i}")) };
-                    Geofence { key, lat, lon, radius_m: *r }
+                    let key = StopKey {
+                        trip_id: Arc::from("t"),
+                        stop_id: Arc::from(format!("s{i}")),
+                    };
+                    Geofence {
+                        key,
+                        lat,
+                        lon,
+                        radius_m: *r,
+                    }
                 })
                 .collect();
             let mut ts = 1_790_000_000_000i64;
@@ -70,7 +78,14 @@ fn scenario() -> impl Strategy<Value = (Vec<Geofence>, Vec<Fix>)> {
                         }
                         None => offset(lat0, lon0, a * 600.0, b * 600.0),
                     };
-                    fixes.push(Fix { ts_ms: ts, lat, lon, accuracy_m, speed_mps, heading_deg: None });
+                    fixes.push(Fix {
+                        ts_ms: ts,
+                        lat,
+                        lon,
+                        accuracy_m,
+                        speed_mps,
+                        heading_deg: None,
+                    });
                 }
             }
             (fences, fixes)
@@ -88,11 +103,18 @@ fn generated_scenarios_reach_check_ins_and_departures() {
     for _ in 0..200 {
         let (fences, fixes) = scenario().new_tree(&mut runner).unwrap().current();
         let decisions = run_and_check(&fences, &fixes, &ArrivalConfig::default()).unwrap();
-        with_checkin += decisions.iter().any(|d| matches!(d, Decision::CheckIn { .. })) as u32;
-        with_departure += decisions.iter().any(|d| matches!(d, Decision::Departure { .. })) as u32;
+        with_checkin += decisions
+            .iter()
+            .any(|d| matches!(d, Decision::CheckIn { .. })) as u32;
+        with_departure += decisions
+            .iter()
+            .any(|d| matches!(d, Decision::Departure { .. })) as u32;
     }
     assert!(with_checkin >= 60, "{with_checkin}/200 scenarios check in");
-    assert!(with_departure >= 20, "{with_departure}/200 scenarios depart");
+    assert!(
+        with_departure >= 20,
+        "{with_departure}/200 scenarios depart"
+    );
 }
 
 proptest! {

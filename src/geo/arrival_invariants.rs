@@ -37,12 +37,16 @@ pub fn run_and_check(
                     arrived_at_ms,
                     confirmed_at_ms,
                 } => {
-                    let g = fence(key).ok_or_else(|| format!("check-in at unknown stop {key:?}"))?;
+                    let g =
+                        fence(key).ok_or_else(|| format!("check-in at unknown stop {key:?}"))?;
                     if !checked_in.insert(key.clone()) {
                         return Err(format!("second check-in at {key:?} (fix {i})"));
                     }
                     if confirmed_at_ms - arrived_at_ms < cfg.dwell_ms {
-                        return Err(format!("dwell {arrived_at_ms}..{confirmed_at_ms} shorter than {} ms", cfg.dwell_ms));
+                        return Err(format!(
+                            "dwell {arrived_at_ms}..{confirmed_at_ms} shorter than {} ms",
+                            cfg.dwell_ms
+                        ));
                     }
                     let inside = |f: &&Fix| {
                         accurate(f) && haversine_m(f.lat, f.lon, g.lat, g.lon) <= g.radius_m
@@ -56,23 +60,35 @@ pub fn run_and_check(
                         .filter(inside)
                         .count();
                     if n < cfg.min_fixes as usize {
-                        return Err(format!("check-in at {key:?} on {n} fixes inside (< {})", cfg.min_fixes));
+                        return Err(format!(
+                            "check-in at {key:?} on {n} fixes inside (< {})",
+                            cfg.min_fixes
+                        ));
                     }
                 }
-                Decision::Departure { key, departed_at_ms } => {
-                    let g = fence(key).ok_or_else(|| format!("departure from unknown stop {key:?}"))?;
+                Decision::Departure {
+                    key,
+                    departed_at_ms,
+                } => {
+                    let g =
+                        fence(key).ok_or_else(|| format!("departure from unknown stop {key:?}"))?;
                     if !checked_in.contains(key) {
                         return Err(format!("departure from {key:?} before its check-in"));
                     }
                     if !departed.insert(key.clone()) {
                         return Err(format!("second departure from {key:?}"));
                     }
-                    let first_out = fixes[..=i].iter().rev().find(|f| f.ts_ms == *departed_at_ms);
+                    let first_out = fixes[..=i]
+                        .iter()
+                        .rev()
+                        .find(|f| f.ts_ms == *departed_at_ms);
                     let exit = g.radius_m * cfg.exit_radius_factor.max(1.0);
                     match first_out {
                         Some(f) if haversine_m(f.lat, f.lon, g.lat, g.lon) > exit => {}
                         other => {
-                            return Err(format!("departure from {key:?} at a fix inside the exit ring: {other:?}"))
+                            return Err(format!(
+                                "departure from {key:?} at a fix inside the exit ring: {other:?}"
+                            ))
                         }
                     }
                 }
