@@ -97,6 +97,16 @@ impl Limits {
         quota(self.cfg.msgs_per_s, self.cfg.msg_burst).map(RateLimiter::direct)
     }
 
+    /// The `rate_limited` message for a socket over its message rate.
+    pub fn over_rate_message(&self) -> String {
+        format!("more than {} messages/s", self.cfg.msgs_per_s)
+    }
+
+    /// The `rate_limited` message for an IP over its connection rate.
+    pub fn over_connection_rate_message(&self) -> &'static str {
+        "too many new connections from this address; retry later"
+    }
+
     /// Forgets per-IP buckets that are full again (called every second by the sweeper), so the
     /// map holds only IPs seen recently.
     pub fn sweep(&self) {

@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::{admit, close, close_for_restart, inbound, Admitted, Conn, Inbound};
+use super::{admit, close, close_for_restart, Admitted, Conn, Received};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
@@ -48,7 +48,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
     if !app.limits.admit_connection(admitted.ip) {
         let refusal = error(
             "rate_limited",
-            "too many new connections from this address; retry later",
+            app.limits.over_connection_rate_message(),
             None,
         );
         conn.refuse(codec.encode_driver(&refusal), policy, "connection rate")
@@ -74,17 +74,17 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
     loop {
         tokio::select! {
             msg = conn.socket.recv() => {
-                conn.heartbeat.heard();
-                let msg = inbound(&mut conn.socket, msg).await;
-                let Some(frame) = msg.frame() else {
-                    if matches!(msg, Inbound::End) { return }
-                    continue;
+                let data = match conn.received(msg).await {
+                    Received::Data(data) => data,
+                    Received::Nothing => continue,
+                    Received::End => return,
+                    Received::OverRate => {
+                        let refusal = error("rate_limited", app.limits.over_rate_message(), None);
+                        conn.refuse(codec.encode_driver(&refusal), policy, "message rate").await;
+                        return;
+                    }
                 };
-                if conn.over_rate() {
-                    let refusal = error("rate_limited", format!("more than {} messages/s", app.limits.cfg.msgs_per_s), None);
-                    conn.refuse(codec.encode_driver(&refusal), policy, "message rate").await;
-                    return;
-                }
+                let Some(frame) = data.frame() else { continue };
                 let (replies, forbidden) = handle_frame(&app, &who, codec.decode_driver(frame)).await;
                 for reply in &replies {
                     if !conn.send(codec.encode_driver(reply)).await {

@@ -111,9 +111,15 @@ impl Conn {
         }
     }
 
-    /// Counts one received message; true when the socket is over its message rate.
-    pub fn over_rate(&self) -> bool {
-        self.limiter.as_ref().is_some_and(|l| l.check().is_err())
+    /// Sorts one received message after the liveness, size and rate checks.
+    pub async fn received(&mut self, msg: Option<Result<Message, axum::Error>>) -> Received {
+        self.heartbeat.heard();
+        match inbound(&mut self.socket, msg).await {
+            Inbound::End => Received::End,
+            Inbound::Control => Received::Nothing,
+            _ if self.limiter.as_ref().is_some_and(|l| l.check().is_err()) => Received::OverRate,
+            data => Received::Data(data),
+        }
     }
 
     /// When the token expires: the session closes then with 4001.
@@ -191,6 +197,18 @@ pub fn authorize(caller: Result<Caller, ApiError>, roles: &[Role]) -> Result<Cla
     let caller = caller?;
     caller.require(roles)?;
     Ok(caller.0)
+}
+
+/// One received message as a session acts on it.
+pub enum Received {
+    /// A text or binary frame for the codec.
+    Data(Inbound),
+    /// A control frame: nothing to do.
+    Nothing,
+    /// The socket is finished.
+    End,
+    /// Over the message rate: refuse with `rate_limited` and close 1008.
+    OverRate,
 }
 
 /// What a session does with one received message.

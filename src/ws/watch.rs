@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::{admit, close, close_for_restart, inbound, Admitted, Conn, Inbound};
+use super::{admit, close, close_for_restart, Admitted, Conn, Received};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
@@ -58,10 +58,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
     let codec = conn.codec;
     let policy = super::close::POLICY;
     if !app.limits.admit_connection(admitted.ip) {
-        let refusal = error(
-            "rate_limited",
-            "too many new connections from this address; retry later",
-        );
+        let refusal = error("rate_limited", app.limits.over_connection_rate_message());
         conn.refuse(codec.encode_watch(&refusal), policy, "connection rate")
             .await;
         return;
@@ -76,17 +73,17 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
         // Each arm yields the frame to send; `continue` when there is none.
         let frame: WatchOut = tokio::select! {
             msg = conn.socket.recv() => {
-                conn.heartbeat.heard();
-                let msg = inbound(&mut conn.socket, msg).await;
-                let Some(frame) = msg.frame() else {
-                    if matches!(msg, Inbound::End) { return }
-                    continue;
+                let data = match conn.received(msg).await {
+                    Received::Data(data) => data,
+                    Received::Nothing => continue,
+                    Received::End => return,
+                    Received::OverRate => {
+                        let refusal = error("rate_limited", app.limits.over_rate_message());
+                        conn.refuse(codec.encode_watch(&refusal), policy, "message rate").await;
+                        return;
+                    }
                 };
-                if conn.over_rate() {
-                    let refusal = error("rate_limited", format!("more than {} messages/s", app.limits.cfg.msgs_per_s));
-                    conn.refuse(codec.encode_watch(&refusal), policy, "message rate").await;
-                    return;
-                }
+                let Some(frame) = data.frame() else { continue };
                 handle_subscribe(&app, &fleet, &handle, codec.decode_watch(frame))
                     .unwrap_or_else(|e| error(e.code, e.message))
             }
