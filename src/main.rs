@@ -44,6 +44,12 @@ struct TokenArgs {
     /// Lifetime, seconds.
     #[arg(long, default_value_t = 86_400)]
     ttl_s: i64,
+    /// `iss` to put in the token: the hub's `--jwt-issuer`, when it requires one.
+    #[arg(long, env = "TRACKHUB_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// `aud` to put in the token: the hub's `--jwt-audience`, when it requires one.
+    #[arg(long, env = "TRACKHUB_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -87,8 +93,17 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token(args) => {
             let secret = load_secret(&args.data_dir, args.jwt_secret.as_deref(), false)?;
-            let token =
-                Keys::from_secret(&secret).mint(&args.sub, args.role, &args.fleet, args.ttl_s);
+            let claims = trackhub::auth::AuthConfig {
+                issuer: args.jwt_issuer,
+                audience: args.jwt_audience,
+                ..Default::default()
+            };
+            let token = Keys::from_config(&secret, &claims)?.mint(
+                &args.sub,
+                args.role,
+                &args.fleet,
+                args.ttl_s,
+            );
             println!("{token}");
             Ok(())
         }
