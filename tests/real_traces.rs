@@ -8,6 +8,7 @@ use common::*;
 use serde_json::json;
 use trackhub::eval::amazon;
 use trackhub::geo::arrival::{ArrivalConfig, ArrivalTracker, Decision, StopPhase};
+use trackhub::protocol::codec::Codec;
 use trackhub::replay::{self, ReplayArgs};
 
 fn replay_args(hub: &TestHub, files: Vec<std::path::PathBuf>, speed: f64) -> ReplayArgs {
@@ -21,6 +22,7 @@ fn replay_args(hub: &TestHub, files: Vec<std::path::PathBuf>, speed: f64) -> Rep
         limit: None,
         max_fixes: None,
         amazon_trips: false,
+        codec: Codec::Json,
         quiet: true,
         files,
     }
@@ -70,9 +72,10 @@ fn detect_in_process(chunk: &amazon::Chunk) -> BTreeSet<String> {
     out
 }
 
-/// 24 chunks replayed through a real hub at 240× over WebSockets, trips created over REST: the
-/// server's check-ins are exactly the in-process detector's, so the full-set figures hold
-/// end to end; and replaying again adds none.
+/// 24 chunks replayed through a real hub at 240× over WebSockets in the protobuf codec (the
+/// other real-trace replays use JSON), trips created over REST: the server's check-ins are
+/// exactly the in-process detector's, so the full-set figures hold end to end; and replaying
+/// again adds none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amazon_chunks_replayed_through_the_hub_check_in_like_the_detector() {
     let hub = TestHub::start().await;
@@ -82,6 +85,7 @@ async fn amazon_chunks_replayed_through_the_hub_check_in_like_the_detector() {
             .to_vec();
     let mut args = replay_args(&hub, paths.clone(), 240.0);
     args.amazon_trips = true;
+    args.codec = Codec::Proto;
     args.origin = Some(format!(
         "{},{}",
         amazon::DEFAULT_ORIGIN.0,

@@ -19,7 +19,7 @@ pub const PROTO_PROTOCOL: &str = "trackhub.v1.proto";
 pub const PROTOCOLS: [&str; 2] = [PROTO_PROTOCOL, JSON_PROTOCOL];
 
 /// How one socket's frames are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Codec {
     Json,
     Proto,

@@ -16,10 +16,12 @@ use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth::{load_secret, Keys, Role};
 use crate::eval::amazon;
+use crate::protocol::codec::{Codec, JSON_PROTOCOL, PROTO_PROTOCOL};
 use crate::protocol::driver::MAX_BATCH;
 use crate::protocol::time::now_ms;
 use formats::Trace;
@@ -56,6 +58,9 @@ pub struct ReplayArgs {
     /// ≥ 60 s begin (must check in) and on stretches only driven past (must not).
     #[arg(long)]
     pub amazon_trips: bool,
+    /// Wire codec of the driver sockets (`Sec-WebSocket-Protocol`).
+    #[arg(long, value_enum, default_value = "json")]
+    pub codec: Codec,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -170,6 +175,7 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Summary> {
     for trace in traces {
         let token = keys.mint(&trace.driver_id, Role::Driver, &args.fleet, 7 * 86_400);
         let url = format!("{ws_base}/v1/ws/driver?access_token={token}");
+        let codec = args.codec;
         let (counters, bar, slots, speed) = (
             counters.clone(),
             bar.clone(),
@@ -178,9 +184,11 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Summary> {
         );
         tasks.push(tokio::spawn(async move {
             let driver = trace.driver_id.clone();
-            drive(trace, url, speed, start, start_ms, counters, bar, slots)
-                .await
-                .with_context(|| format!("driver {driver}"))
+            drive(
+                trace, url, codec, speed, start, start_ms, counters, bar, slots,
+            )
+            .await
+            .with_context(|| format!("driver {driver}"))
         }));
     }
     let mut failed_drivers = 0;
@@ -213,6 +221,7 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Summary> {
 async fn drive(
     trace: Trace,
     url: String,
+    codec: Codec,
     speed: f64,
     start: Instant,
     start_ms: i64,
@@ -222,7 +231,15 @@ async fn drive(
 ) -> anyhow::Result<()> {
     let ws = {
         let _slot = slots.acquire().await?;
-        tokio_tungstenite::connect_async(url.as_str())
+        let mut request = url.as_str().into_client_request()?;
+        let protocol = match codec {
+            Codec::Json => JSON_PROTOCOL,
+            Codec::Proto => PROTO_PROTOCOL,
+        };
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocol.parse()?);
+        tokio_tungstenite::connect_async(request)
             .await
             .map(|(ws, _)| ws)
             .map_err(|e| anyhow!("connect: {e}"))?
@@ -234,13 +251,8 @@ async fn drive(
         tokio::spawn(async move {
             let mut acked = 0u64;
             while let Some(Ok(msg)) = stream.next().await {
-                let Message::Text(text) = msg else { continue };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
-                    continue;
-                };
-                match v["type"].as_str() {
-                    Some("ack") => {
-                        let seq = v["seq"].as_u64().unwrap_or(0);
+                match reply_of(codec, msg) {
+                    Reply::Ack(seq) => {
                         if seq > acked {
                             counters.acked.fetch_add(seq - acked, Ordering::Relaxed);
                             bar.inc(seq - acked);
@@ -250,13 +262,13 @@ async fn drive(
                             break;
                         }
                     }
-                    Some("error") => {
+                    Reply::Error => {
                         counters.rejected.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some("checkin") => {
+                    Reply::Checkin => {
                         counters.checkins.fetch_add(1, Ordering::Relaxed);
                     }
-                    _ => {}
+                    Reply::Other => {}
                 }
             }
             acked
@@ -278,18 +290,14 @@ async fn drive(
             .find(|&j| due(&trace.fixes[j]) > now)
             .unwrap_or(trace.fixes.len().min(i + MAX_BATCH));
         // Recorded spacing, ending at "now" for the last fix; never stamped in the future.
-        let pings: Vec<serde_json::Value> = (i..end)
+        let pings: Vec<(u64, i64, &Fix)> = (i..end)
             .map(|k| {
                 let f = &trace.fixes[k];
                 let ts = (start_ms + span_ms - (t_last - f.ts_ms)).min(now_ms());
-                ping_json(k as u64 + 1, ts, f)
+                (k as u64 + 1, ts, f)
             })
             .collect();
-        let frame = match <[_; 1]>::try_from(pings) {
-            Ok([one]) => one,
-            Err(pings) => json!({"type": "batch", "pings": pings}),
-        };
-        sink.send(Message::Text(frame.to_string().into()))
+        sink.send(frame_of(codec, &pings))
             .await
             .map_err(|e| anyhow!("send: {e}"))?;
         counters.sent.fetch_add((end - i) as u64, Ordering::Relaxed);
@@ -310,18 +318,91 @@ async fn drive(
 /// per-socket rate).
 const SEND_INTERVAL: Duration = Duration::from_millis(100);
 
-fn ping_json(seq: u64, ts_ms: i64, f: &Fix) -> serde_json::Value {
-    let mut v = json!({"type": "ping", "seq": seq, "ts": ts_ms, "lat": f.lat, "lon": f.lon});
-    if let Some(a) = f.accuracy_m {
-        v["accuracy_m"] = json!(a);
+/// One message with these pings (`seq`, device time ms, fix): a `ping` when there is one, a
+/// `batch` otherwise, in the socket's codec.
+fn frame_of(codec: Codec, pings: &[(u64, i64, &Fix)]) -> Message {
+    match codec {
+        Codec::Json => {
+            let json: Vec<serde_json::Value> = pings
+                .iter()
+                .map(|(seq, ts, f)| {
+                    let mut v =
+                        json!({"type": "ping", "seq": seq, "ts": ts, "lat": f.lat, "lon": f.lon});
+                    for (k, x) in [
+                        ("accuracy_m", f.accuracy_m),
+                        ("speed_mps", f.speed_mps),
+                        ("heading_deg", f.heading_deg),
+                    ] {
+                        if let Some(x) = x {
+                            v[k] = json!(x);
+                        }
+                    }
+                    v
+                })
+                .collect();
+            let frame = match <[_; 1]>::try_from(json) {
+                Ok([one]) => one,
+                Err(pings) => json!({"type": "batch", "pings": pings}),
+            };
+            Message::Text(frame.to_string().into())
+        }
+        Codec::Proto => {
+            use crate::protocol::pb;
+            let mut pbs: Vec<pb::Ping> = pings
+                .iter()
+                .map(|(seq, ts, f)| pb::Ping {
+                    seq: *seq,
+                    ts_ms: *ts,
+                    lat: f.lat,
+                    lon: f.lon,
+                    accuracy_m: f.accuracy_m,
+                    speed_mps: f.speed_mps,
+                    heading_deg: f.heading_deg,
+                    driver_id: None,
+                })
+                .collect();
+            let msg = if pbs.len() == 1 {
+                pb::driver_in::Msg::Ping(pbs.remove(0))
+            } else {
+                pb::driver_in::Msg::Batch(pb::Batch { pings: pbs })
+            };
+            Message::Binary(prost::Message::encode_to_vec(&pb::DriverIn { msg: Some(msg) }).into())
+        }
     }
-    if let Some(s) = f.speed_mps {
-        v["speed_mps"] = json!(s);
+}
+
+/// What the hub answered, as the replay counts it.
+enum Reply {
+    Ack(u64),
+    Error,
+    Checkin,
+    Other,
+}
+
+fn reply_of(codec: Codec, msg: Message) -> Reply {
+    match (codec, msg) {
+        (Codec::Json, Message::Text(text)) => {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
+                return Reply::Other;
+            };
+            match v["type"].as_str() {
+                Some("ack") => Reply::Ack(v["seq"].as_u64().unwrap_or(0)),
+                Some("error") => Reply::Error,
+                Some("checkin") => Reply::Checkin,
+                _ => Reply::Other,
+            }
+        }
+        (Codec::Proto, Message::Binary(bytes)) => {
+            use crate::protocol::pb::{driver_out::Msg, DriverOut};
+            match <DriverOut as prost::Message>::decode(bytes.as_ref()).map(|m| m.msg) {
+                Ok(Some(Msg::Ack(a))) => Reply::Ack(a.seq),
+                Ok(Some(Msg::Error(_))) => Reply::Error,
+                Ok(Some(Msg::Checkin(_))) => Reply::Checkin,
+                _ => Reply::Other,
+            }
+        }
+        _ => Reply::Other,
     }
-    if let Some(h) = f.heading_deg {
-        v["heading_deg"] = json!(h);
-    }
-    v
 }
 
 async fn create_amazon_trip(
