@@ -29,7 +29,13 @@ pub fn run_and_check(
     let mut checked_in: HashSet<StopKey> = HashSet::new();
     let mut departed: HashSet<StopKey> = HashSet::new();
     let mut all = Vec::new();
+    // The fixes the tracker acts on: device time must increase, later equal or older ones are
+    // ignored (and so must be ignored here when looking a decision's fixes up).
+    let mut observed: Vec<&Fix> = Vec::new();
     for (i, fix) in fixes.iter().enumerate() {
+        if observed.last().is_none_or(|last| fix.ts_ms > last.ts_ms) {
+            observed.push(fix);
+        }
         for d in tracker.observe(fix, cfg) {
             match &d {
                 Decision::CheckIn {
@@ -54,8 +60,9 @@ pub fn run_and_check(
                     if *confirmed_at_ms != fix.ts_ms || !inside(&fix) {
                         return Err(format!("check-in at {key:?} confirmed by fix {i} {fix:?}, which is not an accurate fix inside"));
                     }
-                    let n = fixes[..=i]
+                    let n = observed
                         .iter()
+                        .copied()
                         .filter(|f| (*arrived_at_ms..=*confirmed_at_ms).contains(&f.ts_ms))
                         .filter(inside)
                         .count();
@@ -78,10 +85,7 @@ pub fn run_and_check(
                     if !departed.insert(key.clone()) {
                         return Err(format!("second departure from {key:?}"));
                     }
-                    let first_out = fixes[..=i]
-                        .iter()
-                        .rev()
-                        .find(|f| f.ts_ms == *departed_at_ms);
+                    let first_out = observed.iter().find(|f| f.ts_ms == *departed_at_ms);
                     let exit = g.radius_m * cfg.exit_radius_factor.max(1.0);
                     match first_out {
                         Some(f) if haversine_m(f.lat, f.lon, g.lat, g.lon) > exit => {}
@@ -97,4 +101,69 @@ pub fn run_and_check(
         }
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Found by the `arrival` fuzz target: a departure whose first outside fix shares its
+    /// timestamp with a later fix back at the stop. The tracker ignores that later fix (time
+    /// must increase), so the departure is right and the check must look at the fix it used.
+    #[test]
+    fn a_repeated_timestamp_after_leaving_does_not_hide_the_departure_fix() {
+        let (lat0, lon0) = (-49.0667, 21.76);
+        let at = |n: f64, e: f64| {
+            (
+                lat0 + n / 111_195.0,
+                lon0 + e / (111_195.0 * lat0.to_radians().cos()),
+            )
+        };
+        let (slat, slon) = at(43.69, 43.69);
+        let key = StopKey {
+            trip_id: Arc::from("t"),
+            stop_id: Arc::from("s0"),
+        };
+        let fences = vec![Geofence {
+            key,
+            lat: slat,
+            lon: slon,
+            radius_m: 27.0,
+        }];
+        // (ms since start, metres north, metres east): at the stop, gone 197 m, "back" at the
+        // same ms, then 43.5 m away (beyond the 40.5 m exit ring).
+        let steps = [
+            (0, 43.5, 43.7),
+            (43_690, 43.7, 43.7),
+            (221_260, 25.6, 43.7),
+            (224_000, 43.7, 43.7),
+            (267_680, 43.7, 43.7),
+            (313_660, -58.7, 211.8),
+            (313_660, 43.7, 43.7),
+            (357_350, 43.7, 0.2),
+        ];
+        let fixes: Vec<Fix> = steps
+            .iter()
+            .map(|(t, n, e)| {
+                let (lat, lon) = at(*n, *e);
+                Fix {
+                    accuracy_m: Some(17.0),
+                    ..Fix::at(1_790_000_000_000 + t, lat, lon)
+                }
+            })
+            .collect();
+        let cfg = ArrivalConfig {
+            dwell_ms: 1000,
+            ..ArrivalConfig::default()
+        };
+        let decisions = run_and_check(&fences, &fixes, &cfg).unwrap();
+        assert!(
+            matches!(
+                decisions.last(),
+                Some(Decision::Departure { departed_at_ms, .. }) if *departed_at_ms == fixes[5].ts_ms
+            ),
+            "{decisions:?}"
+        );
+    }
 }
