@@ -104,13 +104,7 @@ fn key_of(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
             .find(|(k, _)| k == "key")
             .map(|(_, v)| v.into_owned())
     });
-    from_query.or_else(|| {
-        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, key) = value.split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| key.trim().to_string())
-    })
+    from_query.or_else(|| crate::auth::bearer(headers))
 }
 
 fn parse(
