@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use crate::auth::{load_secret, Keys};
 use crate::bus::{self, Bus, Incoming};
 use crate::config::ServerConfig;
+use crate::fanout::feed::EventFeed;
 use crate::fanout::Fanout;
+use crate::hub::presence::{Emitter, PresenceLog};
 use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::protocol::time::now_ms;
@@ -42,9 +44,13 @@ pub struct Running {
     sessions_rx: mpsc::Receiver<()>,
     server: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
+    /// Webhook dispatcher and event retention.
+    webhooks: JoinHandle<()>,
+    retention: JoinHandle<()>,
     bus_tasks: Option<(bus::redis::BusTasks, JoinHandle<()>)>,
     writer_stop: watch::Sender<bool>,
     writer: JoinHandle<()>,
+    presence_writer: JoinHandle<()>,
 }
 
 /// Opens the store, restores active trips, binds the listener and starts serving.
@@ -54,7 +60,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     crate::metrics::handle();
     let store = Store::connect(&cfg.database_url).await?;
     let (writer_stop, writer_stop_rx) = watch::channel(false);
-    let (track, writer) = TrackWriter::spawn(store.clone(), writer_stop_rx);
+    let (track, writer) = TrackWriter::spawn(store.clone(), writer_stop_rx.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (bus, incoming) = match &cfg.redis_url {
         Some(url) => {
@@ -63,7 +69,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         }
         None => (Bus::local(), None),
     };
-    let hub = Arc::new(Hub::new(cfg.hub, store, track, Fanout::new(), bus));
+    let emitter = Emitter {
+        fanout: Fanout::new(),
+        bus,
+        feed: EventFeed::new(),
+    };
+    let (presence, presence_writer) =
+        PresenceLog::spawn(store.clone(), emitter.clone(), writer_stop_rx.clone());
+    let hub = Arc::new(Hub::new(cfg.hub, store, track, presence, emitter));
     let bus_tasks =
         incoming.map(|(rx, tasks)| (tasks, tokio::spawn(apply_incoming(hub.clone(), rx))));
 
@@ -89,6 +102,17 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         .with_graceful_shutdown(async move { draining(&mut stop).await })
         .await
     });
+    let webhooks = tokio::spawn(crate::webhooks::run(
+        hub.store.clone(),
+        cfg.webhooks,
+        hub.feed.subscribe_all(),
+        shutdown_rx.clone(),
+    ));
+    let retention = tokio::spawn(event_retention(
+        hub.store.clone(),
+        Duration::from_secs(cfg.events.retention_s),
+        shutdown_rx.clone(),
+    ));
     let sweeper = tokio::spawn(presence_sweeper(hub, state.limits.clone(), shutdown_rx));
     tracing::info!(
         %addr,
@@ -103,9 +127,12 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         sessions_rx,
         server,
         sweeper,
+        webhooks,
+        retention,
         bus_tasks,
         writer_stop,
         writer,
+        presence_writer,
     })
 }
 
@@ -127,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::api::metrics))
         .route("/v1/ws/driver", get(crate::ws::driver::upgrade))
         .route("/v1/ws/watch", get(crate::ws::watch::upgrade))
+        .route("/v1/ws/stream", get(crate::ws::stream::upgrade))
         .merge(crate::api::routes().layer(cors(&state.cfg.allowed_origins)))
         .with_state(state)
 }
@@ -166,6 +194,28 @@ async fn presence_sweeper(hub: Arc<Hub>, limits: Arc<Limits>, mut shutdown: watc
     }
 }
 
+/// Deletes events older than `retention` (and finished webhook deliveries as old), checking a
+/// few times per retention period, at most hourly.
+async fn event_retention(store: Store, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+    let every = (retention / 4).clamp(Duration::from_millis(250), Duration::from_secs(3_600));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match store.prune_events(now_ms() - retention.as_millis() as i64).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        metrics::counter!(crate::metrics::EVENTS_PRUNED).increment(n);
+                        tracing::info!(events = n, "event retention: deleted old events");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "event retention failed; retrying later"),
+                }
+            }
+            _ = draining(&mut shutdown) => return,
+        }
+    }
+}
+
 fn redact(url: &str) -> String {
     match url.split_once('@') {
         Some((scheme_user, host)) => format!(
@@ -186,9 +236,12 @@ impl Running {
             mut sessions_rx,
             server,
             sweeper,
+            webhooks,
+            retention,
             bus_tasks,
             writer_stop,
             writer,
+            presence_writer,
             ..
         } = self;
         let _ = shutdown_tx.send(true);
@@ -203,12 +256,15 @@ impl Running {
             tracing::warn!("sockets still open after the grace period");
         }
         let _ = sweeper.await;
+        let _ = webhooks.await;
+        let _ = retention.await;
         if let Some((tasks, applier)) = bus_tasks {
             tasks.join().await;
             let _ = applier.await;
         }
         let _ = writer_stop.send(true);
         let _ = writer.await;
+        let _ = presence_writer.await;
         store.close().await;
         Ok(())
     }

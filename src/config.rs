@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -9,6 +10,7 @@ use crate::auth::AuthConfig;
 use crate::geo::arrival::ArrivalConfig;
 use crate::hub::HubConfig;
 use crate::limits::LimitsConfig;
+use crate::webhooks::WebhookConfig;
 
 /// Flags of `trackhub serve`. Every one has a `TRACKHUB_…` variable (or `DATABASE_URL`).
 #[derive(Debug, Clone, Args)]
@@ -87,6 +89,46 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "TRACKHUB_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Durable events older than this (server time of storage) are deleted, seconds (7 days).
+    #[arg(long, env = "TRACKHUB_EVENT_RETENTION_S", default_value_t = EventsConfig::default().retention_s)]
+    pub event_retention_s: u64,
+    /// Positions an `all`-mode stream may have queued before it is disconnected as too slow.
+    #[arg(long, env = "TRACKHUB_STREAM_QUEUE", default_value_t = EventsConfig::default().stream_queue)]
+    pub stream_queue: usize,
+    /// Webhook request timeout, seconds.
+    #[arg(long, env = "TRACKHUB_WEBHOOK_TIMEOUT_S", default_value_t = 10)]
+    pub webhook_timeout_s: u64,
+    /// First webhook retry delay, ms; doubles per attempt, with jitter.
+    #[arg(long, env = "TRACKHUB_WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000)]
+    pub webhook_retry_base_ms: u64,
+    /// Longest delay between two webhook attempts, seconds.
+    #[arg(long, env = "TRACKHUB_WEBHOOK_RETRY_MAX_S", default_value_t = 3_600)]
+    pub webhook_retry_max_s: u64,
+    /// A webhook delivery still failing this long after its event goes to the dead-letter list,
+    /// seconds (24 h).
+    #[arg(long, env = "TRACKHUB_WEBHOOK_GIVE_UP_S", default_value_t = 86_400)]
+    pub webhook_give_up_s: u64,
+}
+
+/// The durable event log and the service streams that read it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventsConfig {
+    /// Retention of stored events, seconds. Default 7 days.
+    pub retention_s: u64,
+    /// Queue of an `all`-mode stream, positions. Default 16,384 (≈ 1.6 s of a 10k fixes/s fleet).
+    pub stream_queue: usize,
+    /// How often a stream re-reads the log without a wake-up (a lost bus message), ms.
+    pub reread_ms: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            retention_s: 7 * 86_400,
+            stream_queue: 16_384,
+            reread_ms: 2_000,
+        }
+    }
 }
 
 /// Everything the server needs, resolved.
@@ -106,6 +148,8 @@ pub struct ServerConfig {
     pub hub: HubConfig,
     pub flush_interval_ms: u64,
     pub idle_timeout_s: u64,
+    pub events: EventsConfig,
+    pub webhooks: WebhookConfig,
 }
 
 impl ServeArgs {
@@ -152,6 +196,18 @@ impl ServeArgs {
             },
             flush_interval_ms: self.flush_interval_ms.max(1),
             idle_timeout_s: self.idle_timeout_s.max(3),
+            events: EventsConfig {
+                retention_s: self.event_retention_s.max(1),
+                stream_queue: self.stream_queue.max(1),
+                ..EventsConfig::default()
+            },
+            webhooks: WebhookConfig {
+                timeout: Duration::from_secs(self.webhook_timeout_s.max(1)),
+                retry_base: Duration::from_millis(self.webhook_retry_base_ms.max(1)),
+                retry_max: Duration::from_secs(self.webhook_retry_max_s.max(1)),
+                give_up_after: Duration::from_secs(self.webhook_give_up_s),
+                ..WebhookConfig::default()
+            },
         }
     }
 }
@@ -179,6 +235,8 @@ impl ServerConfig {
             hub: HubConfig::default(),
             flush_interval_ms: 100,
             idle_timeout_s: 60,
+            events: EventsConfig::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }

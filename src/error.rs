@@ -47,6 +47,12 @@ pub enum ApiError {
     /// 413: the body is over the limit (1 MiB).
     #[error("{0}")]
     TooLarge(String),
+    /// 429: over a rate limit.
+    #[error("{0}")]
+    TooManyRequests(String),
+    /// 410: what was asked for existed but is gone for good (events past retention).
+    #[error("{0}")]
+    Gone(String),
     /// 500: our fault; details go to the log, not the client.
     #[error("internal error")]
     Internal(String),
@@ -76,6 +82,8 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
             }
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Content Too Large"),
+            ApiError::Gone(_) => (StatusCode::GONE, "Gone"),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")

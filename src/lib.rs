@@ -22,4 +22,6 @@ pub mod osmand;
 pub mod protocol;
 pub mod replay;
 pub mod store;
+pub mod stream;
+pub mod webhooks;
 pub mod ws;

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the hub (embedded defaults: SQLite in ./data, in-process bus, 127.0.0.1:8080).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint a token with the hub's secret; printed on the last line.
     Token(TokenArgs),
     /// Replay recorded traces as live drivers over WebSockets.

@@ -30,6 +30,19 @@ pub const BUS_CONNECTS: &str = "trackhub_bus_connects_total";
 /// Seconds from a fix accepted on another node to its application here (clock skew included).
 pub const BUS_LAG_SECONDS: &str = "trackhub_bus_lag_seconds";
 
+/// Service streams in `all` mode disconnected because their queue filled (slow consumer).
+pub const STREAM_OVERFLOWS: &str = "trackhub_stream_overflows_total";
+/// Events sent on service streams (WebSocket and SSE), after any resume.
+pub const STREAM_EVENTS: &str = "trackhub_stream_events_total";
+/// Webhook delivery attempts by outcome: `delivered`, `failed` (will retry), `dead`.
+pub const WEBHOOK_ATTEMPTS: &str = "trackhub_webhook_attempts_total";
+/// Seconds one webhook POST took (answer or error).
+pub const WEBHOOK_SECONDS: &str = "trackhub_webhook_request_seconds";
+/// Seconds from an event being stored to its webhook delivery (retries included).
+pub const WEBHOOK_LAG_SECONDS: &str = "trackhub_webhook_delivery_lag_seconds";
+/// Events deleted by retention.
+pub const EVENTS_PRUNED: &str = "trackhub_events_pruned_total";
+
 /// Installs the process-wide recorder once and returns the handle that renders it.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -2,7 +2,10 @@
 //! Every read is scoped to the caller's fleet; errors are problem+json (see `error`).
 
 mod devices;
+mod events;
+pub mod streams;
 mod trips;
+mod webhooks;
 
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -73,6 +76,15 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/devices", post(devices::create))
         .route("/v1/devices/{id}", axum::routing::delete(devices::delete))
         .route("/osmand", get(devices::report).post(devices::report))
+        .route("/v1/events", get(events::list))
+        .route("/v1/stream", get(streams::sse))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route(
+            "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+            post(webhooks::redeliver),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
 }
 

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::{Incoming, Outgoing};
-use crate::geo::arrival::StopKey;
 use crate::geo::index::LivePosition;
 use crate::geo::Fix;
-use crate::hub::events::{CheckinSource, Event, EventKind};
+use crate::hub::events::Event;
 use crate::protocol::pb;
 
 /// Channel of a fleet's positions: `trackhub:{fleet}:pos`.
@@ -34,8 +33,8 @@ pub enum DecodeError {
     Protobuf(#[from] prost::DecodeError),
     #[error("channel {0:?} is not a trackhub channel")]
     Channel(String),
-    #[error("event {0:?} lacks {1}")]
-    Event(String, &'static str),
+    #[error(transparent)]
+    Event(#[from] pb::EventDecodeError),
 }
 
 /// The payloads one flush publishes: `(channel, bytes)`, a positions and an events payload per
@@ -134,7 +133,7 @@ pub fn decode(
         let events = m
             .events
             .into_iter()
-            .map(event_from_pb)
+            .map(Event::try_from)
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(Some(Incoming::Events {
             fleet: m.fleet.as_str().into(),
@@ -164,61 +163,11 @@ fn position_from_pb(p: &pb::Position) -> LivePosition {
     }
 }
 
-fn event_from_pb(m: pb::Event) -> Result<Event, DecodeError> {
-    let missing = |what| DecodeError::Event(m.r#type.clone(), what);
-    let key = || -> Result<StopKey, DecodeError> {
-        Ok(StopKey {
-            trip_id: m
-                .trip_id
-                .as_deref()
-                .ok_or_else(|| missing("trip_id"))?
-                .into(),
-            stop_id: m
-                .stop_id
-                .as_deref()
-                .ok_or_else(|| missing("stop_id"))?
-                .into(),
-        })
-    };
-    let kind = match m.r#type.as_str() {
-        "driver.online" => EventKind::DriverOnline,
-        "driver.offline" => EventKind::DriverOffline,
-        "stop.checked_in" => EventKind::StopCheckedIn {
-            key: key()?,
-            arrived_at_ms: m.arrived_at_ms.ok_or_else(|| missing("arrived_at_ms"))?,
-            checked_in_at_ms: m
-                .checked_in_at_ms
-                .ok_or_else(|| missing("checked_in_at_ms"))?,
-            source: match m.source.as_deref() {
-                Some("manual") => CheckinSource::Manual,
-                _ => CheckinSource::Auto,
-            },
-        },
-        "stop.departed" => EventKind::StopDeparted {
-            key: key()?,
-            departed_at_ms: m.departed_at_ms.ok_or_else(|| missing("departed_at_ms"))?,
-        },
-        "trip.completed" => EventKind::TripCompleted {
-            trip_id: m
-                .trip_id
-                .as_deref()
-                .ok_or_else(|| missing("trip_id"))?
-                .into(),
-        },
-        _ => return Err(missing("a known type")),
-    };
-    Ok(Event {
-        fleet: m.fleet.as_str().into(),
-        driver_id: m.driver_id.as_str().into(),
-        ts_ms: m.ts_ms,
-        position: m.lat.zip(m.lon),
-        kind,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geo::arrival::StopKey;
+    use crate::hub::events::{CheckinSource, EventKind};
 
     fn pos(id: &str, ts_ms: i64) -> LivePosition {
         LivePosition {
@@ -236,6 +185,7 @@ mod tests {
     #[test]
     fn round_trips_one_payload_per_fleet_and_kind_and_skips_own_echo() {
         let checkin = Arc::new(Event {
+            id: Some(41),
             fleet: "f1".into(),
             driver_id: "d1".into(),
             ts_ms: 10,

@@ -6,6 +6,12 @@
 //! entry per driver in scope and the ingest path never waits for it. Events are never coalesced:
 //! they go through a bounded queue, and a watcher whose queue is full is marked *lagging* and
 //! closed, so that it resubscribes and starts again from a fresh snapshot.
+//!
+//! Service streams in `all` mode ([`Delivery::All`]) get every position instead, in order, through
+//! a bounded queue per stream; a stream whose queue fills is marked lagging and disconnected with
+//! a reason, never silently thinned.
+
+pub mod feed;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,19 +27,49 @@ use crate::hub::events::Event;
 /// Events a watcher may have queued before it counts as too far behind.
 pub const EVENT_QUEUE: usize = 1_024;
 
-/// What a watcher wants to see: positions inside `bbox` plus the listed drivers wherever they
-/// are (a union). An empty scope (before the first `subscribe`) matches nothing.
+/// How a [`Scope`]'s bbox and drivers combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Combine {
+    /// A map's viewport: inside the bbox, or one of the drivers wherever they are. Nothing when
+    /// both are empty (before the first `subscribe`).
+    #[default]
+    Union,
+    /// A stream's filter: inside the bbox (if any) and one of the drivers (if any). Everything of
+    /// the fleet when both are empty.
+    Intersection,
+}
+
+/// What a subscriber wants to see: positions inside `bbox` and/or of the listed drivers.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
     pub bbox: Option<BBox>,
     pub drivers: HashSet<String>,
+    pub combine: Combine,
 }
 
 impl Scope {
     /// True when a driver at (lat, lon) is in scope.
     pub fn matches(&self, driver_id: &str, lat: f64, lon: f64) -> bool {
-        self.drivers.contains(driver_id) || self.bbox.is_some_and(|b| b.contains(lat, lon))
+        let in_box = |b: &BBox| b.contains(lat, lon);
+        match self.combine {
+            Combine::Union => {
+                self.drivers.contains(driver_id) || self.bbox.is_some_and(|b| in_box(&b))
+            }
+            Combine::Intersection => {
+                (self.drivers.is_empty() || self.drivers.contains(driver_id))
+                    && self.bbox.is_none_or(|b| in_box(&b))
+            }
+        }
     }
+}
+
+/// How a subscriber receives positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Coalesced: the latest position per driver, drained once per flush interval.
+    Latest,
+    /// Every position, in order per driver, through a queue of this many positions.
+    All { queue: usize },
 }
 
 /// The shared half of one watcher: written by the ingest path, drained by the socket task.
@@ -43,7 +79,10 @@ pub struct Watcher {
     pub fleet: Arc<str>,
     scope: RwLock<Scope>,
     pending: Mutex<HashMap<DriverId, LivePosition>>,
-    events: mpsc::Sender<Arc<Event>>,
+    /// `Delivery::All`: every position goes here instead of `pending`.
+    every: Option<mpsc::Sender<LivePosition>>,
+    /// Live events (maps); `None` for streams, which read the event log instead.
+    events: Option<mpsc::Sender<Arc<Event>>>,
     lagging: AtomicBool,
     /// Wakes the socket task when the watcher starts lagging.
     pub wake: Notify,
@@ -81,15 +120,29 @@ impl Watcher {
                 // Leaving the viewport is news too: the watcher learns the marker went out.
                 || previous.is_some_and(|p| scope.matches(&p.driver_id, p.fix.lat, p.fix.lon))
         };
-        if in_scope {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(pos.driver_id.clone(), pos.clone());
+        if !in_scope {
+            return;
+        }
+        match &self.every {
+            None => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(pos.driver_id.clone(), pos.clone());
+            }
+            Some(queue) => {
+                if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(pos.clone()) {
+                    if !self.lagging.swap(true, Ordering::Relaxed) {
+                        metrics::counter!(crate::metrics::STREAM_OVERFLOWS).increment(1);
+                    }
+                    self.wake.notify_one();
+                }
+            }
         }
     }
 
     fn offer_event(&self, event: &Arc<Event>) {
+        let Some(events) = &self.events else { return };
         let in_scope = {
             let scope = self.scope.read().unwrap_or_else(|e| e.into_inner());
             scope.drivers.contains(&*event.driver_id)
@@ -97,7 +150,7 @@ impl Watcher {
                     .position
                     .is_some_and(|(lat, lon)| scope.bbox.is_some_and(|b| b.contains(lat, lon)))
         };
-        if in_scope && self.events.try_send(event.clone()).is_err() {
+        if in_scope && events.try_send(event.clone()).is_err() {
             self.lagging.store(true, Ordering::Relaxed);
             self.wake.notify_one();
         }
@@ -107,7 +160,10 @@ impl Watcher {
 /// The receiving half of a watcher, owned by its socket task.
 pub struct WatcherHandle {
     pub watcher: Arc<Watcher>,
+    /// Live events; closed at once for a stream (it reads the event log).
     pub events: mpsc::Receiver<Arc<Event>>,
+    /// Every position, for `Delivery::All`.
+    pub every: Option<mpsc::Receiver<LivePosition>>,
     fanout: Arc<Fanout>,
 }
 
@@ -129,15 +185,45 @@ impl Fanout {
         Arc::new(Self::default())
     }
 
-    /// Registers a watcher of `fleet` with an empty scope; it is removed when the handle drops.
+    /// Registers a map watcher of `fleet`: empty scope, coalesced positions, live events. It is
+    /// removed when the handle drops.
     pub fn register(self: &Arc<Self>, fleet: Arc<str>) -> WatcherHandle {
+        self.add(fleet, Scope::default(), Delivery::Latest, true)
+    }
+
+    /// Registers a service stream of `fleet` with its filter; no live events (streams read the
+    /// durable event log). Removed when the handle drops.
+    pub fn register_stream(
+        self: &Arc<Self>,
+        fleet: Arc<str>,
+        scope: Scope,
+        delivery: Delivery,
+    ) -> WatcherHandle {
+        self.add(fleet, scope, delivery, false)
+    }
+
+    fn add(
+        self: &Arc<Self>,
+        fleet: Arc<str>,
+        scope: Scope,
+        delivery: Delivery,
+        live_events: bool,
+    ) -> WatcherHandle {
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let (every_tx, every_rx) = match delivery {
+            Delivery::Latest => (None, None),
+            Delivery::All { queue } => {
+                let (tx, rx) = mpsc::channel(queue.max(1));
+                (Some(tx), Some(rx))
+            }
+        };
         let watcher = Arc::new(Watcher {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             fleet: fleet.clone(),
-            scope: RwLock::new(Scope::default()),
+            scope: RwLock::new(scope),
             pending: Mutex::new(HashMap::new()),
-            events: tx,
+            every: every_tx,
+            events: live_events.then_some(tx),
             lagging: AtomicBool::new(false),
             wake: Notify::new(),
         });
@@ -148,6 +234,7 @@ impl Fanout {
         WatcherHandle {
             watcher,
             events: rx,
+            every: every_rx,
             fanout: self.clone(),
         }
     }
@@ -203,7 +290,7 @@ mod tests {
         let h = fanout.register("f1".into());
         h.watcher.set_scope(Scope {
             bbox: Some(BBox::new(0.0, 0.0, 10.0, 10.0).unwrap()),
-            drivers: HashSet::new(),
+            ..Scope::default()
         });
         for ts in 0..100 {
             fanout.position("f1", &pos("d1", 5.0, 5.0, ts), None);
@@ -221,10 +308,11 @@ mod tests {
         let fanout = Fanout::new();
         let h = fanout.register("f".into());
         h.watcher.set_scope(Scope {
-            bbox: None,
             drivers: ["d".to_string()].into(),
+            ..Scope::default()
         });
         let ev = Arc::new(Event {
+            id: None,
             fleet: "f".into(),
             driver_id: "d".into(),
             ts_ms: 0,
@@ -240,5 +328,55 @@ mod tests {
         assert_eq!(fanout.watcher_count(), 1);
         drop(h);
         assert_eq!(fanout.watcher_count(), 0);
+    }
+
+    #[test]
+    fn all_delivery_keeps_every_position_in_order_and_overflow_marks_lagging() {
+        let fanout = Fanout::new();
+        let filter = Scope {
+            drivers: ["d1".to_string()].into(),
+            combine: Combine::Intersection,
+            ..Scope::default()
+        };
+        let mut h = fanout.register_stream("f".into(), filter, Delivery::All { queue: 3 });
+        for ts in 0..3 {
+            fanout.position("f", &pos("d1", 5.0, 5.0, ts), None);
+            fanout.position("f", &pos("d2", 5.0, 5.0, ts), None);
+        }
+        assert!(!h.watcher.is_lagging());
+        let every = h.every.as_mut().unwrap();
+        let got: Vec<i64> = (0..3)
+            .map(|_| every.try_recv().unwrap().fix.ts_ms)
+            .collect();
+        assert_eq!(got, [0, 1, 2]);
+        for ts in 3..7 {
+            fanout.position("f", &pos("d1", 5.0, 5.0, ts), None);
+        }
+        assert!(h.watcher.is_lagging());
+        assert!(h.watcher.take_pending().is_empty());
+    }
+
+    #[test]
+    fn a_stream_filter_is_an_intersection_and_empty_means_the_whole_fleet() {
+        let b = BBox::new(0.0, 0.0, 10.0, 10.0).unwrap();
+        let everything = Scope {
+            combine: Combine::Intersection,
+            ..Scope::default()
+        };
+        assert!(everything.matches("any", 50.0, 50.0));
+        let both = Scope {
+            bbox: Some(b),
+            drivers: ["d1".to_string()].into(),
+            combine: Combine::Intersection,
+        };
+        assert!(both.matches("d1", 5.0, 5.0));
+        assert!(!both.matches("d1", 50.0, 50.0));
+        assert!(!both.matches("d2", 5.0, 5.0));
+        let viewport = Scope {
+            combine: Combine::Union,
+            ..both
+        };
+        assert!(viewport.matches("d1", 50.0, 50.0) && viewport.matches("d2", 5.0, 5.0));
+        assert!(!Scope::default().matches("d1", 5.0, 5.0));
     }
 }

@@ -42,6 +42,15 @@ pub enum EventKind {
     TripCompleted { trip_id: Arc<str> },
 }
 
+/// Every event type, as named on the wire.
+pub const EVENT_TYPES: [&str; 5] = [
+    "driver.online",
+    "driver.offline",
+    "stop.checked_in",
+    "stop.departed",
+    "trip.completed",
+];
+
 impl EventKind {
     /// The dotted event name used on the wire.
     pub fn name(&self) -> &'static str {
@@ -105,6 +114,9 @@ impl EventKind {
 /// One event of one fleet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// Position in the durable event log: global across fleets and nodes, increasing in commit
+    /// order. `None` until stored (and for a presence event whose write failed).
+    pub id: Option<i64>,
     pub fleet: Arc<str>,
     pub driver_id: Arc<str>,
     /// When it happened, unix ms UTC.

@@ -12,6 +12,7 @@
 //! keeps a race between two nodes to one check-in.
 
 pub mod events;
+pub mod presence;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +21,8 @@ use dashmap::DashMap;
 use tokio::sync::OnceCell;
 
 use crate::bus::{Bus, Incoming, Outgoing};
-use crate::fanout::{Fanout, Scope};
+use crate::fanout::feed::EventFeed;
+use crate::fanout::{Combine, Fanout, Scope};
 use crate::geo::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopKey, StopPhase};
 use crate::geo::index::{DriverId, LiveIndex, LivePosition, Nearby};
 use crate::geo::seq_window::SeqWindow;
@@ -30,6 +32,7 @@ use crate::protocol::time::now_ms;
 use crate::store::track::{TrackPoint, TrackWriter};
 use crate::store::{CheckinOutcome, Store, StoreError, TripRecord};
 use events::{CheckinSource, Event, EventKind};
+use presence::{Emitter, PresenceLog};
 
 /// Tunables of the pipeline.
 #[derive(Debug, Clone, Copy)]
@@ -119,9 +122,12 @@ struct DriverState {
 pub struct Hub {
     pub cfg: HubConfig,
     pub fanout: Arc<Fanout>,
+    /// Wake-ups for event-log readers (streams, webhooks).
+    pub feed: Arc<EventFeed>,
     pub store: Store,
     pub bus: Bus,
     track: TrackWriter,
+    presence: PresenceLog,
     fleets: DashMap<Arc<str>, Arc<RwLock<LiveIndex>>>,
     drivers: DashMap<DriverKey, Arc<DriverSlot>>,
 }
@@ -131,19 +137,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
+    /// `presence` must publish through an [`Emitter`] over the same `fanout`, `bus` and `feed`.
     pub fn new(
         cfg: HubConfig,
         store: Store,
         track: TrackWriter,
-        fanout: Arc<Fanout>,
-        bus: Bus,
+        presence: PresenceLog,
+        emitter: Emitter,
     ) -> Self {
+        let Emitter { fanout, bus, feed } = emitter;
         Self {
             cfg,
             fanout,
+            feed,
             store,
             bus,
             track,
+            presence,
             fleets: DashMap::new(),
             drivers: DashMap::new(),
         }
@@ -304,6 +314,9 @@ impl Hub {
                 let came_online = !state.online;
                 state.online = true;
                 let decisions = state.arrival.observe(&fix, &self.cfg.arrival);
+                // Still under the driver's lock, so that two sockets of one driver cannot
+                // publish its fixes out of order (streams in `all` mode promise the order).
+                self.publish_position(who, fix, received_ms);
                 (IngestStatus::Accepted, came_online, decisions)
             }
         };
@@ -320,23 +333,6 @@ impl Hub {
                 checkins: Vec::new(),
             };
         }
-
-        let position = LivePosition {
-            driver_id: who.driver_id.clone(),
-            fix,
-            received_ms,
-        };
-        let previous = self
-            .index_or_create(&who.fleet)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .upsert(position.clone());
-        self.fanout
-            .position(&who.fleet, &position, previous.as_ref());
-        self.bus.publish(Outgoing::Position {
-            fleet: who.fleet.clone(),
-            position,
-        });
         if came_online {
             self.presence_event(
                 who,
@@ -355,6 +351,27 @@ impl Hub {
         Ingested { status, checkins }
     }
 
+    /// Moves the driver in the live index and offers the position to watchers, streams and the
+    /// other nodes. Nothing here waits.
+    fn publish_position(&self, who: &DriverKey, fix: Fix, received_ms: i64) {
+        let position = LivePosition {
+            driver_id: who.driver_id.clone(),
+            fix,
+            received_ms,
+        };
+        let previous = self
+            .index_or_create(&who.fleet)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .upsert(position.clone());
+        self.fanout
+            .position(&who.fleet, &position, previous.as_ref());
+        self.bus.publish(Outgoing::Position {
+            fleet: who.fleet.clone(),
+            position,
+        });
+    }
+
     /// Persists a detector decision, then publishes it. A check-in that cannot be stored is
     /// handed back to detection (stop pending again) so a later fix retries it.
     async fn apply_decision(
@@ -371,6 +388,7 @@ impl Hub {
                 confirmed_at_ms,
             } => {
                 let event = Event {
+                    id: None,
                     fleet: who.fleet.clone(),
                     driver_id: who.driver_id.clone(),
                     ts_ms: confirmed_at_ms,
@@ -407,6 +425,7 @@ impl Hub {
                 departed_at_ms,
             } => {
                 let event = Event {
+                    id: None,
                     fleet: who.fleet.clone(),
                     driver_id: who.driver_id.clone(),
                     ts_ms: departed_at_ms,
@@ -421,8 +440,11 @@ impl Hub {
                     .record_departure(&key, departed_at_ms, &event)
                     .await
                 {
-                    Ok(true) => self.emit(Arc::new(event)),
-                    Ok(false) => {}
+                    Ok(Some(id)) => self.emit(Arc::new(Event {
+                        id: Some(id),
+                        ..event
+                    })),
+                    Ok(None) => {}
                     Err(e) => {
                         tracing::error!(error = %e, trip = %key.trip_id, stop = %key.stop_id, "departure not stored")
                     }
@@ -437,17 +459,27 @@ impl Hub {
 
     fn publish_checkin(&self, event: Event, outcome: CheckinOutcome) {
         if outcome.checkin.is_some() {
-            self.emit(Arc::new(event));
+            self.emit(Arc::new(Event {
+                id: outcome.event_id,
+                ..event
+            }));
         }
         if let Some(done) = outcome.trip_completed {
             self.emit(Arc::new(done));
         }
     }
 
-    /// Delivers an event to this node's watchers and to the other nodes.
+    /// Delivers a stored event to this node's watchers and log readers, and to the other nodes.
     fn emit(&self, event: Arc<Event>) {
-        self.fanout.event(event.clone());
-        self.bus.publish(Outgoing::Event(event));
+        self.emitter().emit(event);
+    }
+
+    fn emitter(&self) -> Emitter {
+        Emitter {
+            fanout: self.fanout.clone(),
+            bus: self.bus.clone(),
+            feed: self.feed.clone(),
+        }
     }
 
     /// The REST fallback: checks a driver in at a stop now (server time). `Ok(None)` when the stop
@@ -470,6 +502,7 @@ impl Hub {
             .position(&trip.fleet, &trip.driver_id)
             .map(|p| (p.fix.lat, p.fix.lon));
         let event = Event {
+            id: None,
             fleet: who.fleet.clone(),
             driver_id: who.driver_id.clone(),
             ts_ms: now,
@@ -498,19 +531,14 @@ impl Hub {
         position: Option<(f64, f64)>,
         kind: EventKind,
     ) {
-        let event = Arc::new(Event {
+        // Stored first (in order, batched), published with its id by the presence writer.
+        self.presence.record(Event {
+            id: None,
             fleet: who.fleet.clone(),
             driver_id: who.driver_id.clone(),
             ts_ms,
             position,
             kind,
-        });
-        self.emit(event.clone());
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.record_event(&event).await {
-                tracing::warn!(error = %e, "presence event not stored");
-            }
         });
     }
 
@@ -598,6 +626,9 @@ impl Hub {
             } => {
                 for event in events {
                     self.note_remote_event(&event);
+                    if let Some(id) = event.id {
+                        self.feed.published(&event.fleet, id);
+                    }
                     self.fanout.event(Arc::new(event));
                 }
                 for (trip_id, driver_id) in trips {
@@ -764,6 +795,24 @@ impl Hub {
             return Vec::new();
         };
         let index = index.read().unwrap_or_else(|e| e.into_inner());
+        if scope.combine == Combine::Intersection {
+            // A stream filter: candidates from the narrower of drivers and bbox, then both tests.
+            let candidates: Vec<LivePosition> = if !scope.drivers.is_empty() {
+                scope
+                    .drivers
+                    .iter()
+                    .filter_map(|d| index.get(d).cloned())
+                    .collect()
+            } else if let Some(b) = &scope.bbox {
+                index.in_bbox(b)
+            } else {
+                index.all().cloned().collect()
+            };
+            return candidates
+                .into_iter()
+                .filter(|p| scope.matches(&p.driver_id, p.fix.lat, p.fix.lon))
+                .collect();
+        }
         let mut found: HashMap<DriverId, LivePosition> = HashMap::new();
         if let Some(b) = &scope.bbox {
             found.extend(

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::geo::index::LivePosition;
 use crate::hub::events::Event;
-use time::format_ts;
+use time::{format_ts, parse_ts};
 
 /// A driver's position as sent to watchers and REST clients.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -46,38 +46,43 @@ impl From<&LivePosition> for PositionView {
     }
 }
 
-/// An event as it appears on the wire: `{"type":"stop.checked_in","ts":…,"driver_id":…,…}`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// An event as it appears on the wire and in the event log:
+/// `{"id":42,"type":"stop.checked_in","ts":"2026-…Z","fleet":…,"driver_id":…,…}`. Times RFC 3339
+/// UTC, coordinates degrees WGS84. `id` is absent on an event that was not stored.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct EventView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: String,
     /// When it happened, RFC 3339 UTC.
     pub ts: String,
     pub fleet: String,
     pub driver_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lat: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lon: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trip_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrived_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_in_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub departed_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl From<&Event> for EventView {
     fn from(e: &Event) -> Self {
         let f = e.kind.fields();
         EventView {
-            kind: e.kind.name(),
+            id: e.id,
+            kind: e.kind.name().to_string(),
             ts: format_ts(e.ts_ms),
             fleet: e.fleet.to_string(),
             driver_id: e.driver_id.to_string(),
@@ -88,7 +93,32 @@ impl From<&Event> for EventView {
             arrived_at: f.arrived_at_ms.map(format_ts),
             checked_in_at: f.checked_in_at_ms.map(format_ts),
             departed_at: f.departed_at_ms.map(format_ts),
-            source: f.source.map(|s| s.as_str()),
+            source: f.source.map(|s| s.as_str().to_string()),
         }
+    }
+}
+
+impl TryFrom<EventView> for Event {
+    type Error = String;
+
+    /// Reads back an event from its wire form (the event log stores that form).
+    fn try_from(v: EventView) -> Result<Self, String> {
+        let ms = |t: Option<String>| t.map(|t| parse_ts(&t)).transpose();
+        let m = pb::Event {
+            id: v.id,
+            r#type: v.kind,
+            ts_ms: parse_ts(&v.ts)?,
+            fleet: v.fleet,
+            driver_id: v.driver_id,
+            lat: v.lat,
+            lon: v.lon,
+            trip_id: v.trip_id,
+            stop_id: v.stop_id,
+            arrived_at_ms: ms(v.arrived_at)?,
+            checked_in_at_ms: ms(v.checked_in_at)?,
+            departed_at_ms: ms(v.departed_at)?,
+            source: v.source,
+        };
+        Event::try_from(m).map_err(|e| e.to_string())
     }
 }

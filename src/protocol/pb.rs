@@ -3,8 +3,17 @@
 
 include!(concat!(env!("OUT_DIR"), "/trackhub.v1.rs"));
 
+use crate::geo::arrival::StopKey;
 use crate::geo::index::LivePosition;
-use crate::hub::events::Event as DomainEvent;
+use crate::hub::events::{CheckinSource, Event as DomainEvent, EventKind};
+
+/// A protobuf (or stored) event that lacks a field its type requires.
+#[derive(Debug, thiserror::Error)]
+#[error("event {kind:?} lacks {missing}")]
+pub struct EventDecodeError {
+    pub kind: String,
+    pub missing: &'static str,
+}
 
 impl From<&LivePosition> for Position {
     fn from(p: &LivePosition) -> Self {
@@ -37,6 +46,67 @@ impl From<&DomainEvent> for Event {
             checked_in_at_ms: f.checked_in_at_ms,
             departed_at_ms: f.departed_at_ms,
             source: f.source.map(|s| s.as_str().into()),
+            id: e.id,
         }
+    }
+}
+
+impl TryFrom<Event> for DomainEvent {
+    type Error = EventDecodeError;
+
+    fn try_from(m: Event) -> Result<Self, Self::Error> {
+        let missing = |what| EventDecodeError {
+            kind: m.r#type.clone(),
+            missing: what,
+        };
+        let key = || -> Result<StopKey, EventDecodeError> {
+            Ok(StopKey {
+                trip_id: m
+                    .trip_id
+                    .as_deref()
+                    .ok_or_else(|| missing("trip_id"))?
+                    .into(),
+                stop_id: m
+                    .stop_id
+                    .as_deref()
+                    .ok_or_else(|| missing("stop_id"))?
+                    .into(),
+            })
+        };
+        let kind = match m.r#type.as_str() {
+            "driver.online" => EventKind::DriverOnline,
+            "driver.offline" => EventKind::DriverOffline,
+            "stop.checked_in" => EventKind::StopCheckedIn {
+                key: key()?,
+                arrived_at_ms: m.arrived_at_ms.ok_or_else(|| missing("arrived_at_ms"))?,
+                checked_in_at_ms: m
+                    .checked_in_at_ms
+                    .ok_or_else(|| missing("checked_in_at_ms"))?,
+                source: match m.source.as_deref() {
+                    Some("manual") => CheckinSource::Manual,
+                    _ => CheckinSource::Auto,
+                },
+            },
+            "stop.departed" => EventKind::StopDeparted {
+                key: key()?,
+                departed_at_ms: m.departed_at_ms.ok_or_else(|| missing("departed_at_ms"))?,
+            },
+            "trip.completed" => EventKind::TripCompleted {
+                trip_id: m
+                    .trip_id
+                    .as_deref()
+                    .ok_or_else(|| missing("trip_id"))?
+                    .into(),
+            },
+            _ => return Err(missing("a known type")),
+        };
+        Ok(DomainEvent {
+            id: m.id,
+            fleet: m.fleet.as_str().into(),
+            driver_id: m.driver_id.as_str().into(),
+            ts_ms: m.ts_ms,
+            position: m.lat.zip(m.lon),
+            kind,
+        })
     }
 }

@@ -5,7 +5,9 @@
 //! UTC and every coordinate DOUBLE PRECISION degrees, which both engines store natively.
 
 pub mod devices;
+pub mod events;
 pub mod track;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use sqlx::{AnyPool, Row};
 
 use crate::geo::arrival::StopKey;
 use crate::hub::events::{Event, EventKind};
-use crate::protocol::EventView;
+use crate::protocol::time::now_ms;
+use events::append_event;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +109,8 @@ pub struct CheckinRecord {
 pub struct CheckinOutcome {
     /// `None` when the stop was already checked in (nothing written).
     pub checkin: Option<CheckinRecord>,
+    /// Id of the `stop.checked_in` event in the log, when written.
+    pub event_id: Option<i64>,
     /// The `trip.completed` event (already stored) when this check-in completed its trip.
     pub trip_completed: Option<Event>,
 }
@@ -328,6 +333,7 @@ impl Store {
         let Some(row) = row else {
             return Ok(CheckinOutcome {
                 checkin: None,
+                event_id: None,
                 trip_completed: None,
             });
         };
@@ -348,7 +354,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get(0)?;
-        insert_event(&mut tx, event).await?;
+        let event_id = append_event(&mut tx, self.backend, event, now_ms()).await?;
         let mut trip_completed = None;
         if pending == 0 {
             let done = sqlx::query(
@@ -359,13 +365,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
-                let completed = Event {
+                let mut completed = Event {
                     kind: EventKind::TripCompleted {
                         trip_id: key.trip_id.clone(),
                     },
                     ..event.clone()
                 };
-                insert_event(&mut tx, &completed).await?;
+                completed.id =
+                    Some(append_event(&mut tx, self.backend, &completed, now_ms()).await?);
                 trip_completed = Some(completed);
             }
         }
@@ -382,17 +389,19 @@ impl Store {
                 departed_at: None,
                 source: source.as_str().to_string(),
             }),
+            event_id: Some(event_id),
             trip_completed,
         })
     }
 
-    /// Records a departure (once) with its event; returns false when there was nothing to depart.
+    /// Records a departure (once) with its event; returns the event's id, `None` when there
+    /// was nothing to depart.
     pub async fn record_departure(
         &self,
         key: &StopKey,
         departed_at_ms: i64,
         event: &Event,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE stops SET status = 'departed', departed_at = $3 WHERE trip_id = $1 AND id = $2 AND status = 'arrived'",
@@ -403,7 +412,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         sqlx::query("UPDATE checkins SET departed_at = $3 WHERE trip_id = $1 AND stop_id = $2")
             .bind(&*key.trip_id)
@@ -411,17 +420,21 @@ impl Store {
             .bind(departed_at_ms)
             .execute(&mut *tx)
             .await?;
-        insert_event(&mut tx, event).await?;
+        let id = append_event(&mut tx, self.backend, event, now_ms()).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(id))
     }
 
-    /// Appends one event on its own (presence events).
-    pub async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
+    /// Appends events on their own (presence events), in order, in one transaction; returns
+    /// their ids.
+    pub async fn record_events(&self, events: &[Event]) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        insert_event(&mut tx, event).await?;
+        let mut ids = Vec::with_capacity(events.len());
+        for event in events {
+            ids.push(append_event(&mut tx, self.backend, event, now_ms()).await?);
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(ids)
     }
 
     /// Check-ins of a fleet, newest first, filtered by trip and/or driver.
@@ -469,22 +482,4 @@ fn trip_from_row(row: &AnyRow) -> Result<TripRecord, StoreError> {
         completed_at: row.try_get("completed_at")?,
         stops: Vec::new(),
     })
-}
-
-async fn insert_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    event: &Event,
-) -> Result<(), StoreError> {
-    let payload = serde_json::to_string(&EventView::from(event)).unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO events (fleet, type, ts, driver_id, payload) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&*event.fleet)
-    .bind(event.kind.name())
-    .bind(event.ts_ms)
-    .bind(&*event.driver_id)
-    .bind(payload)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

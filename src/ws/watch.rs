@@ -167,7 +167,11 @@ fn handle_subscribe(
             format!("at most {MAX_SUBSCRIBED_DRIVERS} drivers per subscription"),
         ));
     }
-    let scope = Scope { bbox, drivers };
+    let scope = Scope {
+        bbox,
+        drivers,
+        ..Scope::default()
+    };
     // Scope first, then snapshot: a fix landing in between shows up in both, never in neither.
     handle.watcher.set_scope(scope.clone());
     let positions = app.hub.snapshot(fleet, &scope);

@@ -1,0 +1,106 @@
+//! Presence events (`driver.online`, `driver.offline`): stored in order, in batches, off the
+//! ingest path, then published with their log ids.
+//!
+//! A driver's first fix and the presence sweep only queue the event; one task appends whatever
+//! has queued in a single transaction (a burst of 10,000 drivers coming online is a few dozen
+//! transactions, not 10,000 serialized ones) and then hands the events, now carrying ids, to the
+//! [`Emitter`]. One task keeps a driver's online and offline in the order they happened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::events::Event;
+use crate::bus::{Bus, Outgoing};
+use crate::fanout::feed::EventFeed;
+use crate::fanout::Fanout;
+use crate::store::Store;
+
+/// Most events appended in one transaction.
+const BATCH: usize = 500;
+/// Attempts to store a batch before it is published without ids (and logged).
+const ATTEMPTS: u32 = 5;
+
+/// Publishes an event to this node's watchers, the other nodes and the event-log readers.
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    pub fanout: Arc<Fanout>,
+    pub bus: Bus,
+    pub feed: Arc<EventFeed>,
+}
+
+impl Emitter {
+    pub fn emit(&self, event: Arc<Event>) {
+        if let Some(id) = event.id {
+            self.feed.published(&event.fleet, id);
+        }
+        self.fanout.event(event.clone());
+        self.bus.publish(Outgoing::Event(event));
+    }
+}
+
+/// Sending half of the presence writer.
+#[derive(Debug, Clone)]
+pub struct PresenceLog {
+    // Unbounded on purpose: a presence event is durable (never shed), and there are at most two
+    // per driver state change, so the queue is bounded by the number of drivers.
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl PresenceLog {
+    /// Starts the writer. When `stop` turns true it stores what is queued and ends.
+    pub fn spawn(
+        store: Store,
+        emitter: Emitter,
+        stop: watch::Receiver<bool>,
+    ) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, tokio::spawn(run(store, emitter, rx, stop)))
+    }
+
+    /// Queues a presence event; never waits.
+    pub fn record(&self, event: Event) {
+        if self.tx.send(event).is_err() {
+            tracing::warn!("presence writer stopped; a presence event was not stored");
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    emitter: Emitter,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => n,
+            _ = crate::app::draining(&mut stop), if !rx.is_closed() => { rx.close(); continue; }
+        };
+        if received == 0 {
+            return;
+        }
+        let mut attempt = 0;
+        let ids = loop {
+            attempt += 1;
+            match store.record_events(&batch).await {
+                Ok(ids) => break Some(ids),
+                Err(e) if attempt < ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "presence events not stored; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, events = batch.len(), "presence events not stored; published without ids");
+                    break None;
+                }
+            }
+        };
+        for (i, mut event) in batch.drain(..).enumerate() {
+            event.id = ids.as_ref().map(|ids| ids[i]);
+            emitter.emit(Arc::new(event));
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The durable event log (outbox): appended in the transaction of the state change it records,
+//! read back in id order by `GET /v1/events`, the service streams and, through the webhook
+//! deliveries written beside each event, by webhooks.
+//!
+//! Ids come from the database (IDENTITY / AUTOINCREMENT), so they are global across nodes. A
+//! reader that has seen id N must never later find a smaller id appear, or a consumer resuming
+//! "after N" would miss it; so appends are serialized until commit: on PostgreSQL by a
+//! transaction-scoped advisory lock taken just before the insert, on SQLite by its single writer.
+//! Commit order is then id order. Event rates (check-ins, presence) are far below what one lock
+//! serializes; fixes never take it.
+
+use sqlx::Row;
+
+use super::{Backend, Store, StoreError};
+use crate::hub::events::Event;
+use crate::protocol::EventView;
+
+/// Key of the PostgreSQL advisory lock that orders event appends ("trackhub" in ASCII, folded).
+const APPEND_LOCK: i64 = 0x7472_6163_6b68_7562;
+/// Most events one read returns.
+pub const MAX_EVENTS_PER_READ: i64 = 1_000;
+
+/// Which events to read: those of `fleet` after `since`, optionally only some types or drivers.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Return events with `id > since`.
+    pub since: i64,
+    /// At most this many (capped at [`MAX_EVENTS_PER_READ`]).
+    pub limit: i64,
+    /// Only these types (`stop.checked_in`, …); `None`: every type.
+    pub types: Option<Vec<String>>,
+    /// Only these drivers; `None`: every driver.
+    pub drivers: Option<Vec<String>>,
+}
+
+/// `a,b` as `,a,b,` so that `LIKE '%,' || x || ',%'` tests membership on both engines (sqlx's
+/// `Any` driver cannot bind arrays).
+fn comma_set(items: &Option<Vec<String>>) -> Option<String> {
+    items.as_ref().map(|v| format!(",{},", v.join(",")))
+}
+
+/// Appends `event` to the log inside `tx` and queues a delivery for every webhook of its fleet
+/// that subscribed to its type. Returns the event's id.
+pub(crate) async fn append_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    event: &Event,
+    now_ms: i64,
+) -> Result<i64, StoreError> {
+    if backend == Backend::Postgres {
+        // Held until commit or rollback: see the module docs.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let payload = serde_json::to_string(&EventView {
+        id: None,
+        ..EventView::from(event)
+    })
+    .map_err(|_| StoreError::Invalid("event not serializable"))?;
+    let id: i64 = sqlx::query(
+        "INSERT INTO events (fleet, type, ts, driver_id, payload, recorded_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(&*event.fleet)
+    .bind(event.kind.name())
+    .bind(event.ts_ms)
+    .bind(&*event.driver_id)
+    .bind(payload)
+    .bind(now_ms)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get(0)?;
+    let body = serde_json::to_string(&EventView {
+        id: Some(id),
+        ..EventView::from(event)
+    })
+    .map_err(|_| StoreError::Invalid("event not serializable"))?;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (webhook_id, fleet, event_id, event_type, body, next_attempt_at, window_start) \
+         SELECT id, fleet, $1, $2, $3, $4, $4 FROM webhooks \
+         WHERE fleet = $5 AND (events = '*' OR events LIKE '%,' || $2 || ',%')",
+    )
+    .bind(id)
+    .bind(event.kind.name())
+    .bind(body)
+    .bind(now_ms)
+    .bind(&*event.fleet)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+impl Store {
+    /// Events of `fleet` matching `q`, in id order. Each carries its `id`.
+    pub async fn events(&self, fleet: &str, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, payload FROM events WHERE fleet = $1 AND id > $2 \
+             AND ($3 IS NULL OR $3 LIKE '%,' || type || ',%') \
+             AND ($4 IS NULL OR $4 LIKE '%,' || driver_id || ',%') \
+             ORDER BY id LIMIT $5",
+        )
+        .bind(fleet)
+        .bind(q.since)
+        .bind(comma_set(&q.types))
+        .bind(comma_set(&q.drivers))
+        .bind(q.limit.clamp(1, MAX_EVENTS_PER_READ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get("id")?;
+                let payload: String = r.try_get("payload")?;
+                let view: EventView = serde_json::from_str(&payload)
+                    .map_err(|_| StoreError::Invalid("stored event payload is not an event"))?;
+                let mut event = Event::try_from(view)
+                    .map_err(|_| StoreError::Invalid("stored event payload is not an event"))?;
+                event.id = Some(id);
+                Ok(event)
+            })
+            .collect()
+    }
+
+    /// The newest event id of the whole log (0 when empty): "now" for a consumer that does not
+    /// resume.
+    pub async fn latest_event_id(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Events with ids up to this were deleted by retention (0: none ever were).
+    pub async fn pruned_through(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT pruned_through FROM event_retention WHERE singleton = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Retention: deletes the prefix of the log recorded before `before_ms` (server time, unix
+    /// ms UTC; rows from before recorded_at existed count by device time), and finished webhook
+    /// deliveries of that age. The newest event is always kept, so `latest_event_id` never goes
+    /// back. Returns how many events were deleted.
+    pub async fn prune_events(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let cut: i64 = sqlx::query(
+            "SELECT COALESCE(MAX(id), 0) FROM events WHERE COALESCE(recorded_at, ts) < $1 \
+             AND id < (SELECT MAX(id) FROM events)",
+        )
+        .bind(before_ms)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let mut deleted = 0;
+        if cut > 0 {
+            deleted = sqlx::query("DELETE FROM events WHERE id <= $1")
+                .bind(cut)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(
+                "UPDATE event_retention SET pruned_through = $1 WHERE singleton = 1 AND pruned_through < $1",
+            )
+            .bind(cut)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND window_start < $1",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
