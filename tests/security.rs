@@ -57,22 +57,6 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The HTTP status of a socket upgrade (101 when it succeeded) with extra request headers.
-async fn upgrade_status(url: &str, headers: &[(&str, &str)]) -> u16 {
-    let mut request = url.into_client_request().unwrap();
-    for (k, v) in headers {
-        request.headers_mut().insert(
-            reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok(_) => 101,
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
-        Err(e) => panic!("{e}"),
-    }
-}
-
 async fn idp_hub() -> TestHub {
     TestHub::start_with(|c| {
         c.auth = AuthConfig {

@@ -381,6 +381,8 @@ impl Hub {
         decision: Decision,
     ) -> Option<CheckinNotice> {
         let position = Some((fix.lat, fix.lon));
+        // The driver's `driver.online` (queued by this very batch, maybe) goes in the log first.
+        self.presence.barrier().await;
         match decision {
             Decision::CheckIn {
                 key,
@@ -514,6 +516,7 @@ impl Hub {
                 source: CheckinSource::Manual,
             },
         };
+        self.presence.barrier().await;
         let outcome = self.store.record_checkin(&event).await?;
         if outcome.checkin.is_some() {
             if let Some(slot) = self.drivers.get(&who).map(|s| s.clone()) {

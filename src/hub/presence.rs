@@ -4,12 +4,14 @@
 //! A driver's first fix and the presence sweep only queue the event; one task appends whatever
 //! has queued in a single transaction (a burst of 10,000 drivers coming online is a few dozen
 //! transactions, not 10,000 serialized ones) and then hands the events, now carrying ids, to the
-//! [`Emitter`]. One task keeps a driver's online and offline in the order they happened.
+//! [`Emitter`]. One task keeps a driver's online and offline in the order they happened, and
+//! [`PresenceLog::barrier`] lets a check-in wait until the presence events queued before it are
+//! in the log, so that no consumer reads a driver's check-in before its `driver.online`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::events::Event;
@@ -46,7 +48,13 @@ impl Emitter {
 pub struct PresenceLog {
     // Unbounded on purpose: a presence event is durable (never shed), and there are at most two
     // per driver state change, so the queue is bounded by the number of drivers.
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::UnboundedSender<Queued>,
+}
+
+enum Queued {
+    Event(Event),
+    /// Answered once every event queued before it is stored (or given up on).
+    Barrier(oneshot::Sender<()>),
 }
 
 impl PresenceLog {
@@ -62,8 +70,17 @@ impl PresenceLog {
 
     /// Queues a presence event; never waits.
     pub fn record(&self, event: Event) {
-        if self.tx.send(event).is_err() {
+        if self.tx.send(Queued::Event(event)).is_err() {
             tracing::warn!("presence writer stopped; a presence event was not stored");
+        }
+    }
+
+    /// Resolves once every presence event queued before this call is stored. Usually at once:
+    /// the queue is empty but for a driver that came online in the same batch of fixes.
+    pub async fn barrier(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Queued::Barrier(done)).is_ok() {
+            let _ = wait.await;
         }
     }
 }
@@ -71,36 +88,55 @@ impl PresenceLog {
 async fn run(
     store: Store,
     emitter: Emitter,
-    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut queued = Vec::with_capacity(BATCH);
+    let mut events = Vec::with_capacity(BATCH);
     loop {
         let received = tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => n,
+            n = rx.recv_many(&mut queued, BATCH) => n,
             _ = crate::app::draining(&mut stop), if !rx.is_closed() => { rx.close(); continue; }
         };
         if received == 0 {
             return;
         }
-        let mut attempt = 0;
-        let ids = loop {
-            attempt += 1;
-            match store.record_events(&batch).await {
-                Ok(ids) => break Some(ids),
-                Err(e) if attempt < ATTEMPTS => {
-                    tracing::warn!(error = %e, attempt, "presence events not stored; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, events = batch.len(), "presence events not stored; published without ids");
-                    break None;
+        for item in queued.drain(..) {
+            match item {
+                Queued::Event(e) => events.push(e),
+                Queued::Barrier(done) => {
+                    store_and_emit(&store, &emitter, &mut events).await;
+                    let _ = done.send(());
                 }
             }
-        };
-        for (i, mut event) in batch.drain(..).enumerate() {
-            event.id = ids.as_ref().map(|ids| ids[i]);
-            emitter.emit(Arc::new(event));
         }
+        store_and_emit(&store, &emitter, &mut events).await;
+    }
+}
+
+/// Appends `events` in one transaction (retrying a few times), then publishes them with their
+/// ids; empties `events`.
+async fn store_and_emit(store: &Store, emitter: &Emitter, events: &mut Vec<Event>) {
+    if events.is_empty() {
+        return;
+    }
+    let mut attempt = 0;
+    let ids = loop {
+        attempt += 1;
+        match store.record_events(events).await {
+            Ok(ids) => break Some(ids),
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "presence events not stored; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = events.len(), "presence events not stored; published without ids");
+                break None;
+            }
+        }
+    };
+    for (i, mut event) in events.drain(..).enumerate() {
+        event.id = ids.as_ref().map(|ids| ids[i]);
+        emitter.emit(Arc::new(event));
     }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod sse;
 pub mod wire;
 
 use std::path::PathBuf;
@@ -160,6 +161,12 @@ impl TestHub {
         Ws::connect(&self.ws_url("/v1/ws/driver", &self.token(Role::Driver, sub, fleet))).await
     }
 
+    /// A service's stream socket (`/v1/ws/stream?{query}`) for `fleet`.
+    pub async fn stream(&self, fleet: &str, query: &str) -> Ws {
+        let token = self.token(Role::Service, "billing", fleet);
+        Ws::connect(&format!("{}&{query}", self.ws_url("/v1/ws/stream", &token))).await
+    }
+
     pub async fn watcher(&self, fleet: &str) -> Ws {
         Ws::connect(&self.ws_url("/v1/ws/watch", &self.token(Role::Admin, "admin", fleet))).await
     }
@@ -277,6 +284,28 @@ impl Ws {
         Self { inner, proto: None }
     }
 
+    /// Connects with the client socket's receive buffer set to `bytes` (SO_RCVBUF), so that a
+    /// client that stops reading makes the server's writes block soon (slow-consumer tests).
+    pub async fn connect_small_buffer(url: &str, bytes: u32) -> Self {
+        let authority = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("ws URL with a host");
+        let addr = tokio::net::lookup_host(authority)
+            .await
+            .expect("resolves")
+            .next()
+            .expect("an address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("TCP connects");
+        let (inner, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket connects");
+        Self { inner, proto: None }
+    }
+
     /// Connects asking for `codec`; asserts the hub agreed to it.
     pub async fn connect_codec(url: &str, codec: Codec, edge: wire::Edge) -> Self {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -386,6 +415,24 @@ impl Ws {
 
     pub async fn close(mut self) {
         let _ = self.inner.close(None).await;
+    }
+}
+
+/// The HTTP status of a socket upgrade (101 when it succeeded) with extra request headers.
+pub async fn upgrade_status(url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    for (k, v) in headers {
+        request.headers_mut().insert(
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("{e}"),
     }
 }
 
