@@ -24,7 +24,7 @@ const EVENT_PAGE: i64 = 500;
 /// Positions per frame in `all` mode (≈ 70 KB of JSON, well under the socket write buffer).
 const POSITIONS_PER_FRAME: usize = 500;
 /// Items between the producer and the transport; a slow transport holds the producer here.
-const HANDOFF: usize = 16;
+const HANDOFF: usize = 4;
 
 /// How a stream receives positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
