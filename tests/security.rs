@@ -8,7 +8,6 @@ use base64::Engine as _;
 use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use trackhub::auth::{AuthConfig, Role};
 use trackhub::limits::LimitsConfig;
