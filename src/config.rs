@@ -95,6 +95,9 @@ pub struct ServeArgs {
     /// Positions an `all`-mode stream may have queued before it is disconnected as too slow.
     #[arg(long, env = "TRACKHUB_STREAM_QUEUE", default_value_t = EventsConfig::default().stream_queue)]
     pub stream_queue: usize,
+    /// How often a stream re-reads the event log when no wake-up came (a lost bus message), ms.
+    #[arg(long, env = "TRACKHUB_STREAM_REREAD_MS", default_value_t = EventsConfig::default().reread_ms)]
+    pub stream_reread_ms: u64,
     /// Webhook request timeout, seconds.
     #[arg(long, env = "TRACKHUB_WEBHOOK_TIMEOUT_S", default_value_t = 10)]
     pub webhook_timeout_s: u64,
@@ -199,7 +202,7 @@ impl ServeArgs {
             events: EventsConfig {
                 retention_s: self.event_retention_s.max(1),
                 stream_queue: self.stream_queue.max(1),
-                ..EventsConfig::default()
+                reread_ms: self.stream_reread_ms.max(10),
             },
             webhooks: WebhookConfig {
                 timeout: Duration::from_secs(self.webhook_timeout_s.max(1)),

@@ -243,3 +243,122 @@ async fn cluster_driver_moving_nodes_mid_dwell_is_checked_in_once() {
     }
     c.stop().await;
 }
+
+/// The next `n` events of a stream socket, as (id, trip_id).
+async fn read_events(ws: &mut Ws, n: usize) -> Vec<(i64, Value)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let f = ws.until(|f| f["type"] == "event").await;
+        got.push((
+            f["event"]["id"].as_i64().unwrap(),
+            f["event"]["trip_id"].clone(),
+        ));
+    }
+    got
+}
+
+/// Check-ins made on both nodes at once: the log's ids are global and increase in commit order,
+/// a stream on either node hears of every one live (through Redis: the nodes' periodic re-read
+/// is set to 10 minutes), and a consumer resuming on the other node gets the rest exactly once.
+#[tokio::test]
+async fn cluster_events_have_global_ids_and_reach_streams_on_every_node() {
+    let cluster = Cluster::start(2).await;
+    for k in 0..30 {
+        let trip = json!({"id": format!("t{k}"), "driver_id": format!("D{k}"),
+            "stops": [{"id": "s1", "lat": LAT, "lon": LON, "radius_m": 80}]});
+        assert_eq!(cluster.post(k % 2, "/v1/trips", "f1", &trip).await.0, 201);
+    }
+    // A webhook receiver: both nodes dispatch, each delivery must be claimed by one of them.
+    let received: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let sink = received.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let sink = sink.clone();
+            async move {
+                let id = headers["trackhub-event-id"].to_str().unwrap().to_string();
+                sink.lock().unwrap().push(id);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let (status, hook) = cluster
+        .post(
+            0,
+            "/v1/webhooks",
+            "f1",
+            &json!({"url": hook_url, "events": ["stop.checked_in"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    let query = "mode=none&types=stop.checked_in";
+    let mut on_b = cluster.stream(1, "f1", query).await;
+    let mut on_a = cluster.stream(0, "f1", query).await;
+
+    // 20 check-ins at once, half on each node.
+    let checkins = (0..20).map(|k| {
+        let http = cluster.http.clone();
+        let url = cluster.nodes[k % 2].url(&format!("/v1/trips/t{k}/stops/s1/checkin"));
+        let token = cluster.token(trackhub::auth::Role::Admin, "admin", "f1");
+        tokio::spawn(async move { post_json(&http, &url, &token, &json!({})).await.0 })
+    });
+    for c in checkins.collect::<Vec<_>>() {
+        assert_eq!(c.await.unwrap(), 201);
+    }
+    let b = read_events(&mut on_b, 20).await;
+    let a = read_events(&mut on_a, 20).await;
+    let (_, log) = cluster
+        .get(0, "/v1/events?types=stop.checked_in", "f1")
+        .await;
+    let logged: Vec<(i64, Value)> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["id"].as_i64().unwrap(), e["trip_id"].clone()))
+        .collect();
+    assert_eq!(logged.len(), 20);
+    assert!(logged.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(a, logged, "node A's stream: the log, in order");
+    assert_eq!(b, logged, "node B's stream: the log, in order");
+
+    // B's consumer leaves; 10 more check-ins on A; it resumes on A with every one exactly once.
+    let last = b.last().unwrap().0;
+    on_b.close().await;
+    for k in 20..30 {
+        let path = format!("/v1/trips/t{k}/stops/s1/checkin");
+        assert_eq!(cluster.post(0, &path, "f1", &json!({})).await.0, 201);
+    }
+    let mut resumed = cluster
+        .stream(0, "f1", &format!("{query}&since={last}"))
+        .await;
+    let rest = read_events(&mut resumed, 10).await;
+    let trips: Vec<Value> = rest.iter().map(|(_, t)| t.clone()).collect();
+    let want: Vec<Value> = (20..30).map(|k| json!(format!("t{k}"))).collect();
+    assert_eq!(trips, want);
+    assert!(rest[0].0 > last && rest.windows(2).all(|w| w[0].0 < w[1].0));
+
+    // Every check-in delivered once, by one node or the other.
+    let path = format!(
+        "/v1/webhooks/{}/deliveries?status=delivered",
+        hook["id"].as_str().unwrap()
+    );
+    let delivered = cluster
+        .poll(1, &path, "f1", WAIT, |b| {
+            b["deliveries"].as_array().unwrap().len() == 30
+        })
+        .await;
+    assert!(delivered["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["attempts"] == 1));
+    let mut ids = received.lock().unwrap().clone();
+    assert_eq!(ids.len(), 30, "no delivery made twice");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30);
+}

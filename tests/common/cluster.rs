@@ -196,6 +196,8 @@ impl Cluster {
             .env("REDIS_URL", self.redis.url())
             .env("TRACKHUB_JWT_SECRET", SECRET)
             .env("RUST_LOG", "info")
+            // Streams must hear of other nodes' events through Redis, not by re-reading the log.
+            .env("TRACKHUB_STREAM_REREAD_MS", "600000")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
@@ -247,6 +249,16 @@ impl Cluster {
     pub async fn driver(&self, node: usize, sub: &str, fleet: &str) -> Ws {
         let t = self.token(Role::Driver, sub, fleet);
         Ws::connect(&self.nodes[node].ws_url("/v1/ws/driver", &t)).await
+    }
+
+    /// A service's stream socket on node `i` (`/v1/ws/stream?{query}`).
+    pub async fn stream(&self, node: usize, fleet: &str, query: &str) -> Ws {
+        let t = self.token(Role::Service, "svc", fleet);
+        Ws::connect(&format!(
+            "{}&{query}",
+            self.nodes[node].ws_url("/v1/ws/stream", &t)
+        ))
+        .await
     }
 
     pub async fn watcher(&self, node: usize, fleet: &str) -> Ws {
