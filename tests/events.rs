@@ -242,6 +242,25 @@ async fn the_event_log_is_per_fleet_validated_and_complete() {
     assert_eq!(only["events"].as_array().unwrap().len(), 2);
     let (_, other_driver) = hub.get("/v1/events?drivers=D9", "f1").await;
     assert_eq!(other_driver["events"], json!([]));
+    // Ids are matched literally: `%` and `_` are not wildcards.
+    let mut odd = hub.driver("D%_", "f1").await;
+    odd.ping_acked(ping(1, t0, LAT, LON)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hub.get("/v1/events?drivers=D%25_", "f1").await.1["events"] == json!([]) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "D%_ online never logged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        hub.get("/v1/events?drivers=DX1", "f1").await.1["events"],
+        json!([])
+    );
+    assert_eq!(
+        hub.get("/v1/events?drivers=D1x", "f1").await.1["events"],
+        json!([])
+    );
 
     // Another fleet sees none of it; drivers may not read the log.
     assert_eq!(hub.get("/v1/events", "f2").await.1["events"], json!([]));

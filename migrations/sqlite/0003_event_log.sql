@@ -11,8 +11,8 @@ CREATE TABLE event_retention (
 );
 INSERT INTO event_retention (singleton, pruned_through) VALUES (1, 0);
 
--- Webhook subscriptions of a fleet. `events` is ",type,type," (or "*" for every type) so one
--- LIKE matches on both engines; the secret signs deliveries, so it is kept as given.
+-- Webhook subscriptions of a fleet. `events` is ",type,type," (or "*" for every type): finding
+-- ",type," in it works on both engines. The secret signs deliveries, so it is kept as given.
 CREATE TABLE webhooks (
     id         TEXT PRIMARY KEY,
     fleet      TEXT NOT NULL,

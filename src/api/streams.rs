@@ -136,8 +136,21 @@ pub async fn stream_spec(
     })
 }
 
+impl Subscription {
+    /// Starts the stream's producer; the transport reads the receiver.
+    pub fn start(self, app: &AppState) -> tokio::sync::mpsc::Receiver<StreamItem> {
+        stream::spawn(
+            app.hub.clone(),
+            settings(app),
+            self.spec,
+            self.start_id,
+            app.shutdown.clone(),
+        )
+    }
+}
+
 /// The runtime settings of streams from the server config.
-pub fn settings(app: &AppState) -> StreamSettings {
+fn settings(app: &AppState) -> StreamSettings {
     StreamSettings {
         flush: Duration::from_millis(app.cfg.flush_interval_ms),
         queue: app.cfg.events.stream_queue,
@@ -162,13 +175,7 @@ pub async fn sse(
     }
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let sub = stream_spec(&app, &caller.0, q, last_event_id).await?;
-    let rx = stream::spawn(
-        app.hub.clone(),
-        settings(&app),
-        sub.spec,
-        sub.start_id,
-        app.shutdown.clone(),
-    );
+    let rx = sub.start(&app);
     let left_s = (caller.0.exp - chrono::Utc::now().timestamp()).clamp(0, 365 * 86_400) as u64;
     let expiry = tokio::time::Instant::now() + Duration::from_secs(left_s);
     Ok(Sse::new(sse_events(rx, expiry))

@@ -31,3 +31,13 @@ pub enum WatchOut {
     /// A refused message; the socket stays open unless a close follows.
     Error { code: &'static str, message: String },
 }
+
+impl WatchOut {
+    /// An error frame.
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        WatchOut::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}

@@ -33,10 +33,18 @@ pub struct EventQuery {
     pub drivers: Option<Vec<String>>,
 }
 
-/// `a,b` as `,a,b,` so that `LIKE '%,' || x || ',%'` tests membership on both engines (sqlx's
-/// `Any` driver cannot bind arrays).
+/// `a,b` as `,a,b,`: membership of `x` is then finding `,x,` in it (sqlx's `Any` driver cannot
+/// bind arrays). Finding, not `LIKE`, so that `_` and `%` in ids are not wildcards.
 fn comma_set(items: &Option<Vec<String>>) -> Option<String> {
     items.as_ref().map(|v| format!(",{},", v.join(",")))
+}
+
+/// The engine's "position of needle in haystack" function, `(haystack, needle)`, 0 when absent.
+pub(crate) fn find_fn(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "instr",
+        Backend::Postgres => "strpos",
+    }
 }
 
 /// Appends `event` to the log inside `tx` and queues a delivery for every webhook of its fleet
@@ -77,11 +85,12 @@ pub(crate) async fn append_event(
         ..EventView::from(event)
     })
     .map_err(|_| StoreError::Invalid("event not serializable"))?;
-    sqlx::query(
+    let find = find_fn(backend);
+    sqlx::query(&format!(
         "INSERT INTO webhook_deliveries (webhook_id, fleet, event_id, event_type, body, next_attempt_at, window_start) \
          SELECT id, fleet, $1, $2, $3, $4, $4 FROM webhooks \
-         WHERE fleet = $5 AND (events = '*' OR events LIKE '%,' || $2 || ',%')",
-    )
+         WHERE fleet = $5 AND (events = '*' OR {find}(events, ',' || $2 || ',') > 0)"
+    ))
     .bind(id)
     .bind(event.kind.name())
     .bind(body)
@@ -95,12 +104,13 @@ pub(crate) async fn append_event(
 impl Store {
     /// Events of `fleet` matching `q`, in id order. Each carries its `id`.
     pub async fn events(&self, fleet: &str, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(
+        let find = find_fn(self.backend);
+        let rows = sqlx::query(&format!(
             "SELECT id, payload FROM events WHERE fleet = $1 AND id > $2 \
-             AND ($3 IS NULL OR $3 LIKE '%,' || type || ',%') \
-             AND ($4 IS NULL OR $4 LIKE '%,' || driver_id || ',%') \
-             ORDER BY id LIMIT $5",
-        )
+             AND ($3 IS NULL OR {find}($3, ',' || type || ',') > 0) \
+             AND ($4 IS NULL OR {find}($4, ',' || driver_id || ',') > 0) \
+             ORDER BY id LIMIT $5"
+        ))
         .bind(fleet)
         .bind(q.since)
         .bind(comma_set(&q.types))

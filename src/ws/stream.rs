@@ -15,13 +15,13 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::{admit, close_for_restart, Admitted, Conn, Received};
-use crate::api::streams::{settings, stream_spec, StreamParams};
+use crate::api::streams::{stream_spec, StreamParams};
 use crate::api::ApiQuery;
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::protocol::watch::WatchOut;
-use crate::stream::{self, StreamItem};
+use crate::stream::StreamItem;
 
 /// Upgrade handler: the socket checks of the watcher (origin, token, role `admin` or `service`),
 /// then the stream query (422 bad fields, 403 another fleet, 410 `since` past retention).
@@ -53,23 +53,10 @@ pub async fn upgrade(
         Err(refused) => return refused.into_response(),
     };
     ws.on_upgrade(move |socket| async move {
-        let rx = stream::spawn(
-            app.hub.clone(),
-            settings(&app),
-            sub.spec,
-            sub.start_id,
-            app.shutdown.clone(),
-        );
+        let rx = sub.start(&app);
         session(app, admitted, socket, rx).await
     })
     .into_response()
-}
-
-fn error(code: &'static str, message: impl Into<String>) -> WatchOut {
-    WatchOut::Error {
-        code,
-        message: message.into(),
-    }
 }
 
 async fn session(
@@ -82,7 +69,7 @@ async fn session(
     let mut conn = Conn::new(&app, socket, &admitted);
     let codec = conn.codec;
     if !app.limits.admit_connection(admitted.ip) {
-        let refusal = error("rate_limited", app.limits.over_connection_rate_message());
+        let refusal = WatchOut::error("rate_limited", app.limits.over_connection_rate_message());
         conn.refuse(
             codec.encode_watch(&refusal),
             super::close::POLICY,
@@ -96,11 +83,11 @@ async fn session(
         let frame = tokio::select! {
             msg = conn.socket.recv() => {
                 match conn.received(msg).await {
-                    Received::Data(_) => error("unsupported_message", "a stream takes no messages; set the filter in the URL"),
+                    Received::Data(_) => WatchOut::error("unsupported_message", "a stream takes no messages; set the filter in the URL"),
                     Received::Nothing => continue,
                     Received::End => return,
                     Received::OverRate => {
-                        let refusal = error("rate_limited", app.limits.over_rate_message());
+                        let refusal = WatchOut::error("rate_limited", app.limits.over_rate_message());
                         conn.refuse(codec.encode_watch(&refusal), super::close::POLICY, "message rate").await;
                         return;
                     }
@@ -111,7 +98,7 @@ async fn session(
                 Some(StreamItem::Positions(positions)) => WatchOut::Positions { positions },
                 Some(StreamItem::Event(event)) => WatchOut::Event { event },
                 Some(StreamItem::Overflow) => {
-                    let refusal = error("slow_consumer", "too far behind in `all` mode; reconnect (and read faster, or use mode=latest)");
+                    let refusal = WatchOut::error("slow_consumer", "too far behind in `all` mode; reconnect (and read faster, or use mode=latest)");
                     conn.refuse(codec.encode_watch(&refusal), super::close::TRY_AGAIN_LATER, "slow consumer").await;
                     return;
                 }
@@ -128,7 +115,7 @@ async fn session(
                 continue;
             }
             _ = tokio::time::sleep_until(token_expiry) => {
-                let refusal = error("token_expired", "the token expired; reconnect with a fresh one");
+                let refusal = WatchOut::error("token_expired", "the token expired; reconnect with a fresh one");
                 conn.refuse(codec.encode_watch(&refusal), super::close::UNAUTHENTICATED, "token expired").await;
                 return;
             }

@@ -45,20 +45,13 @@ pub async fn upgrade(
     }
 }
 
-fn error(code: &'static str, message: impl Into<String>) -> WatchOut {
-    WatchOut::Error {
-        code,
-        message: message.into(),
-    }
-}
-
 async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
     let _guard = app.session_guard.clone();
     let mut conn = Conn::new(&app, socket, &admitted);
     let codec = conn.codec;
     let policy = super::close::POLICY;
     if !app.limits.admit_connection(admitted.ip) {
-        let refusal = error("rate_limited", app.limits.over_connection_rate_message());
+        let refusal = WatchOut::error("rate_limited", app.limits.over_connection_rate_message());
         conn.refuse(codec.encode_watch(&refusal), policy, "connection rate")
             .await;
         return;
@@ -78,14 +71,14 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
                     Received::Nothing => continue,
                     Received::End => return,
                     Received::OverRate => {
-                        let refusal = error("rate_limited", app.limits.over_rate_message());
+                        let refusal = WatchOut::error("rate_limited", app.limits.over_rate_message());
                         conn.refuse(codec.encode_watch(&refusal), policy, "message rate").await;
                         return;
                     }
                 };
                 let Some(frame) = data.frame() else { continue };
                 handle_subscribe(&app, &fleet, &handle, codec.decode_watch(frame))
-                    .unwrap_or_else(|e| error(e.code, e.message))
+                    .unwrap_or_else(|e| WatchOut::error(e.code, e.message))
             }
             event = handle.events.recv() => {
                 let Some(event) = event else { return };
@@ -113,7 +106,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
                 continue;
             }
             _ = tokio::time::sleep_until(token_expiry) => {
-                let refusal = error("token_expired", "the token expired; reconnect with a fresh one");
+                let refusal = WatchOut::error("token_expired", "the token expired; reconnect with a fresh one");
                 conn.refuse(codec.encode_watch(&refusal), super::close::UNAUTHENTICATED, "token expired").await;
                 return;
             }
