@@ -423,4 +423,33 @@ mod tests {
             Some(pb::driver_out::Msg::Ack(pb::Ack { seq: 3 }))
         );
     }
+
+    #[test]
+    fn events_carry_their_log_id_in_both_codecs() {
+        use crate::hub::events::{Event, EventKind};
+        let event = WatchOut::Event {
+            event: std::sync::Arc::new(Event {
+                id: Some(7),
+                fleet: "f".into(),
+                driver_id: "d".into(),
+                ts_ms: 1_790_000_000_000,
+                position: None,
+                kind: EventKind::DriverOnline,
+            }),
+        };
+        let Wire::Text(json) = Codec::Json.encode_watch(&event) else {
+            panic!("text")
+        };
+        assert!(
+            json.contains(r#""event":{"id":7,"type":"driver.online""#),
+            "{json}"
+        );
+        let Wire::Binary(bytes) = Codec::Proto.encode_watch(&event) else {
+            panic!("binary")
+        };
+        match pb::WatchOut::decode(bytes.as_slice()).unwrap().msg {
+            Some(pb::watch_out::Msg::Event(e)) => assert_eq!(e.id, Some(7)),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -88,6 +88,7 @@ fn position_json(p: pb::Position) -> Value {
 
 fn event_json(e: pb::Event) -> Value {
     let mut m = Map::new();
+    put(&mut m, "id", e.id);
     m.insert("type".into(), e.r#type.into());
     m.insert("ts".into(), format_ts(e.ts_ms).into());
     m.insert("fleet".into(), e.fleet.into());
