@@ -2,8 +2,9 @@
 //!
 //! One `Hub` per process. Per driver *served by this node* it keeps the anti-replay window, the
 //! newest device time and the arrival tracker of its active trips; per fleet, the live R-tree of
-//! every driver, its own and (through the bus) other nodes'. Work under a lock is pure and short;
-//! database writes happen after the locks are released.
+//! every driver, its own and (through the bus) other nodes'. Work under a lock is short and never
+//! waits (index update, fan-out offers and bus queueing happen under the driver's lock, which is
+//! what keeps one driver's positions in order); database writes happen after it is released.
 //!
 //! Driver state is built lazily from the database when a driver's first fix reaches this node
 //! ([`Hub::ingest`] → hydration): its active trips, and the last minutes of its track replayed
