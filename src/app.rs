@@ -43,10 +43,9 @@ pub struct Running {
     shutdown_tx: watch::Sender<bool>,
     sessions_rx: mpsc::Receiver<()>,
     server: JoinHandle<std::io::Result<()>>,
-    sweeper: JoinHandle<()>,
-    /// Webhook dispatcher and event retention.
-    webhooks: JoinHandle<()>,
-    retention: JoinHandle<()>,
+    /// Tasks that end by themselves when `shutdown` turns true: presence sweeper, webhook
+    /// dispatcher, event retention.
+    background: Vec<JoinHandle<()>>,
     bus_tasks: Option<(bus::redis::BusTasks, JoinHandle<()>)>,
     writer_stop: watch::Sender<bool>,
     writer: JoinHandle<()>,
@@ -126,9 +125,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         shutdown_tx,
         sessions_rx,
         server,
-        sweeper,
-        webhooks,
-        retention,
+        background: vec![sweeper, webhooks, retention],
         bus_tasks,
         writer_stop,
         writer,
@@ -235,9 +232,7 @@ impl Running {
             shutdown_tx,
             mut sessions_rx,
             server,
-            sweeper,
-            webhooks,
-            retention,
+            background,
             bus_tasks,
             writer_stop,
             writer,
@@ -255,9 +250,9 @@ impl Running {
         if drained.is_err() {
             tracing::warn!("sockets still open after the grace period");
         }
-        let _ = sweeper.await;
-        let _ = webhooks.await;
-        let _ = retention.await;
+        for task in background {
+            let _ = task.await;
+        }
         if let Some((tasks, applier)) = bus_tasks {
             tasks.join().await;
             let _ = applier.await;

@@ -176,9 +176,7 @@ pub async fn sse(
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let sub = stream_spec(&app, &caller.0, q, last_event_id).await?;
     let rx = sub.start(&app);
-    let left_s = (caller.0.exp - chrono::Utc::now().timestamp()).clamp(0, 365 * 86_400) as u64;
-    let expiry = tokio::time::Instant::now() + Duration::from_secs(left_s);
-    Ok(Sse::new(sse_events(rx, expiry))
+    Ok(Sse::new(sse_events(rx, caller.0.expiry_deadline()))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }

@@ -52,6 +52,15 @@ pub struct Claims {
     pub nbf: Option<i64>,
 }
 
+impl Claims {
+    /// When the token expires, as a timer deadline; capped at a year so an absurd `exp` cannot
+    /// overflow the timer. Sessions end there (socket close 4001, SSE `token_expired`).
+    pub fn expiry_deadline(&self) -> tokio::time::Instant {
+        let left = (self.exp - chrono::Utc::now().timestamp()).clamp(0, 365 * 86_400) as u64;
+        tokio::time::Instant::now() + std::time::Duration::from_secs(left)
+    }
+}
+
 /// The signing secret: `override_secret` (from `TRACKHUB_JWT_SECRET`) when given, else the one
 /// kept in `data_dir/jwt_secret`, generated (32 random bytes) when `create` and absent.
 pub fn load_secret(

@@ -62,11 +62,13 @@ pub(crate) async fn append_event(
             .execute(&mut **tx)
             .await?;
     }
-    let payload = serde_json::to_string(&EventView {
-        id: None,
-        ..EventView::from(event)
-    })
-    .map_err(|_| StoreError::Invalid("event not serializable"))?;
+    let mut view = EventView::from(event);
+    // The log keeps the id in its own column; the delivery body carries it.
+    view.id = None;
+    let json = |view: &EventView| {
+        serde_json::to_string(view).map_err(|_| StoreError::Invalid("event not serializable"))
+    };
+    let payload = json(&view)?;
     let id: i64 = sqlx::query(
         "INSERT INTO events (fleet, type, ts, driver_id, payload, recorded_at) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -80,11 +82,8 @@ pub(crate) async fn append_event(
     .fetch_one(&mut **tx)
     .await?
     .try_get(0)?;
-    let body = serde_json::to_string(&EventView {
-        id: Some(id),
-        ..EventView::from(event)
-    })
-    .map_err(|_| StoreError::Invalid("event not serializable"))?;
+    view.id = Some(id);
+    let body = json(&view)?;
     let find = find_fn(backend);
     sqlx::query(&format!(
         "INSERT INTO webhook_deliveries (webhook_id, fleet, event_id, event_type, body, next_attempt_at, window_start) \

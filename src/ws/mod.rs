@@ -100,15 +100,12 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(app: &AppState, socket: WebSocket, admitted: &Admitted) -> Self {
-        let now_s = chrono::Utc::now().timestamp();
-        // Capped at a year so an absurd `exp` cannot overflow the timer.
-        let left = (admitted.claims.exp - now_s).clamp(0, 365 * 86_400) as u64;
         Self {
             socket,
             codec: admitted.codec,
             limiter: app.limits.message_limiter(),
             heartbeat: Heartbeat::new(Duration::from_secs(app.cfg.idle_timeout_s)),
-            token_expiry: tokio::time::Instant::now() + Duration::from_secs(left),
+            token_expiry: admitted.claims.expiry_deadline(),
         }
     }
 
