@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check and every test, as CI runs them: format, lints, then the whole suite twice, on the
-# embedded SQLite store and on PostgreSQL (a fresh database per test hub). The multi-node tests
+# embedded SQLite store and on PostgreSQL (a fresh database per test hub), with the live map's
+# browser test (scripts/browser-test.sh) between the two. The multi-node tests
 # (tests/cluster.rs: hub processes, their own redis-server, PostgreSQL) run in the first pass; they
 # use PostgreSQL whatever the pass, so the second one skips them rather than repeat them.
 set -euo pipefail
@@ -23,5 +24,7 @@ echo "== cargo clippy -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== tests on SQLite (embedded), and the multi-node tests on PostgreSQL + Redis"
 TRACKHUB_PG_URL="$PG_URL" cargo test --locked
+echo "== the live map in headless Chromium"
+bash scripts/browser-test.sh
 echo "== tests on PostgreSQL"
 TRACKHUB_TEST_DATABASE_URL="$PG_URL" cargo test --locked --tests -- --skip cluster_

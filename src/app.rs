@@ -152,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ws/driver", get(crate::ws::driver::upgrade))
         .route("/v1/ws/watch", get(crate::ws::watch::upgrade))
         .route("/v1/ws/stream", get(crate::ws::stream::upgrade))
+        .merge(crate::web::routes())
         .merge(crate::api::routes().layer(cors(&state.cfg.allowed_origins)))
         .with_state(state)
 }
@@ -268,7 +269,8 @@ impl Running {
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
         shutdown_signal().await;
         tracing::info!("shutdown signal: draining");
-        self.stop(Duration::from_secs(10)).await
+        let grace = self.state.cfg.drain_timeout;
+        self.stop(grace).await
     }
 }
 

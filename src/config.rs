@@ -86,9 +86,21 @@ pub struct ServeArgs {
     /// Arrival: fixes with a worse reported accuracy are ignored, metres.
     #[arg(long, env = "TRACKHUB_MAX_ACCURACY_M", default_value_t = 50.0)]
     pub max_accuracy_m: f64,
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "TRACKHUB_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
+    /// Log format: `text` (for people) or `json` (one object per line, for log shippers).
+    #[arg(long, env = "TRACKHUB_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// On SIGTERM/SIGINT: how long open sockets get to close (after a 1012 close frame) before the
+    /// hub stops waiting, flushes history and exits, seconds.
+    #[arg(long, env = "TRACKHUB_DRAIN_TIMEOUT_S", default_value_t = 10)]
+    pub drain_timeout_s: u64,
+    /// Map tiles of the live map at `/` (`{z}/{x}/{y}` template, XYZ scheme). Empty: a plain
+    /// background (offline installs). Default: OpenStreetMap's standard tiles, whose usage policy
+    /// asks heavy users to run their own tile server.
+    #[arg(long, env = "TRACKHUB_MAP_TILE_URL", default_value = MapConfig::OSM_TILES)]
+    pub map_tile_url: String,
+    /// Attribution shown under the map tiles (HTML allowed).
+    #[arg(long, env = "TRACKHUB_MAP_TILE_ATTRIBUTION", default_value = MapConfig::OSM_ATTRIBUTION)]
+    pub map_tile_attribution: String,
     /// Durable events older than this (server time of storage) are deleted, seconds (7 days).
     #[arg(long, env = "TRACKHUB_EVENT_RETENTION_S", default_value_t = EventsConfig::default().retention_s)]
     pub event_retention_s: u64,
@@ -111,6 +123,39 @@ pub struct ServeArgs {
     /// seconds (24 h).
     #[arg(long, env = "TRACKHUB_WEBHOOK_GIVE_UP_S", default_value_t = 86_400)]
     pub webhook_give_up_s: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The live map's background tiles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapConfig {
+    /// XYZ tile URL template; empty for a plain background.
+    pub tile_url: String,
+    /// Attribution HTML for the tiles.
+    pub tile_attribution: String,
+}
+
+impl MapConfig {
+    /// OpenStreetMap's standard tile layer.
+    pub const OSM_TILES: &'static str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png";
+    /// The attribution OpenStreetMap requires (ODbL).
+    pub const OSM_ATTRIBUTION: &'static str =
+        "&copy; <a href=\"https://www.openstreetmap.org/copyright\">OpenStreetMap</a> contributors";
+}
+
+impl Default for MapConfig {
+    fn default() -> Self {
+        Self {
+            tile_url: Self::OSM_TILES.into(),
+            tile_attribution: Self::OSM_ATTRIBUTION.into(),
+        }
+    }
 }
 
 /// The durable event log and the service streams that read it.
@@ -153,6 +198,9 @@ pub struct ServerConfig {
     pub idle_timeout_s: u64,
     pub events: EventsConfig,
     pub webhooks: WebhookConfig,
+    pub map: MapConfig,
+    /// How long a drain waits for sockets to close before flushing and exiting.
+    pub drain_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -211,6 +259,11 @@ impl ServeArgs {
                 give_up_after: Duration::from_secs(self.webhook_give_up_s),
                 ..WebhookConfig::default()
             },
+            map: MapConfig {
+                tile_url: self.map_tile_url.trim().to_string(),
+                tile_attribution: self.map_tile_attribution.clone(),
+            },
+            drain_timeout: Duration::from_secs(self.drain_timeout_s),
         }
     }
 }
@@ -240,6 +293,8 @@ impl ServerConfig {
             idle_timeout_s: 60,
             events: EventsConfig::default(),
             webhooks: WebhookConfig::default(),
+            map: MapConfig::default(),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -23,5 +23,6 @@ pub mod protocol;
 pub mod replay;
 pub mod store;
 pub mod stream;
+pub mod web;
 pub mod webhooks;
 pub mod ws;

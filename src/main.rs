@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use trackhub::auth::{load_secret, Keys, Role};
-use trackhub::config::ServeArgs;
+use trackhub::config::{LogFormat, ServeArgs};
 use trackhub::eval::amazon;
 use trackhub::geo::arrival::ArrivalConfig;
 use trackhub::replay::ReplayArgs;
@@ -68,13 +68,13 @@ struct EvalArgs {
     stationary_radius_m: Option<f64>,
 }
 
-fn init_logging(json: bool) {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if json {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            init_logging(args.log_format == "json");
+            init_logging(args.log_format);
             trackhub::replay::raise_fd_limit();
             let running = trackhub::app::start(args.resolve()).await?;
             running.run_until_signal().await
@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay(args) => {
-            init_logging(false);
+            init_logging(LogFormat::Text);
             let summary = trackhub::replay::run(&args).await?;
             println!("{summary}");
             if summary.failed_drivers > 0 {

@@ -525,3 +525,95 @@ async fn nearby_ranks_by_great_circle_distance() {
     assert_eq!(near["drivers"].as_array().unwrap().len(), 1);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn trips_are_listed_newest_first_with_stops_per_fleet() {
+    let hub = TestHub::start().await;
+    for (id, stops) in [("t-1", 2), ("t-2", 3)] {
+        let stops: Vec<Value> = (0..stops)
+            .map(|i| json!({"id": format!("s{i}"), "lat": LAT + i as f64 * 0.01, "lon": LON}))
+            .collect();
+        let trip = json!({"id": id, "driver_id": "D1", "stops": stops});
+        assert_eq!(hub.post("/v1/trips", "fleet-a", &trip).await.0, 201);
+    }
+    let other = json!({"id":"t-b","driver_id":"D1","stops":[{"lat":LAT,"lon":LON}]});
+    assert_eq!(hub.post("/v1/trips", "fleet-b", &other).await.0, 201);
+
+    let (status, list) = hub.get("/v1/trips?status=active", "fleet-a").await;
+    assert_eq!(status, 200, "{list}");
+    let trips = list["trips"].as_array().unwrap();
+    let ids: Vec<&str> = trips.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        ["t-2", "t-1"],
+        "newest first, fleet B's trip not listed"
+    );
+    let stop_ids: Vec<&str> = trips[0]["stops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stop_ids, ["s0", "s1", "s2"], "stops in trip order");
+    assert_eq!(trips[0]["stops"][0]["status"], "pending");
+
+    let (_, one) = hub.get("/v1/trips?limit=1", "fleet-a").await;
+    assert_eq!(one["trips"].as_array().unwrap().len(), 1);
+    let (_, completed) = hub.get("/v1/trips?status=completed", "fleet-a").await;
+    assert_eq!(completed["trips"], json!([]));
+    let (status, problem) = hub.get("/v1/trips?status=lost&limit=0", "fleet-a").await;
+    assert_eq!(status, 422, "{problem}");
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["status", "limit"]);
+    // Drivers do not list trips.
+    let driver = hub.token(Role::Driver, "D1", "fleet-a");
+    assert_eq!(hub.get_as("/v1/trips", &driver).await.0, 403);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_live_map_is_served_from_the_binary() {
+    let hub = TestHub::start_with(|c| c.map.tile_url = String::new()).await;
+    let http = reqwest::Client::new();
+    let page = http.get(hub.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    for asset in [
+        "/map/app.js",
+        "/map/app.css",
+        "/map/vendor/leaflet/leaflet.js",
+        "/map/vendor/leaflet/leaflet.css",
+    ] {
+        assert!(html.contains(asset), "the page loads {asset}");
+        let r = http.get(hub.url(asset)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+        assert!(!r.bytes().await.unwrap().is_empty());
+    }
+    let licence = http
+        .get(hub.url("/map/vendor/leaflet/LICENSE"))
+        .send()
+        .await
+        .unwrap();
+    assert!(licence.text().await.unwrap().contains("BSD 2-Clause"));
+    let config: Value = http
+        .get(hub.url("/map/config.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["tile_url"], "", "offline: a plain background");
+    assert_eq!(config["flush_interval_ms"], 100);
+    hub.stop().await;
+}

@@ -66,7 +66,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/drivers/nearby", get(drivers_nearby))
         .route("/v1/drivers/{id}", get(driver))
         .route("/v1/drivers/{id}/track", get(track))
-        .route("/v1/trips", post(trips::create))
+        .route("/v1/trips", post(trips::create).get(trips::list))
         .route("/v1/trips/{id}", get(trips::get))
         .route(
             "/v1/trips/{trip_id}/stops/{stop_id}/checkin",

@@ -195,6 +195,43 @@ pub async fn get(
     Ok(Json(trip_json(&load_trip(&app, &caller, &id).await?)))
 }
 
+#[derive(Deserialize)]
+pub struct TripListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/trips?status=active|completed&limit=100` (admin, service) → `{"trips":[…]}`, newest
+/// first, each with its stops and their statuses (what the live map draws).
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<TripListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(&[Role::Admin, Role::Service])?;
+    let mut errors = Vec::new();
+    if let Some(s) = q.status.as_deref() {
+        if s != "active" && s != "completed" {
+            errors.push(FieldError::new("status", "must be `active` or `completed`"));
+        }
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1_000).contains(&limit) {
+        errors.push(FieldError::new("limit", "must be within [1, 1000]"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let trips = app
+        .hub
+        .store
+        .trips(&caller.0.fleet, q.status.as_deref(), limit)
+        .await?;
+    Ok(Json(
+        json!({ "trips": trips.iter().map(trip_json).collect::<Vec<_>>() }),
+    ))
+}
+
 /// `POST /v1/trips/{trip_id}/stops/{stop_id}/checkin` (admin, or the trip's driver): the manual
 /// fallback when detection cannot decide (no GPS indoors, say). 201 with the check-in; 409 when
 /// the stop is already checked in.

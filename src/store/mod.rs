@@ -275,22 +275,56 @@ impl Store {
         .bind(trip_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StopRecord {
-                    id: r.try_get("id")?,
-                    position: r.try_get("position")?,
-                    name: r.try_get("name")?,
-                    lat: r.try_get("lat")?,
-                    lon: r.try_get("lon")?,
-                    radius_m: r.try_get("radius_m")?,
-                    status: r.try_get("status")?,
-                    arrived_at: r.try_get("arrived_at")?,
-                    checked_in_at: r.try_get("checked_in_at")?,
-                    departed_at: r.try_get("departed_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(stop_from_row).collect()
+    }
+
+    /// The newest `limit` trips of a fleet with `status` (`active` | `completed`; `None`: any),
+    /// newest first, with their stops: two queries, whatever the count.
+    pub async fn trips(
+        &self,
+        fleet: &str,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TripRecord>, StoreError> {
+        // `$2 IS NULL` needs a typed NULL on PostgreSQL; an empty string never matches a status.
+        let status = status.unwrap_or("");
+        let rows = sqlx::query(
+            "SELECT id, fleet, driver_id, status, created_at, completed_at FROM trips \
+             WHERE fleet = $1 AND ($2 = '' OR status = $2) ORDER BY created_at DESC, id LIMIT $3",
+        )
+        .bind(fleet)
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut trips = rows
+            .iter()
+            .map(trip_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let stops = sqlx::query(
+            "SELECT s.trip_id, s.id, s.position, s.name, s.lat, s.lon, s.radius_m, s.status, \
+                    s.arrived_at, s.checked_in_at, s.departed_at \
+             FROM stops s JOIN (SELECT id FROM trips WHERE fleet = $1 AND ($2 = '' OR status = $2) \
+                                ORDER BY created_at DESC, id LIMIT $3) t ON t.id = s.trip_id \
+             ORDER BY s.trip_id, s.position",
+        )
+        .bind(fleet)
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_trip: std::collections::HashMap<String, Vec<StopRecord>> = Default::default();
+        for row in &stops {
+            let trip_id: String = row.try_get("trip_id")?;
+            by_trip
+                .entry(trip_id)
+                .or_default()
+                .push(stop_from_row(row)?);
+        }
+        for trip in &mut trips {
+            trip.stops = by_trip.remove(&trip.id).unwrap_or_default();
+        }
+        Ok(trips)
     }
 
     /// Records a `stop.checked_in` event: the check-in, its stop's new status and the event in one
@@ -470,6 +504,21 @@ impl Store {
             })
             .collect()
     }
+}
+
+fn stop_from_row(r: &AnyRow) -> Result<StopRecord, StoreError> {
+    Ok(StopRecord {
+        id: r.try_get("id")?,
+        position: r.try_get("position")?,
+        name: r.try_get("name")?,
+        lat: r.try_get("lat")?,
+        lon: r.try_get("lon")?,
+        radius_m: r.try_get("radius_m")?,
+        status: r.try_get("status")?,
+        arrived_at: r.try_get("arrived_at")?,
+        checked_in_at: r.try_get("checked_in_at")?,
+        departed_at: r.try_get("departed_at")?,
+    })
 }
 
 fn trip_from_row(row: &AnyRow) -> Result<TripRecord, StoreError> {

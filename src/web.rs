@@ -1,0 +1,149 @@
+//! The live map for admins, served at `/`: a page, its script and style, and Leaflet (vendored
+//! from npm with its licence in `web/vendor/leaflet/`), all embedded in the binary at build time
+//! so the hub stays one file.
+//!
+//! The page signs in with an admin token (pasted, kept in `sessionStorage`, or `/#token=…` for
+//! wall screens), follows `/v1/ws/watch` and reads trips, check-ins and tracks over REST.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::app::AppState;
+
+/// An embedded file: its bytes and `Content-Type`.
+struct Asset {
+    bytes: &'static [u8],
+    content_type: &'static str,
+}
+
+macro_rules! asset {
+    ($path:literal, $type:literal) => {
+        Asset {
+            bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/", $path)),
+            content_type: $type,
+        }
+    };
+}
+
+const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
+const APP_JS: Asset = asset!("app.js", "text/javascript; charset=utf-8");
+const APP_CSS: Asset = asset!("app.css", "text/css; charset=utf-8");
+const LEAFLET_JS: Asset = asset!(
+    "vendor/leaflet/leaflet.js",
+    "text/javascript; charset=utf-8"
+);
+const LEAFLET_CSS: Asset = asset!("vendor/leaflet/leaflet.css", "text/css; charset=utf-8");
+const LEAFLET_LICENSE: Asset = asset!("vendor/leaflet/LICENSE", "text/plain; charset=utf-8");
+const LAYERS_PNG: Asset = asset!("vendor/leaflet/images/layers.png", "image/png");
+const LAYERS_2X_PNG: Asset = asset!("vendor/leaflet/images/layers-2x.png", "image/png");
+const MARKER_PNG: Asset = asset!("vendor/leaflet/images/marker-icon.png", "image/png");
+const MARKER_2X_PNG: Asset = asset!("vendor/leaflet/images/marker-icon-2x.png", "image/png");
+const SHADOW_PNG: Asset = asset!("vendor/leaflet/images/marker-shadow.png", "image/png");
+
+/// The map's routes: `/`, `/map/*` (no authentication: the page holds no data until it has a
+/// token).
+pub fn routes() -> Router<AppState> {
+    let serve = |a: &'static Asset| move || async move { respond(a) };
+    Router::new()
+        .route("/", get(index))
+        .route("/map/app.js", get(serve(&APP_JS)))
+        .route("/map/app.css", get(serve(&APP_CSS)))
+        .route("/map/config.json", get(config))
+        .route("/map/vendor/leaflet/leaflet.js", get(serve(&LEAFLET_JS)))
+        .route("/map/vendor/leaflet/leaflet.css", get(serve(&LEAFLET_CSS)))
+        .route("/map/vendor/leaflet/LICENSE", get(serve(&LEAFLET_LICENSE)))
+        .route(
+            "/map/vendor/leaflet/images/layers.png",
+            get(serve(&LAYERS_PNG)),
+        )
+        .route(
+            "/map/vendor/leaflet/images/layers-2x.png",
+            get(serve(&LAYERS_2X_PNG)),
+        )
+        .route(
+            "/map/vendor/leaflet/images/marker-icon.png",
+            get(serve(&MARKER_PNG)),
+        )
+        .route(
+            "/map/vendor/leaflet/images/marker-icon-2x.png",
+            get(serve(&MARKER_2X_PNG)),
+        )
+        .route(
+            "/map/vendor/leaflet/images/marker-shadow.png",
+            get(serve(&SHADOW_PNG)),
+        )
+}
+
+/// Embedded files change only with the binary: `no-cache` makes browsers revalidate after an
+/// upgrade instead of mixing an old script with a new page.
+fn respond(asset: &Asset) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, asset.content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        asset.bytes,
+    )
+        .into_response()
+}
+
+/// The page, with a Content Security Policy: scripts and sockets only from the hub itself,
+/// images from the hub and the configured tile server.
+async fn index(State(app): State<AppState>) -> Response {
+    let mut response = respond(&INDEX);
+    let tiles = tile_origin(&app.cfg.map.tile_url).unwrap_or_default();
+    let csp = format!(
+        "default-src 'self'; img-src 'self' data: {tiles}; connect-src 'self' ws: wss:; \
+         style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    response
+}
+
+/// `scheme://host[:port]` of a tile URL template, for the CSP; `None` when it has none.
+fn tile_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next()?;
+    // `{s}` subdomain templates: allow every subdomain of the host.
+    let host = host.replace("{s}.", "*.");
+    (!host.is_empty() && (scheme == "https" || scheme == "http"))
+        .then(|| format!("{scheme}://{host}"))
+}
+
+/// `GET /map/config.json`: what the page needs before it signs in.
+async fn config(State(app): State<AppState>) -> impl IntoResponse {
+    Json(json!({
+        "tile_url": app.cfg.map.tile_url,
+        "tile_attribution": app.cfg.map.tile_attribution,
+        "flush_interval_ms": app.cfg.flush_interval_ms,
+        "presence_timeout_s": app.cfg.hub.presence_timeout_ms / 1000,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tile_origin;
+
+    #[test]
+    fn tile_origin_of_templates() {
+        assert_eq!(
+            tile_origin("https://tile.openstreetmap.org/{z}/{x}/{y}.png").as_deref(),
+            Some("https://tile.openstreetmap.org")
+        );
+        assert_eq!(
+            tile_origin("https://{s}.tile.example.com:8443/{z}/{x}/{y}.png").as_deref(),
+            Some("https://*.tile.example.com:8443")
+        );
+        assert_eq!(tile_origin(""), None);
+        assert_eq!(tile_origin("/tiles/{z}/{x}/{y}.png"), None);
+    }
+}

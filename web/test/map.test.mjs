@@ -1,0 +1,152 @@
+// The live map in a real browser: headless Chromium (Debian's `chromium`) driven by
+// playwright-core, against a real hub process fed by `trackhub replay` of the Amazon delivery
+// traces (../shared/data). Asserts what an admin sees: markers that appear and move, a check-in
+// in the list, a stop turning `arrived`, a driver's track on click, and the page reconnecting
+// by itself after the hub restarts. Keeps a screenshot (SCREENSHOT, default
+// ../target/browser/map-replay.png).
+//
+// Run: `npm test` in web/ after `cargo build` (TRACKHUB_BIN, CHROMIUM and SHARED_DATA override the
+// paths).
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, "../..");
+const BIN = process.env.TRACKHUB_BIN || join(repo, "target/debug/trackhub");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const DATA = process.env.SHARED_DATA || resolve(repo, "../shared/data");
+const SCREENSHOT = process.env.SCREENSHOT || join(repo, "target/browser/map-replay.png");
+const AMAZON = join(DATA, "amazon_delivery_activity_labels/data_anon");
+const ORIGIN = "47.6062,-122.3321";
+
+const dataDir = mkdtempSync(join(tmpdir(), "trackhub-map-"));
+let port;
+let hub;
+let browser;
+let page;
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.once("error", fail);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+/** Polls `check` until it returns a truthy value or `ms` pass. */
+async function until(what, ms, check) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check().catch(() => undefined);
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function startHub() {
+  hub = spawn(
+    BIN,
+    ["serve", "--data-dir", dataDir, "--addr", `127.0.0.1:${port}`, "--map-tile-url", "", "--conn-rate-per-ip", "0"],
+    { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, RUST_LOG: "warn" } },
+  );
+  await until("the hub's /readyz", 30_000, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok);
+}
+
+async function stopHub() {
+  if (!hub || hub.exitCode !== null) return;
+  const exited = new Promise((ok) => hub.once("exit", ok));
+  hub.kill("SIGTERM");
+  await exited;
+}
+
+before(async () => {
+  port = await freePort();
+  await startHub();
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
+  page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  page.on("pageerror", (e) => console.error("page error:", e));
+});
+
+after(async () => {
+  await browser?.close();
+  await stopHub();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+test("the map follows a replay of real traces, lists check-ins and reconnects", { timeout: 240_000 }, async () => {
+  const minted = spawnSync(BIN, ["token", "--data-dir", dataDir, "--role", "admin", "--sub", "map-test"], { encoding: "utf8" });
+  assert.equal(minted.status, 0, minted.stderr);
+  const token = minted.stdout.trim().split("\n").pop();
+
+  // Wall-screen sign-in: the token comes in the fragment and leaves the address bar.
+  await page.goto(`http://127.0.0.1:${port}/#token=${token}`);
+  await page.waitForSelector('#status[data-state="live"]', { timeout: 15_000 });
+  assert.ok(!page.url().includes(token), "the token stays out of the address bar");
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("trackhub.token")), token);
+
+  // 40 delivery shifts with their trips (stops from the dataset's labels), 300× real time.
+  const chunks = readdirSync(AMAZON).filter((f) => f.endsWith(".csv")).sort().slice(0, 40).map((f) => join(AMAZON, f));
+  const replay = spawn(
+    BIN,
+    ["replay", "--hub", `http://127.0.0.1:${port}`, "--data-dir", dataDir, "--speed", "300", "--amazon-trips", "--origin", ORIGIN, "--quiet", ...chunks],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  let replayOut = "";
+  replay.stdout.on("data", (d) => { replayOut += d; });
+  const replayDone = new Promise((ok) => replay.once("exit", ok));
+
+  // Markers appear, each element carrying its driver id.
+  await page.waitForSelector(".driver-marker[data-driver-id]", { timeout: 30_000 });
+  const first = await page.$$eval(".driver-marker[data-driver-id]", (els) =>
+    Object.fromEntries(els.map((e) => [e.dataset.driverId, `${e.dataset.lat},${e.dataset.lon}`])));
+  assert.ok(Object.keys(first).length >= 1);
+
+  // …and move: some driver seen at first is later at another position.
+  await page.waitForFunction((before) => [...document.querySelectorAll(".driver-marker[data-driver-id]")]
+    .some((e) => before[e.dataset.driverId] && before[e.dataset.driverId] !== `${e.dataset.lat},${e.dataset.lon}`),
+  first, { timeout: 30_000 });
+
+  // Trips are drawn, and a check-in shows up in the list with its stop turning `arrived`.
+  await page.waitForSelector("[data-stop-status]", { timeout: 30_000 });
+  await page.waitForSelector("#checkins li[data-driver-id]", { timeout: 90_000 });
+  await page.waitForSelector('[data-stop-status="arrived"]', { timeout: 15_000 });
+  const checkin = await page.$eval("#checkins li", (li) => ({ ...li.dataset, text: li.textContent }));
+  assert.ok(checkin.tripId && checkin.stopId && checkin.text.includes(checkin.driverId), JSON.stringify(checkin));
+  // The hub stored that check-in.
+  const stored = await (await fetch(`http://127.0.0.1:${port}/v1/checkins?trip_id=${encodeURIComponent(checkin.tripId)}`,
+    { headers: { Authorization: `Bearer ${token}` } })).json();
+  assert.ok(stored.checkins.some((c) => c.stop_id === checkin.stopId), JSON.stringify(stored));
+
+  mkdirSync(dirname(SCREENSHOT), { recursive: true });
+  await page.screenshot({ path: SCREENSHOT });
+  console.log(`screenshot: ${SCREENSHOT}`);
+
+  // Clicking a driver draws its last hour of track.
+  const clicked = await page.$eval(".driver-marker[data-driver-id]", (e) => e.dataset.driverId);
+  // Markers of drivers at the same depot overlap: dispatch the click on this one's element.
+  await page.dispatchEvent(`.driver-marker[data-driver-id="${clicked}"]`, "click");
+  await page.waitForFunction(() => Number(document.getElementById("selected-info").dataset.trackPoints) > 0, null, { timeout: 15_000 });
+  assert.equal(await page.textContent("#selected-driver"), clicked);
+  assert.ok(await page.$(`[data-track-of="${clicked}"]`), "the track line is drawn");
+
+  assert.equal(await replayDone, 0, `replay failed: ${replayOut}`);
+  console.log(replayOut.trim());
+
+  // The hub restarts (SIGTERM: sockets closed with 1012): the page reconnects by itself.
+  await stopHub();
+  await page.waitForSelector('#status[data-state="reconnecting"]', { timeout: 15_000 });
+  await startHub();
+  await page.waitForSelector('#status[data-state="live"]', { timeout: 60_000 });
+  assert.ok((await page.$$("#checkins li")).length >= 1, "check-ins reloaded after the reconnect");
+});
