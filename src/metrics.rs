@@ -5,10 +5,34 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Fixes the history queue was full for and did not store (the database is behind).
-pub const TRACK_SHED: &str = "trackhub_track_shed_total";
+/// Open sockets, by `endpoint` (`driver`, `watch`, `stream`) and token `role`.
+pub const SOCKETS_OPEN: &str = "trackhub_sockets_open";
+/// Drivers with a live position on this node (any fleet), sampled at scrape time.
+pub const DRIVERS_ONLINE: &str = "trackhub_drivers_online";
+/// Fixes ingested, by `outcome`: `accepted` (newest of its driver), `late` (history only),
+/// `duplicate` (seq seen before).
+pub const FIXES: &str = "trackhub_fixes_total";
+/// Fixes or messages refused, by `reason`: the error code sent to the client.
+pub const FIXES_REJECTED: &str = "trackhub_fixes_rejected_total";
+/// Check-ins stored, by `source` (`auto`, `manual`).
+pub const CHECKINS: &str = "trackhub_checkins_total";
+/// Watchers closed with 1013 because their event queue filled (fan-out drops).
+pub const FANOUT_LAGGING: &str = "trackhub_fanout_watchers_lagging_total";
+/// Coalesced `positions` frames sent to watchers and `latest`-mode streams.
+pub const FANOUT_FRAMES: &str = "trackhub_fanout_frames_total";
+/// Positions carried by those frames.
+pub const FANOUT_POSITIONS: &str = "trackhub_fanout_positions_total";
+/// Times ingest waited for room in the history queue (the database is behind).
+pub const TRACK_BACKPRESSURE: &str = "trackhub_track_backpressure_total";
+/// Rows per history INSERT batch.
+pub const TRACK_BATCH_ROWS: &str = "trackhub_track_batch_rows";
+/// Events per presence-log batch (one transaction).
+pub const EVENT_BATCH_ROWS: &str = "trackhub_event_batch_rows";
+/// Seconds one presence-log batch took to store.
+pub const EVENT_BATCH_SECONDS: &str = "trackhub_event_batch_seconds";
 /// Rows written to track history.
 pub const TRACK_ROWS: &str = "trackhub_track_rows_total";
 /// Seconds one history INSERT batch took.
@@ -51,9 +75,11 @@ pub fn handle() -> PrometheusHandle {
             let buckets = [
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ];
+            let rows = [1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 5_000.0];
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&buckets)
-                .expect("bucket list is not empty")
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_rows".into()), &rows))
+                .expect("bucket lists are not empty")
                 .build_recorder();
             let handle = recorder.handle();
             // Fails only when another recorder is installed (an embedding program's): keep theirs.
@@ -61,4 +87,65 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Renders every metric, process metrics (CPU, RSS, open fds, threads; `metrics-process`)
+/// sampled now.
+pub fn render() -> String {
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    let handle = handle();
+    let process = PROCESS.get_or_init(|| {
+        let c = metrics_process::Collector::default();
+        c.describe();
+        c
+    });
+    process.collect();
+    handle.render()
+}
+
+/// Counters of the fix path, looked up once (a `counter!` per fix would hash its key each time).
+#[derive(Debug, Clone)]
+pub struct FixCounters {
+    pub accepted: Counter,
+    pub late: Counter,
+    pub duplicate: Counter,
+}
+
+impl FixCounters {
+    pub fn new() -> Self {
+        Self {
+            accepted: metrics::counter!(FIXES, "outcome" => "accepted"),
+            late: metrics::counter!(FIXES, "outcome" => "late"),
+            duplicate: metrics::counter!(FIXES, "outcome" => "duplicate"),
+        }
+    }
+}
+
+impl Default for FixCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A refused fix or message, by the error code the client was sent.
+pub fn fix_rejected(reason: &'static str) {
+    metrics::counter!(FIXES_REJECTED, "reason" => reason).increment(1);
+}
+
+/// Counts one open socket in `trackhub_sockets_open` while it lives.
+#[derive(Debug)]
+pub struct SocketGauge(Gauge);
+
+impl SocketGauge {
+    pub fn open(endpoint: &'static str, role: &'static str) -> Self {
+        let gauge = metrics::gauge!(SOCKETS_OPEN, "endpoint" => endpoint, "role" => role);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for SocketGauge {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }

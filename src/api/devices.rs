@@ -163,14 +163,17 @@ pub async fn report(
     for (i, r) in request.reports.iter().enumerate() {
         match to_ping(r, now).validate(now, app.hub.cfg.max_future_ms) {
             Ok(fix) => fixes.push(fix),
-            Err(rejection) => errors.push(FieldError::new(
-                if request.reports.len() == 1 {
-                    rejection.code.to_string()
-                } else {
-                    format!("location[{i}]: {}", rejection.code)
-                },
-                rejection.message,
-            )),
+            Err(rejection) => {
+                crate::metrics::fix_rejected(rejection.code);
+                errors.push(FieldError::new(
+                    if request.reports.len() == 1 {
+                        rejection.code.to_string()
+                    } else {
+                        format!("location[{i}]: {}", rejection.code)
+                    },
+                    rejection.message,
+                ))
+            }
         }
     }
     if !errors.is_empty() {

@@ -33,6 +33,17 @@ pub enum Role {
     Service,
 }
 
+impl Role {
+    /// The claim's spelling: `driver`, `admin`, `service`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Driver => "driver",
+            Role::Admin => "admin",
+            Role::Service => "service",
+        }
+    }
+}
+
 fn default_fleet() -> String {
     DEFAULT_FLEET.to_string()
 }

@@ -104,8 +104,15 @@ impl Watcher {
 
     /// Takes the coalesced positions gathered since the last flush.
     pub fn take_pending(&self) -> Vec<LivePosition> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.drain().map(|(_, p)| p).collect()
+        let taken: Vec<LivePosition> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.drain().map(|(_, p)| p).collect()
+        };
+        if !taken.is_empty() {
+            metrics::counter!(crate::metrics::FANOUT_FRAMES).increment(1);
+            metrics::counter!(crate::metrics::FANOUT_POSITIONS).increment(taken.len() as u64);
+        }
+        taken
     }
 
     /// True once an event could not be queued: the watcher must be closed.
@@ -150,8 +157,11 @@ impl Watcher {
                     .position
                     .is_some_and(|(lat, lon)| scope.bbox.is_some_and(|b| b.contains(lat, lon)))
         };
-        if in_scope && events.try_send(event.clone()).is_err() {
-            self.lagging.store(true, Ordering::Relaxed);
+        if in_scope
+            && events.try_send(event.clone()).is_err()
+            && !self.lagging.swap(true, Ordering::Relaxed)
+        {
+            metrics::counter!(crate::metrics::FANOUT_LAGGING).increment(1);
             self.wake.notify_one();
         }
     }

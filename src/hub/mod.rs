@@ -131,6 +131,7 @@ pub struct Hub {
     presence: PresenceLog,
     fleets: DashMap<Arc<str>, Arc<RwLock<LiveIndex>>>,
     drivers: DashMap<DriverKey, Arc<DriverSlot>>,
+    fix_counters: crate::metrics::FixCounters,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,6 +158,7 @@ impl Hub {
             presence,
             fleets: DashMap::new(),
             drivers: DashMap::new(),
+            fix_counters: crate::metrics::FixCounters::new(),
         }
     }
 
@@ -301,6 +303,7 @@ impl Hub {
         let (status, came_online, decisions) = {
             let mut state = lock(&slot.state);
             if seq.is_some_and(|seq| !state.seqs.insert(seq)) {
+                self.fix_counters.duplicate.increment(1);
                 return Ingested {
                     status: IngestStatus::Duplicate,
                     checkins: Vec::new(),
@@ -308,6 +311,7 @@ impl Hub {
             }
             let newest = state.newest_ts_ms.is_none_or(|n| fix.ts_ms > n);
             if !newest {
+                self.fix_counters.late.increment(1);
                 (IngestStatus::Late, false, Vec::new())
             } else {
                 state.newest_ts_ms = Some(fix.ts_ms);
@@ -318,16 +322,19 @@ impl Hub {
                 // Still under the driver's lock, so that two sockets of one driver cannot
                 // publish its fixes out of order (streams in `all` mode promise the order).
                 self.publish_position(who, fix, received_ms);
+                self.fix_counters.accepted.increment(1);
                 (IngestStatus::Accepted, came_online, decisions)
             }
         };
 
-        self.track.push(TrackPoint {
-            fleet: who.fleet.clone(),
-            driver_id: who.driver_id.clone(),
-            fix,
-            received_ms,
-        });
+        self.track
+            .push(TrackPoint {
+                fleet: who.fleet.clone(),
+                driver_id: who.driver_id.clone(),
+                fix,
+                received_ms,
+            })
+            .await;
         if status != IngestStatus::Accepted {
             return Ingested {
                 status,
@@ -461,7 +468,13 @@ impl Hub {
     }
 
     fn publish_checkin(&self, event: Event, outcome: CheckinOutcome) {
-        if outcome.checkin.is_some() {
+        if let Some(c) = &outcome.checkin {
+            let source = if c.source == "manual" {
+                "manual"
+            } else {
+                "auto"
+            };
+            metrics::counter!(crate::metrics::CHECKINS, "source" => source).increment(1);
             self.emit(Arc::new(Event {
                 id: outcome.event_id,
                 ..event

@@ -123,8 +123,14 @@ async fn store_and_emit(store: &Store, emitter: &Emitter, events: &mut Vec<Event
     let mut attempt = 0;
     let ids = loop {
         attempt += 1;
+        let started = std::time::Instant::now();
         match store.record_events(events).await {
-            Ok(ids) => break Some(ids),
+            Ok(ids) => {
+                metrics::histogram!(crate::metrics::EVENT_BATCH_ROWS).record(events.len() as f64);
+                metrics::histogram!(crate::metrics::EVENT_BATCH_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                break Some(ids);
+            }
             Err(e) if attempt < ATTEMPTS => {
                 tracing::warn!(error = %e, attempt, "presence events not stored; retrying");
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;

@@ -10,9 +10,11 @@ use tokio::task::JoinHandle;
 use super::{Store, StoreError};
 use crate::geo::Fix;
 
-/// Fixes waiting for the writer (≈ 2.5 s at 100k fixes/s, ≈ 30 MB). Beyond it fixes are shed and
-/// counted in `trackhub_track_shed_total`: ingest never waits for the database.
-pub const TRACK_QUEUE: usize = 262_144;
+/// Fixes waiting for the writer (≈ 0.65 s at 100k fixes/s, ≈ 8 MB). When it is full, ingest waits
+/// for room (backpressure: acknowledgements slow down, so an acked fix is never dropped from
+/// history), counted in `trackhub_track_backpressure_total`. It also bounds a drain: at most this
+/// many rows are left to write after the sockets close.
+pub const TRACK_QUEUE: usize = 65_536;
 /// Most rows in one INSERT (9 parameters each: 4,500, under SQLite's 32,766 and PostgreSQL's 65,535).
 pub const BATCH_ROWS: usize = 500;
 
@@ -42,18 +44,22 @@ impl TrackWriter {
         (Self { tx }, task)
     }
 
-    /// Queues one fix without waiting. When the queue is full (the database has been behind for
-    /// seconds) the fix is shed from history, counted in `trackhub_track_shed_total`; it still
-    /// moved the live position and ran arrival detection.
-    pub fn push(&self, point: TrackPoint) {
-        match self.tx.try_send(point) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!(crate::metrics::TRACK_SHED).increment(1);
+    /// Queues one fix; waits only when the queue is full (the database has been behind for
+    /// seconds), so the fix is acknowledged after it is queued for history.
+    pub async fn push(&self, point: TrackPoint) {
+        let point = match self.tx.try_send(point) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(point)) => {
+                metrics::counter!(crate::metrics::TRACK_BACKPRESSURE).increment(1);
+                point
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::error!("track writer stopped; a fix was not stored");
+                return;
             }
+        };
+        if self.tx.send(point).await.is_err() {
+            tracing::error!("track writer stopped; a fix was not stored");
         }
     }
 }
@@ -75,6 +81,8 @@ async fn run(store: Store, mut rx: mpsc::Receiver<TrackPoint>, mut stop: watch::
             match insert_batch(&store, &batch).await {
                 Ok(()) => {
                     metrics::counter!(crate::metrics::TRACK_ROWS).increment(batch.len() as u64);
+                    metrics::histogram!(crate::metrics::TRACK_BATCH_ROWS)
+                        .record(batch.len() as f64);
                     metrics::histogram!(crate::metrics::TRACK_BATCH_SECONDS)
                         .record(started.elapsed().as_secs_f64());
                     break;

@@ -42,7 +42,7 @@ fn error(code: &'static str, message: impl Into<String>, seq: Option<u64>) -> Dr
 
 async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
     let _guard = app.session_guard.clone();
-    let mut conn = Conn::new(&app, socket, &admitted);
+    let mut conn = Conn::new(&app, socket, &admitted, "driver");
     let codec = conn.codec;
     let policy = super::close::POLICY;
     if !app.limits.admit_connection(admitted.ip) {
@@ -130,6 +130,7 @@ async fn handle_frame(
             if let Some(seq) = e.seq {
                 app.hub.note_seq(who, seq);
             }
+            crate::metrics::fix_rejected(e.code);
             replies.push(error(e.code, e.message, e.seq));
             push_ack(app, who, &mut replies);
             return (replies, false);
@@ -143,6 +144,7 @@ async fn handle_frame(
                     .as_deref()
                     .is_some_and(|d| d != &*who.driver_id) =>
             {
+                crate::metrics::fix_rejected("forbidden");
                 replies.push(error(
                     "forbidden",
                     "a driver may only publish its own fixes",
@@ -155,6 +157,7 @@ async fn handle_frame(
                 if let Some(seq) = bad.seq {
                     app.hub.note_seq(who, seq);
                 }
+                crate::metrics::fix_rejected("invalid_message");
                 replies.push(error("invalid_message", bad.message, bad.seq));
             }
         }
@@ -167,6 +170,7 @@ async fn handle_ping(app: &AppState, who: &DriverKey, ping: Ping, replies: &mut 
     match ping.validate(now_ms(), app.hub.cfg.max_future_ms) {
         Err(Rejection { code, message }) => {
             app.hub.note_seq(who, ping.seq);
+            crate::metrics::fix_rejected(code);
             replies.push(error(code, message, Some(ping.seq)));
         }
         Ok(fix) => {

@@ -96,11 +96,20 @@ pub struct Conn {
     limiter: Option<DefaultDirectRateLimiter>,
     pub heartbeat: Heartbeat,
     token_expiry: tokio::time::Instant,
+    /// Counted in `trackhub_sockets_open` while the socket lives.
+    _open: crate::metrics::SocketGauge,
 }
 
 impl Conn {
-    pub fn new(app: &AppState, socket: WebSocket, admitted: &Admitted) -> Self {
+    /// `endpoint` names the socket in metrics: `driver`, `watch` or `stream`.
+    pub fn new(
+        app: &AppState,
+        socket: WebSocket,
+        admitted: &Admitted,
+        endpoint: &'static str,
+    ) -> Self {
         Self {
+            _open: crate::metrics::SocketGauge::open(endpoint, admitted.claims.role.as_str()),
             socket,
             codec: admitted.codec,
             limiter: app.limits.message_limiter(),

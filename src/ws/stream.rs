@@ -66,7 +66,7 @@ async fn session(
     mut rx: mpsc::Receiver<StreamItem>,
 ) {
     let _guard = app.session_guard.clone();
-    let mut conn = Conn::new(&app, socket, &admitted);
+    let mut conn = Conn::new(&app, socket, &admitted, "stream");
     let codec = conn.codec;
     if !app.limits.admit_connection(admitted.ip) {
         let refusal = WatchOut::error("rate_limited", app.limits.over_connection_rate_message());

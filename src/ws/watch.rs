@@ -47,7 +47,7 @@ pub async fn upgrade(
 
 async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
     let _guard = app.session_guard.clone();
-    let mut conn = Conn::new(&app, socket, &admitted);
+    let mut conn = Conn::new(&app, socket, &admitted, "watch");
     let codec = conn.codec;
     let policy = super::close::POLICY;
     if !app.limits.admit_connection(admitted.ip) {

@@ -28,6 +28,26 @@ pub fn free_port() -> u16 {
 pub struct Proc(Option<Child>);
 
 impl Proc {
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; `None` if it is still running.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        let child = self.0.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.0 = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.0.take() {
             let _ = c.kill();

@@ -77,7 +77,8 @@ pub async fn drop_database(server_url: &str, name: &str) {
 
 /// A fresh PostgreSQL database on the server named by `TRACKHUB_TEST_DATABASE_URL`:
 /// (its URL, the server URL, its name), or None when the variable is unset.
-async fn fresh_postgres() -> Option<(String, String, String)> {
+/// A fresh PostgreSQL database (url, server url, name) when `TRACKHUB_TEST_DATABASE_URL` is set.
+pub async fn fresh_postgres() -> Option<(String, String, String)> {
     let base = std::env::var("TRACKHUB_TEST_DATABASE_URL")
         .ok()
         .filter(|u| !u.is_empty())?;
