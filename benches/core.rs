@@ -1,5 +1,6 @@
-//! The core's hot paths: live index upsert and queries, and the arrival check per fix.
-//! `cargo bench --bench core`; figures in BENCHMARKS.md.
+//! The core's hot paths: live index upsert and queries (10k-1M drivers), the arrival check per
+//! fix (1k-1M stops), the wire codecs, and one coalescing flush to 1k watchers.
+//! `cargo bench --bench core`; figures in BENCHMARKS.md, the Redis baseline in `redis_geo`.
 
 use std::hint::black_box;
 
@@ -36,7 +37,7 @@ fn fix(lat: f64, lon: f64, ts_ms: i64) -> Fix {
 
 fn live_index(c: &mut Criterion) {
     let mut g = c.benchmark_group("live_index");
-    for n in [10_000usize, 100_000] {
+    for n in [10_000usize, 100_000, 1_000_000] {
         let pts = points(n);
         let mut idx = LiveIndex::new();
         let ids: Vec<std::sync::Arc<str>> = (0..n).map(|i| format!("d{i}").into()).collect();
@@ -73,7 +74,7 @@ fn live_index(c: &mut Criterion) {
 fn arrival(c: &mut Criterion) {
     let mut g = c.benchmark_group("arrival_observe");
     let cfg = ArrivalConfig::default();
-    for n in [10usize, 1_000, 100_000] {
+    for n in [1_000usize, 100_000, 1_000_000] {
         let mut t = ArrivalTracker::new();
         for (i, (lat, lon)) in points(n).into_iter().enumerate() {
             let key = StopKey {
@@ -104,5 +105,127 @@ fn arrival(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, live_index, arrival);
+/// `n` positions of distinct drivers, as the hub holds them.
+fn positions(n: usize) -> Vec<LivePosition> {
+    points(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (lat, lon))| LivePosition {
+            driver_id: format!("driver-{i}").into(),
+            fix: Fix {
+                ts_ms: 1_790_000_000_000 + i as i64,
+                lat,
+                lon,
+                accuracy_m: Some(8.0),
+                speed_mps: Some(9.5),
+                heading_deg: Some(271.0),
+            },
+            received_ms: 1_790_000_000_000 + i as i64,
+        })
+        .collect()
+}
+
+/// A driver frame of 100 fixes and a watcher frame of 100 positions, both codecs.
+fn codecs(c: &mut Criterion) {
+    use prost::Message as _;
+    use trackhub::protocol::codec::{Codec, Frame, Wire};
+    use trackhub::protocol::pb;
+    use trackhub::protocol::watch::WatchOut;
+
+    let mut g = c.benchmark_group("codec");
+    let fixes = positions(100);
+    let json_batch = serde_json::json!({"type": "batch", "pings": fixes.iter().enumerate().map(|(i, p)| serde_json::json!({
+        "seq": i, "ts": p.fix.ts_ms, "lat": p.fix.lat, "lon": p.fix.lon,
+        "accuracy_m": 8.0, "speed_mps": 9.5, "heading_deg": 271.0,
+    })).collect::<Vec<_>>()})
+    .to_string();
+    let proto_batch = pb::DriverIn {
+        msg: Some(pb::driver_in::Msg::Batch(pb::Batch {
+            pings: fixes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| pb::Ping {
+                    seq: i as u64,
+                    ts_ms: p.fix.ts_ms,
+                    lat: p.fix.lat,
+                    lon: p.fix.lon,
+                    accuracy_m: Some(8.0),
+                    speed_mps: Some(9.5),
+                    heading_deg: Some(271.0),
+                    driver_id: None,
+                })
+                .collect(),
+        })),
+    }
+    .encode_to_vec();
+    g.bench_function("decode_driver_batch_100/json", |b| {
+        b.iter(|| {
+            Codec::Json
+                .decode_driver(Frame::Text(black_box(&json_batch)))
+                .is_ok()
+        })
+    });
+    g.bench_function("decode_driver_batch_100/proto", |b| {
+        b.iter(|| {
+            Codec::Proto
+                .decode_driver(Frame::Binary(black_box(&proto_batch)))
+                .is_ok()
+        })
+    });
+    let frame = WatchOut::Positions { positions: fixes };
+    let size = |w: Wire| match w {
+        Wire::Text(t) => t.len(),
+        Wire::Binary(b) => b.len(),
+    };
+    g.bench_function("encode_positions_100/json", |b| {
+        b.iter(|| size(Codec::Json.encode_watch(black_box(&frame))))
+    });
+    g.bench_function("encode_positions_100/proto", |b| {
+        b.iter(|| size(Codec::Proto.encode_watch(black_box(&frame))))
+    });
+    g.finish();
+}
+
+/// One flush interval of a busy fleet: 1,000 fixes offered to 1,000 map watchers whose viewports
+/// cover them, then every watcher takes its coalesced positions and encodes its frame (JSON).
+fn coalescing_flush(c: &mut Criterion) {
+    use trackhub::fanout::{Fanout, Scope};
+    use trackhub::protocol::codec::{Codec, Wire};
+    use trackhub::protocol::watch::WatchOut;
+
+    let fanout = Fanout::new();
+    let fleet: std::sync::Arc<str> = "bench".into();
+    let watchers: Vec<_> = (0..1_000)
+        .map(|_| {
+            let h = fanout.register(fleet.clone());
+            h.watcher.set_scope(Scope {
+                bbox: Some(BBox::new(-8.8, 41.0, -8.2, 41.45).unwrap()),
+                ..Scope::default()
+            });
+            h
+        })
+        .collect();
+    let fixes = positions(1_000);
+    let mut g = c.benchmark_group("coalescing_flush");
+    g.sample_size(10);
+    g.bench_function("1k_fixes_to_1k_watchers", |b| {
+        b.iter(|| {
+            for p in &fixes {
+                fanout.position(&fleet, p, None);
+            }
+            let mut bytes = 0;
+            for h in &watchers {
+                let positions = h.watcher.take_pending();
+                if let Wire::Text(t) = Codec::Json.encode_watch(&WatchOut::Positions { positions })
+                {
+                    bytes += t.len();
+                }
+            }
+            black_box(bytes)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, live_index, arrival, codecs, coalescing_flush);
 criterion_main!(benches);
