@@ -229,14 +229,15 @@ async fn main() -> anyhow::Result<()> {
         args.watch_hub.clone()
     };
     let sockets = args.drivers + args.watchers;
-    let nofile = net::raise_nofile(sockets as u64 + 1_024);
+    let nofile = trackhub::replay::raise_fd_limit();
     anyhow::ensure!(
         nofile as usize > sockets,
-        "open-file limit {nofile} is below the {sockets} sockets asked for (run as root, or raise `ulimit -Hn`)"
+        "open-file limit {nofile} is below the {sockets} sockets asked for: raise `ulimit -Hn` (needs CAP_SYS_RESOURCE), or run several generators"
     );
     let sources = Arc::new(match args.source_addrs {
         Some(n) => Sources::for_connections(0, n),
-        None => Sources::for_connections(sockets, 1),
+        // At least 4: sockets of earlier runs linger in TIME_WAIT on their ports.
+        None => Sources::for_connections(sockets, 4),
     });
     let routes: Arc<Vec<Route>> = Arc::new(paths::load_routes_or_none(&args.traces)?);
     let bbox = paths::bbox(&routes, center);

@@ -14,24 +14,6 @@ use tokio_tungstenite::WebSocketStream;
 /// range (32768-60999), leaving room for other programs.
 pub const CONNECTIONS_PER_SOURCE: usize = 25_000;
 
-/// Raises the open-file limit for `needed` descriptors: the soft limit to the hard one, and as
-/// root the hard one too (up to `fs.nr_open`). Returns the soft limit in force.
-pub fn raise_nofile(needed: u64) -> u64 {
-    use rlimit::Resource;
-    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(1 << 20);
-    let (soft, hard) = Resource::NOFILE.get().unwrap_or((1024, 1024));
-    let want = needed.min(nr_open);
-    if want > hard {
-        // Only root (CAP_SYS_RESOURCE) may raise the hard limit; otherwise keep what we have.
-        let _ = Resource::NOFILE.set(want, want);
-    }
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
-    Resource::NOFILE.get().map(|(s, _)| s).unwrap_or(soft)
-}
-
 /// Round-robin over the loopback source addresses 127.0.0.1 ..= 127.0.0.n.
 pub struct Sources {
     n: usize,

@@ -438,9 +438,22 @@ async fn create_amazon_trip(
     Ok(())
 }
 
-/// Raises the open-file limit to the hard limit: every replayed driver is a socket.
-pub fn raise_fd_limit() {
+/// Raises the open-file limit, every socket being a descriptor: the soft limit to the hard one,
+/// and first, when running as root (CAP_SYS_RESOURCE), the hard one to `fs.nr_open` (the
+/// kernel's ceiling, 1,048,576 by default) so 100k sockets fit. Returns the soft limit in force.
+pub fn raise_fd_limit() -> u64 {
+    use rlimit::Resource;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if let (Some(ceiling), Ok((_, hard))) = (nr_open, Resource::NOFILE.get()) {
+        if ceiling > hard {
+            // Refused unless privileged: then the hard limit stays as it is.
+            let _ = Resource::NOFILE.set(ceiling, ceiling);
+        }
+    }
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "could not raise the open-file limit");
     }
+    Resource::NOFILE.get().map(|(soft, _)| soft).unwrap_or(0)
 }

@@ -15,8 +15,12 @@ use crate::geo::Fix;
 /// history), counted in `trackhub_track_backpressure_total`. It also bounds a drain: at most this
 /// many rows are left to write after the sockets close.
 pub const TRACK_QUEUE: usize = 65_536;
-/// Most rows in one INSERT (9 parameters each: 4,500, under SQLite's 32,766 and PostgreSQL's 65,535).
-pub const BATCH_ROWS: usize = 500;
+/// Most rows written in one transaction.
+pub const BATCH_ROWS: usize = 4_096;
+/// Rows per INSERT statement, largest first: a batch is cut into statements of these sizes only,
+/// so each connection prepares at most four statements and reuses them (a statement per batch
+/// length would be prepared again for nearly every batch). 9 parameters a row: 1,152 at most.
+const STATEMENT_ROWS: [usize; 4] = [128, 32, 8, 1];
 
 /// One accepted fix of one driver.
 #[derive(Debug, Clone)]
@@ -102,42 +106,65 @@ async fn run(store: Store, mut rx: mpsc::Receiver<TrackPoint>, mut stop: watch::
     }
 }
 
-/// One multi-row INSERT; a fix already stored (same fleet, driver, ts) is skipped.
+/// The batch in one transaction, as multi-row INSERTs of `STATEMENT_ROWS` sizes; a fix already
+/// stored (same fleet, driver, ts) is skipped.
 async fn insert_batch(store: &Store, rows: &[TrackPoint]) -> Result<(), StoreError> {
-    const COLS: usize = 9;
-    let mut sql = String::from(
-        "INSERT INTO track_points (fleet, driver_id, ts, lat, lon, accuracy_m, speed_mps, heading_deg, received_at) VALUES ",
-    );
-    for i in 0..rows.len() {
-        if i > 0 {
-            sql.push(',');
+    let mut tx = store.pool().begin().await?;
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = STATEMENT_ROWS
+            .into_iter()
+            .find(|&n| n <= rest.len())
+            .expect("the sizes end with 1");
+        let (chunk, tail) = rest.split_at(n);
+        let mut q = sqlx::query(insert_sql(n));
+        for r in chunk {
+            q = q
+                .bind(&*r.fleet)
+                .bind(&*r.driver_id)
+                .bind(r.fix.ts_ms)
+                .bind(r.fix.lat)
+                .bind(r.fix.lon)
+                .bind(r.fix.accuracy_m)
+                .bind(r.fix.speed_mps)
+                .bind(r.fix.heading_deg)
+                .bind(r.received_ms);
         }
-        sql.push('(');
-        for c in 0..COLS {
-            if c > 0 {
-                sql.push(',');
-            }
-            sql.push('$');
-            sql.push_str(&(i * COLS + c + 1).to_string());
-        }
-        sql.push(')');
+        q.execute(&mut *tx).await?;
+        rest = tail;
     }
-    sql.push_str(" ON CONFLICT (fleet, driver_id, ts) DO NOTHING");
-    let mut q = sqlx::query(&sql);
-    for r in rows {
-        q = q
-            .bind(&*r.fleet)
-            .bind(&*r.driver_id)
-            .bind(r.fix.ts_ms)
-            .bind(r.fix.lat)
-            .bind(r.fix.lon)
-            .bind(r.fix.accuracy_m)
-            .bind(r.fix.speed_mps)
-            .bind(r.fix.heading_deg)
-            .bind(r.received_ms);
-    }
-    q.execute(store.pool()).await?;
+    tx.commit().await?;
     Ok(())
+}
+
+/// `INSERT … VALUES ($1,…,$9),(…)` for `rows` rows (one of `STATEMENT_ROWS`), built once.
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    const COLS: usize = 9;
+    let all = SQL.get_or_init(|| {
+        STATEMENT_ROWS
+            .iter()
+            .map(|&n| {
+                let values: Vec<String> = (0..n)
+                    .map(|i| {
+                        let params: Vec<String> =
+                            (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
+                        format!("({})", params.join(","))
+                    })
+                    .collect();
+                format!(
+                    "INSERT INTO track_points (fleet, driver_id, ts, lat, lon, accuracy_m, speed_mps, heading_deg, received_at) \
+                     VALUES {} ON CONFLICT (fleet, driver_id, ts) DO NOTHING",
+                    values.join(",")
+                )
+            })
+            .collect()
+    });
+    let i = STATEMENT_ROWS
+        .iter()
+        .position(|&n| n == rows)
+        .expect("a statement size");
+    &all[i]
 }
 
 impl Store {
