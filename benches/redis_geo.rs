@@ -12,20 +12,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-/// The same deterministic points as `benches/core.rs`.
-fn points(n: usize) -> Vec<(f64, f64)> {
-    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let a = (x & 0xFFFF_FFFF) as f64 / u32::MAX as f64;
-            let b = (x >> 32) as f64 / u32::MAX as f64;
-            (41.0 + a * 0.45, -8.8 + b * 0.6)
-        })
-        .collect()
-}
+mod common;
+use common::points;
 
 fn connection() -> redis::Connection {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
