@@ -239,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
         // At least 4: sockets of earlier runs linger in TIME_WAIT on their ports.
         None => Sources::for_connections(sockets, 4),
     });
-    let routes: Arc<Vec<Route>> = Arc::new(paths::load_routes_or_none(&args.traces)?);
+    let routes: Arc<Vec<Route>> = Arc::new(paths::load_routes(&args.traces)?);
     let bbox = paths::bbox(&routes, center);
 
     if args.stops_per_driver > 0 {

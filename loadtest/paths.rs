@@ -52,7 +52,8 @@ impl Route {
     }
 }
 
-/// Reads routes from trace files; traces shorter than 100 m are skipped.
+/// Reads routes from trace files; traces shorter than 100 m are skipped. No files: no routes
+/// (drivers take random walks).
 pub fn load_routes(files: &[PathBuf]) -> anyhow::Result<Vec<Route>> {
     let mut routes = Vec::new();
     for f in files {
@@ -61,7 +62,10 @@ pub fn load_routes(files: &[PathBuf]) -> anyhow::Result<Vec<Route>> {
             routes.extend(Route::new(points));
         }
     }
-    anyhow::ensure!(!routes.is_empty(), "no usable route in {files:?}");
+    anyhow::ensure!(
+        files.is_empty() || !routes.is_empty(),
+        "no usable route in {files:?}"
+    );
     Ok(routes)
 }
 
@@ -132,15 +136,6 @@ impl<'a> Path<'a> {
                 (*lat, *lon)
             }
         }
-    }
-}
-
-/// The routes of `files`, or none (random walks) when no file is given.
-pub fn load_routes_or_none(files: &[PathBuf]) -> anyhow::Result<Vec<Route>> {
-    if files.is_empty() {
-        Ok(Vec::new())
-    } else {
-        load_routes(files)
     }
 }
 

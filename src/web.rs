@@ -30,52 +30,60 @@ macro_rules! asset {
 }
 
 const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
-const APP_JS: Asset = asset!("app.js", "text/javascript; charset=utf-8");
-const APP_CSS: Asset = asset!("app.css", "text/css; charset=utf-8");
-const LEAFLET_JS: Asset = asset!(
-    "vendor/leaflet/leaflet.js",
-    "text/javascript; charset=utf-8"
-);
-const LEAFLET_CSS: Asset = asset!("vendor/leaflet/leaflet.css", "text/css; charset=utf-8");
-const LEAFLET_LICENSE: Asset = asset!("vendor/leaflet/LICENSE", "text/plain; charset=utf-8");
-const LAYERS_PNG: Asset = asset!("vendor/leaflet/images/layers.png", "image/png");
-const LAYERS_2X_PNG: Asset = asset!("vendor/leaflet/images/layers-2x.png", "image/png");
-const MARKER_PNG: Asset = asset!("vendor/leaflet/images/marker-icon.png", "image/png");
-const MARKER_2X_PNG: Asset = asset!("vendor/leaflet/images/marker-icon-2x.png", "image/png");
-const SHADOW_PNG: Asset = asset!("vendor/leaflet/images/marker-shadow.png", "image/png");
+
+/// Every file under `/map/`, by path.
+static FILES: [(&str, Asset); 10] = [
+    (
+        "/map/app.js",
+        asset!("app.js", "text/javascript; charset=utf-8"),
+    ),
+    ("/map/app.css", asset!("app.css", "text/css; charset=utf-8")),
+    (
+        "/map/vendor/leaflet/leaflet.js",
+        asset!(
+            "vendor/leaflet/leaflet.js",
+            "text/javascript; charset=utf-8"
+        ),
+    ),
+    (
+        "/map/vendor/leaflet/leaflet.css",
+        asset!("vendor/leaflet/leaflet.css", "text/css; charset=utf-8"),
+    ),
+    (
+        "/map/vendor/leaflet/LICENSE",
+        asset!("vendor/leaflet/LICENSE", "text/plain; charset=utf-8"),
+    ),
+    (
+        "/map/vendor/leaflet/images/layers.png",
+        asset!("vendor/leaflet/images/layers.png", "image/png"),
+    ),
+    (
+        "/map/vendor/leaflet/images/layers-2x.png",
+        asset!("vendor/leaflet/images/layers-2x.png", "image/png"),
+    ),
+    (
+        "/map/vendor/leaflet/images/marker-icon.png",
+        asset!("vendor/leaflet/images/marker-icon.png", "image/png"),
+    ),
+    (
+        "/map/vendor/leaflet/images/marker-icon-2x.png",
+        asset!("vendor/leaflet/images/marker-icon-2x.png", "image/png"),
+    ),
+    (
+        "/map/vendor/leaflet/images/marker-shadow.png",
+        asset!("vendor/leaflet/images/marker-shadow.png", "image/png"),
+    ),
+];
 
 /// The map's routes: `/`, `/map/*` (no authentication: the page holds no data until it has a
 /// token).
 pub fn routes() -> Router<AppState> {
-    let serve = |a: &'static Asset| move || async move { respond(a) };
-    Router::new()
+    let router = Router::new()
         .route("/", get(index))
-        .route("/map/app.js", get(serve(&APP_JS)))
-        .route("/map/app.css", get(serve(&APP_CSS)))
-        .route("/map/config.json", get(config))
-        .route("/map/vendor/leaflet/leaflet.js", get(serve(&LEAFLET_JS)))
-        .route("/map/vendor/leaflet/leaflet.css", get(serve(&LEAFLET_CSS)))
-        .route("/map/vendor/leaflet/LICENSE", get(serve(&LEAFLET_LICENSE)))
-        .route(
-            "/map/vendor/leaflet/images/layers.png",
-            get(serve(&LAYERS_PNG)),
-        )
-        .route(
-            "/map/vendor/leaflet/images/layers-2x.png",
-            get(serve(&LAYERS_2X_PNG)),
-        )
-        .route(
-            "/map/vendor/leaflet/images/marker-icon.png",
-            get(serve(&MARKER_PNG)),
-        )
-        .route(
-            "/map/vendor/leaflet/images/marker-icon-2x.png",
-            get(serve(&MARKER_2X_PNG)),
-        )
-        .route(
-            "/map/vendor/leaflet/images/marker-shadow.png",
-            get(serve(&SHADOW_PNG)),
-        )
+        .route("/map/config.json", get(config));
+    FILES.iter().fold(router, |router, (path, asset)| {
+        router.route(path, get(move || async move { respond(asset) }))
+    })
 }
 
 /// Embedded files change only with the binary: `no-cache` makes browsers revalidate after an
