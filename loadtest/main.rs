@@ -29,6 +29,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use trackhub::auth::{load_secret, Keys, Role};
+use trackhub::protocol::codec::{Codec, JSON_PROTOCOL, PROTO_PROTOCOL};
+use trackhub::protocol::pb;
 use trackhub::protocol::time::{now_ms, parse_ts};
 
 use net::Sources;
@@ -56,6 +58,9 @@ struct Args {
     batch: u64,
     #[arg(long, default_value_t = 1)]
     watchers: usize,
+    /// Watchers' codec: `json` (what the live map uses) or `proto` (services).
+    #[arg(long, value_enum, default_value_t = Codec::Json)]
+    watch_codec: Codec,
     /// Stops in each driver's trip, created over REST before the run (0: no trips).
     #[arg(long, default_value_t = 0)]
     stops_per_driver: usize,
@@ -275,6 +280,7 @@ async fn main() -> anyhow::Result<()> {
         );
         tasks.push(tokio::spawn(watcher(
             url,
+            args.watch_codec,
             bbox,
             sources.clone(),
             counters.clone(),
@@ -534,7 +540,7 @@ async fn driver(
     clock: Clock,
 ) {
     tokio::time::sleep_until(connect_at.into()).await;
-    let ws = match net::connect(&url, &sources).await {
+    let ws = match net::connect(&url, &sources, None).await {
         Ok(ws) => ws,
         Err(e) => return counters.error(|| format!("driver connect: {e}")),
     };
@@ -657,21 +663,48 @@ async fn driver(
 
 async fn watcher(
     url: String,
+    codec: Codec,
     bbox: [f64; 4],
     sources: Arc<Sources>,
     counters: Arc<Counters>,
     samples: Arc<Samples>,
     clock: Clock,
 ) {
-    let mut ws = match net::connect(&url, &sources).await {
+    let protocol = match codec {
+        Codec::Json => JSON_PROTOCOL,
+        Codec::Proto => PROTO_PROTOCOL,
+    };
+    let mut ws = match net::connect(&url, &sources, Some(protocol)).await {
         Ok(ws) => ws,
         Err(e) => return counters.error(|| format!("watcher connect: {e}")),
     };
-    let sub = json!({"type":"subscribe","bbox": bbox});
-    if ws.send(Message::text(sub.to_string())).await.is_err() {
+    let subscribed = match codec {
+        Codec::Json => {
+            let sub = json!({"type":"subscribe","bbox": bbox});
+            ws.send(Message::text(sub.to_string())).await
+        }
+        Codec::Proto => {
+            use prost::Message as _;
+            let [west, south, east, north] = bbox;
+            let sub = pb::WatchIn {
+                msg: Some(pb::watch_in::Msg::Subscribe(pb::Subscribe {
+                    bbox: Some(pb::BBox {
+                        west,
+                        south,
+                        east,
+                        north,
+                    }),
+                    drivers: Vec::new(),
+                })),
+            };
+            ws.send(Message::binary(sub.encode_to_vec())).await
+        }
+    };
+    if subscribed.is_err() {
         return counters.error(|| "watcher subscribe failed".into());
     }
     let mut mine = Vec::new();
+    let mut fix_times = Vec::new();
     loop {
         let msg = tokio::select! {
             m = ws.next() => m,
@@ -681,23 +714,55 @@ async fn watcher(
             counters.error(|| format!("watcher socket ended: {msg:?}"));
             break;
         };
-        let Message::Text(text) = msg else { continue };
         let received = now_ms();
-        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
-            continue;
-        };
-        if v["type"] != "positions" {
-            continue;
-        }
-        let measuring = Instant::now() >= clock.measure_from;
-        let second = clock.second() as u32;
-        for p in v["positions"].as_array().into_iter().flatten() {
-            counters.positions_seen.fetch_add(1, Ordering::Relaxed);
-            if let (true, Some(Ok(ts))) = (measuring, p["ts"].as_str().map(parse_ts)) {
-                mine.push((second, ((received - ts).max(0) * 1000) as u32));
+        fix_times.clear();
+        // Only `positions` frames count (not the snapshot): each gives its fixes' device times.
+        match (&msg, codec) {
+            (Message::Text(text), Codec::Json) => {
+                if let Ok(frame) = serde_json::from_str::<JsonFrame>(text.as_str()) {
+                    if frame.kind == "positions" {
+                        fix_times.extend(frame.positions.iter().filter_map(|p| parse_ts(p.ts).ok()));
+                    }
+                }
             }
+            (Message::Binary(bytes), Codec::Proto) => {
+                use prost::Message as _;
+                if let Ok(pb::WatchOut {
+                    msg: Some(pb::watch_out::Msg::Positions(frame)),
+                }) = pb::WatchOut::decode(bytes.as_ref())
+                {
+                    fix_times.extend(frame.positions.iter().map(|p| p.ts_ms));
+                }
+            }
+            _ => continue,
+        }
+        counters
+            .positions_seen
+            .fetch_add(fix_times.len() as u64, Ordering::Relaxed);
+        if Instant::now() >= clock.measure_from {
+            let second = clock.second() as u32;
+            mine.extend(
+                fix_times
+                    .iter()
+                    .map(|ts| (second, ((received - ts).max(0) * 1000) as u32)),
+            );
         }
     }
     let _ = ws.close(None).await;
     samples.fanout.lock().unwrap().extend(mine);
+}
+
+/// The parts of a JSON watcher frame the generator reads; everything else is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct JsonFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default, borrow)]
+    positions: Vec<JsonPosition<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct JsonPosition<'a> {
+    #[serde(borrow)]
+    ts: &'a str,
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
@@ -52,7 +53,11 @@ fn config() -> WebSocketConfig {
 }
 
 /// Opens a WebSocket to `url` (`ws://host:port/path?…`, loopback) from the next source address.
-pub async fn connect(url: &str, sources: &Sources) -> anyhow::Result<WebSocketStream<TcpStream>> {
+pub async fn connect(
+    url: &str,
+    sources: &Sources,
+    subprotocol: Option<&str>,
+) -> anyhow::Result<WebSocketStream<TcpStream>> {
     let authority = url
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
@@ -71,6 +76,13 @@ pub async fn connect(url: &str, sources: &Sources) -> anyhow::Result<WebSocketSt
     }
     let stream = socket.connect(target).await?;
     stream.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config())).await?;
+    let mut request = url.into_client_request()?;
+    if let Some(protocol) = subprotocol {
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocol.parse()?);
+    }
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config())).await?;
     Ok(ws)
 }

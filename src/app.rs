@@ -73,6 +73,11 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         bus,
         feed: EventFeed::new(),
     };
+    let flusher = tokio::spawn(Fanout::run_flusher(
+        Arc::downgrade(&emitter.fanout),
+        Duration::from_millis(cfg.flush_interval_ms),
+        shutdown_rx.clone(),
+    ));
     let (presence, presence_writer) =
         PresenceLog::spawn(store.clone(), emitter.clone(), writer_stop_rx.clone());
     let hub = Arc::new(Hub::new(cfg.hub, store, track, presence, emitter));
@@ -125,7 +130,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         shutdown_tx,
         sessions_rx,
         server,
-        background: vec![sweeper, webhooks, retention],
+        background: vec![sweeper, webhooks, retention, flusher],
         bus_tasks,
         writer_stop,
         writer,

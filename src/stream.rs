@@ -60,8 +60,6 @@ pub struct StreamSpec {
 /// Runtime settings of streams.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamSettings {
-    /// `latest` mode flush interval.
-    pub flush: Duration,
     /// `all` mode queue, positions.
     pub queue: usize,
     /// Re-read of the log without a wake-up.
@@ -141,8 +139,6 @@ async fn produce(
             return;
         }
     }
-    let mut flush = tokio::time::interval(settings.flush);
-    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reread = tokio::time::interval(settings.reread);
     reread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(POSITIONS_PER_FRAME);
@@ -160,12 +156,13 @@ async fn produce(
                 }
                 StreamItem::Positions(std::mem::take(&mut batch))
             }
-            _ = flush.tick(), if spec.mode == Mode::Latest => {
-                let positions = watcher.as_ref().map(|w| w.take_pending()).unwrap_or_default();
-                if positions.is_empty() {
+            _ = async { watcher.as_ref().unwrap().ready.notified().await },
+                if spec.mode == Mode::Latest => {
+                let changes = watcher.as_ref().map(|w| w.take_pending()).unwrap_or_default();
+                if changes.is_empty() {
                     continue;
                 }
-                StreamItem::Positions(positions)
+                StreamItem::Positions(changes.iter().map(|c| c.position.clone()).collect())
             }
             changed = async { log.as_mut().unwrap().wake.changed().await }, if log.is_some() => {
                 if changed.is_err() {

@@ -152,7 +152,6 @@ impl Subscription {
 /// The runtime settings of streams from the server config.
 fn settings(app: &AppState) -> StreamSettings {
     StreamSettings {
-        flush: Duration::from_millis(app.cfg.flush_interval_ms),
         queue: app.cfg.events.stream_queue,
         reread: Duration::from_millis(app.cfg.events.reread_ms),
     }

@@ -1,28 +1,34 @@
 //! Fan-out of live positions and events to watchers (admin maps, services).
 //!
-//! Positions are *coalesced*: each watcher has a pending map, driver → latest position, that the
-//! ingest path overwrites (latest fix wins) and the watcher's own task drains once per flush
-//! interval. Superseded positions are simply overwritten, so a slow watcher costs at most one
-//! entry per driver in scope and the ingest path never waits for it. Events are never coalesced:
-//! they go through a bounded queue, and a watcher whose queue is full is marked *lagging* and
-//! closed, so that it resubscribes and starts again from a fresh snapshot.
+//! Positions are *coalesced* per fleet, not per watcher: ingest records each driver's latest
+//! position in the fleet's change set (one map insert per fix, whatever the number of
+//! watchers), and a flusher ([`Fanout::run_flusher`]) turns the set into shared [`Change`]s once
+//! per flush interval and hands each watcher the ones in its scope. A change is encoded at most
+//! once per wire format (JSON, protobuf), by the first watcher that sends it; every other
+//! watcher copies the bytes. Each watcher keeps a pending map, driver → latest change, that its
+//! socket task drains when woken, so a slow watcher costs at most one entry per driver in scope
+//! and neither ingest nor the flusher ever waits for it. Events are never coalesced: they go
+//! through a bounded queue, and a watcher whose queue is full is marked *lagging* and closed, so
+//! that it resubscribes and starts again from a fresh snapshot.
 //!
 //! Service streams in `all` mode ([`Delivery::All`]) get every position instead, in order, through
-//! a bounded queue per stream; a stream whose queue fills is marked lagging and disconnected with
-//! a reason, never silently thinned.
+//! a bounded queue per stream, offered on ingest; a stream whose queue fills is marked lagging and
+//! disconnected with a reason, never silently thinned.
 
 pub mod feed;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::geo::index::{DriverId, LivePosition};
 use crate::geo::BBox;
 use crate::hub::events::Event;
+use crate::protocol::codec;
 
 /// Events a watcher may have queued before it counts as too far behind.
 pub const EVENT_QUEUE: usize = 1_024;
@@ -66,19 +72,66 @@ impl Scope {
 /// How a subscriber receives positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// Coalesced: the latest position per driver, drained once per flush interval.
+    /// Coalesced: the latest position per driver, once per flush interval.
     Latest,
     /// Every position, in order per driver, through a queue of this many positions.
     All { queue: usize },
 }
 
-/// The shared half of one watcher: written by the ingest path, drained by the socket task.
+/// One driver's latest position in a flush interval, shared by every watcher that sees it. Each
+/// wire form is encoded once, by the first watcher that sends it.
+#[derive(Debug)]
+pub struct Change {
+    pub position: LivePosition,
+    /// Where the driver was when the interval began (`[lat, lon]` degrees; `None`: it was not
+    /// in the index): a watcher whose scope held that point learns the driver left it.
+    before: Option<[f64; 2]>,
+    json: OnceLock<Box<str>>,
+    proto: OnceLock<Box<[u8]>>,
+}
+
+impl Change {
+    /// A change with nothing encoded yet.
+    pub fn new(position: LivePosition, before: Option<[f64; 2]>) -> Self {
+        Self {
+            position,
+            before,
+            json: OnceLock::new(),
+            proto: OnceLock::new(),
+        }
+    }
+
+    /// The position as one JSON object of a `positions` frame.
+    pub fn json(&self) -> &str {
+        self.json
+            .get_or_init(|| codec::position_json(&self.position))
+    }
+
+    /// The position as one entry of a protobuf `Positions` message (field key and length
+    /// included), ready to concatenate.
+    pub fn proto(&self) -> &[u8] {
+        self.proto
+            .get_or_init(|| codec::position_pb_entry(&self.position))
+    }
+
+    fn in_scope(&self, scope: &Scope) -> bool {
+        let p = &self.position;
+        scope.matches(&p.driver_id, p.fix.lat, p.fix.lon)
+            // Leaving the scope is news too: the watcher learns the marker went out.
+            || self
+                .before
+                .is_some_and(|[lat, lon]| scope.matches(&p.driver_id, lat, lon))
+    }
+}
+
+/// The shared half of one watcher: written by the flusher (or ingest, for `all` streams),
+/// drained by the socket task.
 #[derive(Debug)]
 pub struct Watcher {
     pub id: u64,
     pub fleet: Arc<str>,
     scope: RwLock<Scope>,
-    pending: Mutex<HashMap<DriverId, LivePosition>>,
+    pending: Mutex<HashMap<DriverId, Arc<Change>>>,
     /// `Delivery::All`: every position goes here instead of `pending`.
     every: Option<mpsc::Sender<LivePosition>>,
     /// Live events (maps); `None` for streams, which read the event log instead.
@@ -86,6 +139,8 @@ pub struct Watcher {
     lagging: AtomicBool,
     /// Wakes the socket task when the watcher starts lagging.
     pub wake: Notify,
+    /// Wakes the socket task when a flush left changes pending.
+    pub ready: Notify,
 }
 
 impl Watcher {
@@ -102,11 +157,11 @@ impl Watcher {
         self.scope.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Takes the coalesced positions gathered since the last flush.
-    pub fn take_pending(&self) -> Vec<LivePosition> {
-        let taken: Vec<LivePosition> = {
+    /// Takes the coalesced changes gathered since the last take.
+    pub fn take_pending(&self) -> Vec<Arc<Change>> {
+        let taken: Vec<Arc<Change>> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.drain().map(|(_, p)| p).collect()
+            pending.drain().map(|(_, c)| c).collect()
         };
         if !taken.is_empty() {
             metrics::counter!(crate::metrics::FANOUT_FRAMES).increment(1);
@@ -120,31 +175,36 @@ impl Watcher {
         self.lagging.load(Ordering::Relaxed)
     }
 
-    fn offer_position(&self, pos: &LivePosition, previous: Option<&LivePosition>) {
-        let in_scope = {
-            let scope = self.scope.read().unwrap_or_else(|e| e.into_inner());
-            scope.matches(&pos.driver_id, pos.fix.lat, pos.fix.lon)
-                // Leaving the viewport is news too: the watcher learns the marker went out.
-                || previous.is_some_and(|p| scope.matches(&p.driver_id, p.fix.lat, p.fix.lon))
-        };
+    /// Adds the changes in scope to `pending` (latest wins) and wakes the socket task.
+    fn offer_changes(&self, changes: &[Arc<Change>]) {
+        let scope = self.scope.read().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut offered = false;
+        for change in changes.iter().filter(|c| c.in_scope(&scope)) {
+            pending.insert(change.position.driver_id.clone(), change.clone());
+            offered = true;
+        }
+        if offered {
+            self.ready.notify_one();
+        }
+    }
+
+    /// `Delivery::All`: queues the position if it is in scope; a full queue marks the stream
+    /// lagging.
+    fn offer_every(&self, pos: &LivePosition, queue: &mpsc::Sender<LivePosition>) {
+        let in_scope = self
+            .scope
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .matches(&pos.driver_id, pos.fix.lat, pos.fix.lon);
         if !in_scope {
             return;
         }
-        match &self.every {
-            None => {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(pos.driver_id.clone(), pos.clone());
+        if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(pos.clone()) {
+            if !self.lagging.swap(true, Ordering::Relaxed) {
+                metrics::counter!(crate::metrics::STREAM_OVERFLOWS).increment(1);
             }
-            Some(queue) => {
-                if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(pos.clone()) {
-                    if !self.lagging.swap(true, Ordering::Relaxed) {
-                        metrics::counter!(crate::metrics::STREAM_OVERFLOWS).increment(1);
-                    }
-                    self.wake.notify_one();
-                }
-            }
+            self.wake.notify_one();
         }
     }
 
@@ -183,10 +243,34 @@ impl Drop for WatcherHandle {
     }
 }
 
+/// A driver's entry in its fleet's change set.
+#[derive(Debug)]
+struct Pending {
+    position: LivePosition,
+    before: Option<[f64; 2]>,
+}
+
+/// One fleet's watchers and what changed since the last flush.
+#[derive(Debug, Default)]
+struct FleetFanout {
+    /// Coalesced watchers: maps and `latest` streams.
+    latest: HashMap<u64, Arc<Watcher>>,
+    /// `all` streams, offered every position on ingest.
+    every: HashMap<u64, Arc<Watcher>>,
+    /// Latest position per driver since the last flush; empty while nobody coalesces.
+    changes: Mutex<HashMap<DriverId, Pending>>,
+}
+
+impl FleetFanout {
+    fn is_empty(&self) -> bool {
+        self.latest.is_empty() && self.every.is_empty()
+    }
+}
+
 /// Every watcher of every fleet on this node.
 #[derive(Debug, Default)]
 pub struct Fanout {
-    fleets: DashMap<Arc<str>, HashMap<u64, Arc<Watcher>>>,
+    fleets: DashMap<Arc<str>, FleetFanout>,
     next_id: AtomicU64,
 }
 
@@ -236,11 +320,14 @@ impl Fanout {
             events: live_events.then_some(tx),
             lagging: AtomicBool::new(false),
             wake: Notify::new(),
+            ready: Notify::new(),
         });
-        self.fleets
-            .entry(fleet)
-            .or_default()
-            .insert(watcher.id, watcher.clone());
+        let mut entry = self.fleets.entry(fleet).or_default();
+        match delivery {
+            Delivery::Latest => entry.latest.insert(watcher.id, watcher.clone()),
+            Delivery::All { .. } => entry.every.insert(watcher.id, watcher.clone()),
+        };
+        drop(entry);
         WatcherHandle {
             watcher,
             events: rx,
@@ -251,29 +338,93 @@ impl Fanout {
 
     fn remove(&self, watcher: &Watcher) {
         if let Some(mut fleet) = self.fleets.get_mut(&watcher.fleet) {
-            fleet.remove(&watcher.id);
+            fleet.latest.remove(&watcher.id);
+            fleet.every.remove(&watcher.id);
         }
-        self.fleets.remove_if(&watcher.fleet, |_, m| m.is_empty());
+        self.fleets.remove_if(&watcher.fleet, |_, f| f.is_empty());
     }
 
     /// Number of watchers connected on this node.
     pub fn watcher_count(&self) -> usize {
-        self.fleets.iter().map(|f| f.len()).sum()
+        self.fleets
+            .iter()
+            .map(|f| f.latest.len() + f.every.len())
+            .sum()
     }
 
-    /// Offers a new position to every watcher of its fleet. Never blocks on a watcher.
+    /// Records a new position of a driver (`previous`: where the index had it before). O(1) for
+    /// coalesced watchers, whatever their number; `all` streams get it queued now. Never blocks
+    /// on a watcher.
     pub fn position(&self, fleet: &str, pos: &LivePosition, previous: Option<&LivePosition>) {
-        if let Some(watchers) = self.fleets.get(fleet) {
-            for w in watchers.values() {
-                w.offer_position(pos, previous);
+        let Some(f) = self.fleets.get(fleet) else {
+            return;
+        };
+        if !f.latest.is_empty() {
+            let mut changes = f.changes.lock().unwrap_or_else(|e| e.into_inner());
+            match changes.get_mut(&pos.driver_id) {
+                Some(pending) => pending.position = pos.clone(),
+                None => {
+                    let before = previous.map(|p| [p.fix.lat, p.fix.lon]);
+                    changes.insert(
+                        pos.driver_id.clone(),
+                        Pending {
+                            position: pos.clone(),
+                            before,
+                        },
+                    );
+                }
             }
+        }
+        for w in f.every.values() {
+            if let Some(queue) = &w.every {
+                w.offer_every(pos, queue);
+            }
+        }
+    }
+
+    /// Hands every fleet's changes since the last flush to the coalesced watchers in scope.
+    /// Called by [`Fanout::run_flusher`] once per flush interval; tests call it directly.
+    pub fn flush(&self) {
+        for f in self.fleets.iter() {
+            let changes = std::mem::take(&mut *f.changes.lock().unwrap_or_else(|e| e.into_inner()));
+            if changes.is_empty() {
+                continue;
+            }
+            let changes: Vec<Arc<Change>> = changes
+                .into_values()
+                .map(|p| Arc::new(Change::new(p.position, p.before)))
+                .collect();
+            for w in f.latest.values() {
+                w.offer_changes(&changes);
+            }
+        }
+    }
+
+    /// Flushes every `interval` until `shutdown` turns true or the fan-out is dropped. Watchers
+    /// all flush on this one clock, so a fix waits at most one interval before it is sent.
+    pub async fn run_flusher(
+        fanout: Weak<Self>,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = crate::app::draining(&mut shutdown) => return,
+            }
+            let Some(fanout) = fanout.upgrade() else {
+                return;
+            };
+            fanout.flush();
         }
     }
 
     /// Offers an event to every watcher of its fleet. Never blocks on a watcher.
     pub fn event(&self, event: Arc<Event>) {
-        if let Some(watchers) = self.fleets.get(&*event.fleet) {
-            for w in watchers.values() {
+        if let Some(f) = self.fleets.get(&*event.fleet) {
+            for w in f.latest.values().chain(f.every.values()) {
                 w.offer_event(&event);
             }
         }
@@ -307,10 +458,41 @@ mod tests {
         }
         fanout.position("f2", &pos("d2", 5.0, 5.0, 0), None);
         fanout.position("f1", &pos("far", 50.0, 50.0, 0), None);
+        assert!(h.watcher.take_pending().is_empty(), "nothing before the flush");
+        fanout.flush();
         let got = h.watcher.take_pending();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].fix.ts_ms, 99);
+        assert_eq!(got[0].position.fix.ts_ms, 99);
         assert!(h.watcher.take_pending().is_empty());
+        fanout.flush();
+        assert!(h.watcher.take_pending().is_empty(), "a flush sends a change once");
+    }
+
+    #[test]
+    fn one_change_is_shared_by_every_watcher_and_leaving_the_viewport_is_news() {
+        let fanout = Fanout::new();
+        let viewport = Scope {
+            bbox: Some(BBox::new(0.0, 0.0, 10.0, 10.0).unwrap()),
+            ..Scope::default()
+        };
+        let a = fanout.register("f".into());
+        let b = fanout.register("f".into());
+        a.watcher.set_scope(viewport.clone());
+        b.watcher.set_scope(viewport);
+        let inside = pos("d", 5.0, 5.0, 1);
+        // Two fixes in one interval, the last one outside the box: the driver started inside.
+        fanout.position("f", &pos("d", 6.0, 6.0, 2), Some(&inside));
+        fanout.position("f", &pos("d", 50.0, 50.0, 3), Some(&pos("d", 6.0, 6.0, 2)));
+        fanout.flush();
+        let (got_a, got_b) = (a.watcher.take_pending(), b.watcher.take_pending());
+        assert_eq!((got_a.len(), got_b.len()), (1, 1));
+        assert_eq!(got_a[0].position.fix.ts_ms, 3, "latest wins, even outside");
+        assert!(Arc::ptr_eq(&got_a[0], &got_b[0]), "one shared change");
+        assert!(std::ptr::eq(got_a[0].json(), got_b[0].json()), "encoded once");
+        // Next interval: outside to outside is of no interest to this viewport.
+        fanout.position("f", &pos("d", 51.0, 51.0, 4), Some(&pos("d", 50.0, 50.0, 3)));
+        fanout.flush();
+        assert!(a.watcher.take_pending().is_empty());
     }
 
     #[test]
@@ -363,6 +545,7 @@ mod tests {
             fanout.position("f", &pos("d1", 5.0, 5.0, ts), None);
         }
         assert!(h.watcher.is_lagging());
+        fanout.flush();
         assert!(h.watcher.take_pending().is_empty());
     }
 

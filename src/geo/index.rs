@@ -3,14 +3,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rstar::{primitives::GeomWithData, RTree, AABB};
+use rstar::{primitives::GeomWithData, Envelope, RTree, SelectionFunction, AABB};
 
 use super::{haversine_m, BBox, Fix};
 
 /// A driver id shared between the index, fan-out and the hub without copying the string.
 pub type DriverId = Arc<str>;
 
-type Entry = GeomWithData<[f64; 2], DriverId>;
+/// A tree leaf: the driver's `[lon, lat]` (degrees) with its whole position, so a query answers
+/// borrowed positions straight from the leaves, with no second lookup per result.
+type Entry = GeomWithData<[f64; 2], LivePosition>;
 
 /// The latest position of one driver together with the server time it was received.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,10 +32,31 @@ pub struct Nearby {
 
 /// Latest fix per driver of one fleet, with an `rstar` R-tree over `[lon, lat]` degrees for
 /// bbox and k-nearest queries. Not synchronised: the hub wraps one per fleet in a lock.
+///
+/// The positions live in the tree's leaves; `at` maps each driver to its leaf's point, which is
+/// how a driver's position is found again (a point lookup, O(log n)).
 #[derive(Debug, Default)]
 pub struct LiveIndex {
     tree: RTree<Entry>,
-    latest: HashMap<DriverId, LivePosition>,
+    at: HashMap<DriverId, [f64; 2]>,
+}
+
+/// Selects the one leaf of `driver_id` at `point`: parents whose envelope holds the point, then
+/// the leaf with that id. Matching on the id (not on the whole position) finds the leaf even if
+/// a field compares unequal to itself.
+struct DriverAt<'a> {
+    point: [f64; 2],
+    driver_id: &'a str,
+}
+
+impl SelectionFunction<Entry> for DriverAt<'_> {
+    fn should_unpack_parent(&self, envelope: &AABB<[f64; 2]>) -> bool {
+        envelope.contains_point(&self.point)
+    }
+
+    fn should_unpack_leaf(&self, leaf: &Entry) -> bool {
+        *leaf.geom() == self.point && &*leaf.data.driver_id == self.driver_id
+    }
 }
 
 impl LiveIndex {
@@ -43,52 +66,62 @@ impl LiveIndex {
 
     /// Number of drivers in the index.
     pub fn len(&self) -> usize {
-        self.latest.len()
+        self.at.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.latest.is_empty()
+        self.at.is_empty()
     }
 
     /// Moves `position.driver_id` to its new fix; returns the previous position if there was one.
     /// O(log n): one R-tree removal and one insertion.
     pub fn upsert(&mut self, position: LivePosition) -> Option<LivePosition> {
-        let key = position.driver_id.clone();
         let point = [position.fix.lon, position.fix.lat];
-        let previous = self.latest.insert(key.clone(), position);
-        if let Some(prev) = &previous {
-            self.tree
-                .remove(&Entry::new([prev.fix.lon, prev.fix.lat], key.clone()));
-        }
-        self.tree.insert(Entry::new(point, key));
+        let previous = self
+            .at
+            .insert(position.driver_id.clone(), point)
+            .and_then(|was| {
+                self.tree.remove_with_selection_function(DriverAt {
+                    point: was,
+                    driver_id: &position.driver_id,
+                })
+            })
+            .map(|leaf| leaf.data);
+        self.tree.insert(Entry::new(point, position));
         previous
     }
 
     /// Removes a driver (gone offline); returns its last position.
     pub fn remove(&mut self, driver_id: &str) -> Option<LivePosition> {
-        let prev = self.latest.remove(driver_id)?;
-        self.tree.remove(&Entry::new(
-            [prev.fix.lon, prev.fix.lat],
-            prev.driver_id.clone(),
-        ));
-        Some(prev)
+        let point = self.at.remove(driver_id)?;
+        self.tree
+            .remove_with_selection_function(DriverAt { point, driver_id })
+            .map(|leaf| leaf.data)
     }
 
     /// The latest position of one driver.
     pub fn get(&self, driver_id: &str) -> Option<&LivePosition> {
-        self.latest.get(driver_id)
+        let point = *self.at.get(driver_id)?;
+        self.tree
+            .locate_with_selection_function(DriverAt { point, driver_id })
+            .next()
+            .map(|leaf| &leaf.data)
     }
 
-    /// Every driver inside the bbox (edges included; antimeridian-crossing boxes supported).
-    pub fn in_bbox(&self, bbox: &BBox) -> Vec<LivePosition> {
-        let mut out = Vec::new();
+    /// Calls `visit` with every driver inside the bbox (edges included; antimeridian-crossing
+    /// boxes supported), borrowed from the tree: nothing is copied or allocated per result.
+    pub fn for_each_in_bbox<'a>(&'a self, bbox: &BBox, mut visit: impl FnMut(&'a LivePosition)) {
         for (lo, hi) in bbox.parts() {
-            for e in self.tree.locate_in_envelope(&AABB::from_corners(lo, hi)) {
-                if let Some(p) = self.latest.get(&e.data) {
-                    out.push(p.clone());
-                }
+            for leaf in self.tree.locate_in_envelope(&AABB::from_corners(lo, hi)) {
+                visit(&leaf.data);
             }
         }
+    }
+
+    /// Every driver inside the bbox, borrowed (see [`LiveIndex::for_each_in_bbox`]).
+    pub fn in_bbox(&self, bbox: &BBox) -> Vec<&LivePosition> {
+        let mut out = Vec::new();
+        self.for_each_in_bbox(bbox, |p| out.push(p));
         out
     }
 
@@ -100,7 +133,7 @@ impl LiveIndex {
     /// growing radius, ranks candidates by haversine distance, and stops once `limit` drivers lie
     /// within the circle: anything outside it is farther than all of them.
     pub fn nearest(&self, lat: f64, lon: f64, limit: usize, radius_m: Option<f64>) -> Vec<Nearby> {
-        if limit == 0 || self.latest.is_empty() {
+        if limit == 0 || self.is_empty() {
             return Vec::new();
         }
         const HALF_CIRCUMFERENCE_M: f64 = 20_016_000.0;
@@ -109,19 +142,23 @@ impl LiveIndex {
             .min(HALF_CIRCUMFERENCE_M);
         let mut search = max_radius.min(1_000.0);
         loop {
-            let mut found: Vec<Nearby> = self
-                .in_bbox(&BBox::around(lat, lon, search))
-                .into_iter()
-                .map(|p| Nearby {
-                    distance_m: haversine_m(lat, lon, p.fix.lat, p.fix.lon),
-                    position: p,
-                })
-                .filter(|n| n.distance_m <= search)
-                .collect();
+            let mut found: Vec<(f64, &LivePosition)> = Vec::new();
+            self.for_each_in_bbox(&BBox::around(lat, lon, search), |p| {
+                let d = haversine_m(lat, lon, p.fix.lat, p.fix.lon);
+                if d <= search {
+                    found.push((d, p));
+                }
+            });
             if found.len() >= limit || search >= max_radius {
-                found.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
-                found.truncate(limit);
-                return found;
+                found.sort_by(|a, b| a.0.total_cmp(&b.0));
+                return found
+                    .into_iter()
+                    .take(limit)
+                    .map(|(distance_m, p)| Nearby {
+                        position: p.clone(),
+                        distance_m,
+                    })
+                    .collect();
             }
             search = (search * 4.0).min(max_radius);
         }
@@ -129,7 +166,7 @@ impl LiveIndex {
 
     /// Every position, in no particular order.
     pub fn all(&self) -> impl Iterator<Item = &LivePosition> {
-        self.latest.values()
+        self.tree.iter().map(|leaf| &leaf.data)
     }
 }
 

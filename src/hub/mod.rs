@@ -784,7 +784,10 @@ impl Hub {
     /// Live positions of a fleet inside a bbox.
     pub fn in_bbox(&self, fleet: &str, bbox: &BBox) -> Vec<LivePosition> {
         self.index(fleet)
-            .map(|i| i.read().unwrap_or_else(|e| e.into_inner()).in_bbox(bbox))
+            .map(|i| {
+                let index = i.read().unwrap_or_else(|e| e.into_inner());
+                index.in_bbox(bbox).into_iter().cloned().collect()
+            })
             .unwrap_or_default()
     }
 
@@ -814,37 +817,31 @@ impl Hub {
         let index = index.read().unwrap_or_else(|e| e.into_inner());
         if scope.combine == Combine::Intersection {
             // A stream filter: candidates from the narrower of drivers and bbox, then both tests.
-            let candidates: Vec<LivePosition> = if !scope.drivers.is_empty() {
-                scope
-                    .drivers
-                    .iter()
-                    .filter_map(|d| index.get(d).cloned())
-                    .collect()
+            let candidates: Vec<&LivePosition> = if !scope.drivers.is_empty() {
+                scope.drivers.iter().filter_map(|d| index.get(d)).collect()
             } else if let Some(b) = &scope.bbox {
                 index.in_bbox(b)
             } else {
-                index.all().cloned().collect()
+                index.all().collect()
             };
             return candidates
                 .into_iter()
                 .filter(|p| scope.matches(&p.driver_id, p.fix.lat, p.fix.lon))
+                .cloned()
                 .collect();
         }
-        let mut found: HashMap<DriverId, LivePosition> = HashMap::new();
+        let mut found: HashMap<&str, &LivePosition> = HashMap::new();
         if let Some(b) = &scope.bbox {
-            found.extend(
-                index
-                    .in_bbox(b)
-                    .into_iter()
-                    .map(|p| (p.driver_id.clone(), p)),
-            );
+            index.for_each_in_bbox(b, |p| {
+                found.insert(&p.driver_id, p);
+            });
         }
         for d in &scope.drivers {
             if let Some(p) = index.get(d) {
-                found.insert(p.driver_id.clone(), p.clone());
+                found.insert(&p.driver_id, p);
             }
         }
-        found.into_values().collect()
+        found.into_values().cloned().collect()
     }
 
     /// Number of drivers in this node's live index (its own and other nodes'), all fleets.

@@ -3,6 +3,8 @@
 //! `trackhub.v1.proto` (binary frames of the `proto/trackhub.proto` messages). Both decode into
 //! the same domain messages, so everything after this module is codec-blind.
 
+use std::sync::Arc;
+
 use prost::Message;
 use serde::Serialize;
 
@@ -10,6 +12,8 @@ use super::driver::{BadPing, DriverMsg, DriverOut, Ping, MAX_BATCH};
 use super::time::{format_ts, WireTs};
 use super::watch::{WatchIn, WatchOut};
 use super::{pb, EventView, PositionView};
+use crate::fanout::Change;
+use crate::geo::index::LivePosition;
 
 /// Subprotocol name of the JSON codec.
 pub const JSON_PROTOCOL: &str = "trackhub.v1.json";
@@ -107,12 +111,70 @@ impl Codec {
         self.expect(frame, decode_watch_json, decode_watch_proto)
     }
 
+    /// Encodes a `positions` frame from shared changes, by concatenating each change's cached
+    /// encoding: the same bytes as [`Codec::encode_watch`] of `WatchOut::Positions` (JSON:
+    /// `{"type":"positions","positions":[…]}`; protobuf: `WatchOut.positions`, field 2).
+    pub fn encode_positions(self, changes: &[Arc<Change>]) -> Wire {
+        match self {
+            Codec::Json => {
+                let len = changes.iter().map(|c| c.json().len() + 1).sum::<usize>();
+                let mut out = String::with_capacity(len + 40);
+                out.push_str(r#"{"type":"positions","positions":["#);
+                for (i, change) in changes.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(change.json());
+                }
+                out.push_str("]}");
+                Wire::Text(out)
+            }
+            Codec::Proto => {
+                let inner = changes.iter().map(|c| c.proto().len()).sum::<usize>();
+                let mut out = Vec::with_capacity(inner + 12);
+                // WatchOut { positions (field 2) = Positions { positions (field 1): each entry } }
+                prost::encoding::encode_key(
+                    2,
+                    prost::encoding::WireType::LengthDelimited,
+                    &mut out,
+                );
+                prost::encoding::encode_varint(inner as u64, &mut out);
+                for change in changes {
+                    out.extend_from_slice(change.proto());
+                }
+                Wire::Binary(out)
+            }
+        }
+    }
+
     /// Encodes a frame for a watcher.
     pub fn encode_watch(self, out: &WatchOut) -> Wire {
         match self {
             Codec::Json => Wire::Text(to_json(&WatchOutJson::from(out))),
             Codec::Proto => Wire::Binary(watch_out_pb(out).encode_to_vec()),
         }
+    }
+}
+
+/// One position as a JSON object of a `positions` frame (see [`Codec::encode_positions`]).
+pub fn position_json(p: &LivePosition) -> Box<str> {
+    to_json(&PositionView::from(p)).into_boxed_str()
+}
+
+/// One position as an entry of `Positions.positions` (field 1): key, length and the `Position`
+/// message, device time only (receive time is bus-internal), as in [`Codec::encode_watch`].
+pub fn position_pb_entry(p: &LivePosition) -> Box<[u8]> {
+    let msg = watcher_position_pb(p);
+    let mut out = Vec::with_capacity(msg.encoded_len() + 4);
+    prost::encoding::message::encode(1, &msg, &mut out);
+    out.into_boxed_slice()
+}
+
+fn watcher_position_pb(p: &LivePosition) -> pb::Position {
+    pb::Position {
+        // Receive time is bus-internal: clients get device time only, as in JSON.
+        received_ms: None,
+        ..pb::Position::from(p)
     }
 }
 
@@ -329,15 +391,8 @@ impl<'a> From<&'a WatchOut> for WatchOutJson<'a> {
 
 fn watch_out_pb(out: &WatchOut) -> pb::WatchOut {
     use pb::watch_out::Msg;
-    let positions = |ps: &[crate::geo::index::LivePosition]| pb::Positions {
-        positions: ps
-            .iter()
-            .map(|p| pb::Position {
-                // Receive time is bus-internal: clients get device time only, as in JSON.
-                received_ms: None,
-                ..pb::Position::from(p)
-            })
-            .collect(),
+    let positions = |ps: &[LivePosition]| pb::Positions {
+        positions: ps.iter().map(watcher_position_pb).collect(),
     };
     let msg = match out {
         WatchOut::Snapshot { positions: ps } => Msg::Snapshot(positions(ps)),
@@ -351,6 +406,37 @@ fn watch_out_pb(out: &WatchOut) -> pb::WatchOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_from_shared_changes_are_the_same_bytes_as_a_whole_frame() {
+        let fix = |ts_ms, lat, lon| crate::geo::Fix {
+            speed_mps: Some(3.5),
+            ..crate::geo::Fix::at(ts_ms, lat, lon)
+        };
+        let positions = vec![
+            LivePosition {
+                driver_id: "d1".into(),
+                fix: fix(1_790_000_000_123, 41.15, -8.61),
+                received_ms: 1_790_000_000_200,
+            },
+            LivePosition {
+                driver_id: "d\"2".into(),
+                fix: crate::geo::Fix::at(1_790_000_001_000, -33.9, 151.2),
+                received_ms: 5,
+            },
+        ];
+        let changes: Vec<Arc<Change>> = positions
+            .iter()
+            .map(|p| Arc::new(Change::new(p.clone(), None)))
+            .collect();
+        for codec in [Codec::Json, Codec::Proto] {
+            let whole = codec.encode_watch(&WatchOut::Positions {
+                positions: positions.clone(),
+            });
+            assert_eq!(codec.encode_positions(&changes), whole, "{codec:?}");
+            assert_eq!(codec.encode_positions(&[]), codec.encode_watch(&WatchOut::Positions { positions: vec![] }));
+        }
+    }
 
     #[test]
     fn json_envelopes_and_per_entry_batch_errors() {

@@ -26,6 +26,12 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 const READ_BUFFER: usize = 1024;
 /// Bytes gathered before a write reaches the socket; frames are flushed as they are sent anyway.
 const WRITE_BUFFER: usize = 1024;
+/// Most bytes queued for one socket. tungstenite refuses (`WriteBufferFull`) to queue a frame that
+/// does not fit, so this bounds the largest frame the hub can send: a snapshot of the whole
+/// fleet (~130 bytes a driver in JSON, so ~500k drivers). It is a cap, not an allocation. It
+/// was 256 KiB, which silently cut off any watcher whose snapshot held more than ~2,000
+/// drivers (found by the 10k-driver load test).
+pub const MAX_OUTGOING: usize = 64 << 20;
 /// A send that takes longer than this means the peer stopped reading: close it.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -164,7 +170,7 @@ pub fn limits(ws: WebSocketUpgrade) -> WebSocketUpgrade {
         .max_frame_size(MAX_MESSAGE)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(4 * MAX_MESSAGE)
+        .max_write_buffer_size(MAX_OUTGOING)
 }
 
 /// Closes with a code and a short reason, then waits (at most 2 s) for the peer's close frame,

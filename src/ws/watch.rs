@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
@@ -15,7 +14,7 @@ use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::fanout::{Scope, WatcherHandle};
 use crate::geo::BBox;
-use crate::protocol::codec::DecodeError;
+use crate::protocol::codec::{DecodeError, Wire};
 use crate::protocol::watch::{WatchIn, WatchOut};
 
 /// Most driver ids in one subscription.
@@ -60,11 +59,9 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
     let mut shutdown = app.shutdown.clone();
     let token_expiry = conn.token_expiry();
     let mut handle: WatcherHandle = app.hub.fanout.register(fleet.as_str().into());
-    let mut flush = tokio::time::interval(Duration::from_millis(app.cfg.flush_interval_ms));
-    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Each arm yields the frame to send; `continue` when there is none.
-        let frame: WatchOut = tokio::select! {
+        let frame: Wire = tokio::select! {
             msg = conn.socket.recv() => {
                 let data = match conn.received(msg).await {
                     Received::Data(data) => data,
@@ -77,23 +74,21 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
                     }
                 };
                 let Some(frame) = data.frame() else { continue };
-                handle_subscribe(&app, &fleet, &handle, codec.decode_watch(frame))
-                    .unwrap_or_else(|e| WatchOut::error(e.code, e.message))
+                let reply = handle_subscribe(&app, &fleet, &handle, codec.decode_watch(frame))
+                    .unwrap_or_else(|e| WatchOut::error(e.code, e.message));
+                codec.encode_watch(&reply)
             }
             event = handle.events.recv() => {
                 let Some(event) = event else { return };
-                WatchOut::Event { event }
+                codec.encode_watch(&WatchOut::Event { event })
             }
-            _ = flush.tick() => {
-                if handle.watcher.is_lagging() {
-                    close_lagging(&mut conn.socket).await;
-                    return;
-                }
-                let positions = handle.watcher.take_pending();
-                if positions.is_empty() {
+            _ = handle.watcher.ready.notified() => {
+                let changes = handle.watcher.take_pending();
+                if changes.is_empty() {
                     continue;
                 }
-                WatchOut::Positions { positions }
+                // Each change's bytes are encoded once and shared with every other watcher.
+                codec.encode_positions(&changes)
             }
             _ = handle.watcher.wake.notified() => {
                 close_lagging(&mut conn.socket).await;
@@ -115,7 +110,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
                 return;
             }
         };
-        if !conn.send(codec.encode_watch(&frame)).await {
+        if !conn.send(frame).await {
             return;
         }
     }
