@@ -175,11 +175,11 @@ fn codecs(c: &mut Criterion) {
 }
 
 /// One flush interval of a busy fleet: 1,000 fixes offered to 1,000 map watchers whose viewports
-/// cover them, then every watcher takes its coalesced positions and encodes its frame (JSON).
+/// cover them, one flush, then every watcher takes its coalesced changes and builds its JSON frame
+/// from their shared encodings.
 fn coalescing_flush(c: &mut Criterion) {
     use trackhub::fanout::{Fanout, Scope};
     use trackhub::protocol::codec::{Codec, Wire};
-    use trackhub::protocol::watch::WatchOut;
 
     let fanout = Fanout::new();
     let fleet: std::sync::Arc<str> = "bench".into();
@@ -201,11 +201,11 @@ fn coalescing_flush(c: &mut Criterion) {
             for p in &fixes {
                 fanout.position(&fleet, p, None);
             }
+            fanout.flush();
             let mut bytes = 0;
             for h in &watchers {
-                let positions = h.watcher.take_pending();
-                if let Wire::Text(t) = Codec::Json.encode_watch(&WatchOut::Positions { positions })
-                {
+                let changes = h.watcher.take_pending();
+                if let Wire::Text(t) = Codec::Json.encode_positions(&changes) {
                     bytes += t.len();
                 }
             }

@@ -714,6 +714,10 @@ async fn watcher(
             counters.error(|| format!("watcher socket ended: {msg:?}"));
             break;
         };
+        if let Message::Close(frame) = &msg {
+            counters.error(|| format!("watcher closed by the hub: {frame:?}"));
+            break;
+        }
         let received = now_ms();
         fix_times.clear();
         // Only `positions` frames count (not the snapshot): each gives its fixes' device times.

@@ -21,6 +21,9 @@ pub const FIXES_REJECTED: &str = "trackhub_fixes_rejected_total";
 pub const CHECKINS: &str = "trackhub_checkins_total";
 /// Watchers closed with 1013 because their event queue filled (fan-out drops).
 pub const FANOUT_LAGGING: &str = "trackhub_fanout_watchers_lagging_total";
+/// Sockets dropped because a send failed or did not finish within `SEND_TIMEOUT` (a peer that
+/// stopped reading: slow consumers), by `endpoint`.
+pub const SEND_FAILURES: &str = "trackhub_socket_send_failures_total";
 /// Coalesced `positions` frames sent to watchers and `latest`-mode streams.
 pub const FANOUT_FRAMES: &str = "trackhub_fanout_frames_total";
 /// Positions carried by those frames.

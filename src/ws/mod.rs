@@ -106,6 +106,8 @@ pub struct Conn {
     limiter: Option<DefaultDirectRateLimiter>,
     pub heartbeat: Heartbeat,
     token_expiry: tokio::time::Instant,
+    /// `driver`, `watch` or `stream`, for metrics.
+    endpoint: &'static str,
     /// Counted in `trackhub_sockets_open` while the socket lives.
     _open: crate::metrics::SocketGauge,
 }
@@ -125,6 +127,7 @@ impl Conn {
             limiter: app.limits.message_limiter(),
             heartbeat: Heartbeat::new(Duration::from_secs(app.cfg.idle_timeout_s)),
             token_expiry: admitted.claims.expiry_deadline(),
+            endpoint,
         }
     }
 
@@ -146,14 +149,32 @@ impl Conn {
 
     /// Sends one encoded frame; false when the peer is gone or too slow.
     pub async fn send(&mut self, wire: Wire) -> bool {
-        let msg = match wire {
-            Wire::Text(t) => Message::Text(t.into()),
-            Wire::Binary(b) => Message::Binary(b.into()),
-        };
-        matches!(
-            tokio::time::timeout(SEND_TIMEOUT, self.socket.send(msg)).await,
-            Ok(Ok(()))
-        )
+        self.send_all(vec![wire]).await
+    }
+
+    /// Sends frames in order with one flush (one write to the socket where they fit), so a burst
+    /// (say, events of a thousand drivers connecting at once) costs one syscall, not one each.
+    /// False when the peer is gone or did not take them within `SEND_TIMEOUT`.
+    pub async fn send_all(&mut self, wires: Vec<Wire>) -> bool {
+        use futures_util::SinkExt;
+        let socket = &mut self.socket;
+        let sent = tokio::time::timeout(SEND_TIMEOUT, async move {
+            for wire in wires {
+                let msg = match wire {
+                    Wire::Text(t) => Message::Text(t.into()),
+                    Wire::Binary(b) => Message::Binary(b.into()),
+                };
+                socket.feed(msg).await?;
+            }
+            socket.flush().await
+        })
+        .await;
+        let sent = matches!(sent, Ok(Ok(())));
+        if !sent {
+            metrics::counter!(crate::metrics::SEND_FAILURES, "endpoint" => self.endpoint)
+                .increment(1);
+        }
+        sent
     }
 
     /// Sends a final frame (an error saying why), then closes with `code`.

@@ -17,6 +17,9 @@ use crate::geo::BBox;
 use crate::protocol::codec::{DecodeError, Wire};
 use crate::protocol::watch::{WatchIn, WatchOut};
 
+/// Most queued events written to a watcher's socket with one flush.
+const EVENTS_PER_WRITE: usize = 256;
+
 /// Most driver ids in one subscription.
 pub const MAX_SUBSCRIBED_DRIVERS: usize = 10_000;
 
@@ -80,7 +83,16 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
             }
             event = handle.events.recv() => {
                 let Some(event) = event else { return };
-                codec.encode_watch(&WatchOut::Event { event })
+                // Whatever else is queued goes out with it, flushed once.
+                let mut frames = vec![codec.encode_watch(&WatchOut::Event { event })];
+                while frames.len() < EVENTS_PER_WRITE {
+                    let Ok(event) = handle.events.try_recv() else { break };
+                    frames.push(codec.encode_watch(&WatchOut::Event { event }));
+                }
+                if !conn.send_all(frames).await {
+                    return;
+                }
+                continue;
             }
             _ = handle.watcher.ready.notified() => {
                 let changes = handle.watcher.take_pending();
