@@ -725,7 +725,8 @@ async fn watcher(
             (Message::Text(text), Codec::Json) => {
                 if let Ok(frame) = serde_json::from_str::<JsonFrame>(text.as_str()) {
                     if frame.kind == "positions" {
-                        fix_times.extend(frame.positions.iter().filter_map(|p| parse_ts(p.ts).ok()));
+                        fix_times
+                            .extend(frame.positions.iter().filter_map(|p| parse_ts(p.ts).ok()));
                     }
                 }
             }

@@ -617,3 +617,55 @@ async fn the_live_map_is_served_from_the_binary() {
     assert_eq!(config["flush_interval_ms"], 100);
     hub.stop().await;
 }
+
+/// A snapshot larger than any one message a client may send (and than tungstenite's 256 KiB
+/// write cap the hub used to keep) reaches the watcher whole, and the socket stays live after it.
+#[tokio::test]
+async fn a_snapshot_of_thousands_of_drivers_arrives_whole() {
+    const DRIVERS: usize = 1_600;
+    trackhub::replay::raise_fd_limit();
+    // Every driver connects from 127.0.0.1: no per-address connection rate here.
+    let server = TestHub::start_with(|c| c.limits.conns_per_ip_per_s = 0).await;
+    // Long ids make each position ~190 bytes of JSON: 1,600 of them are ~300 KB.
+    let id = |i: usize| format!("snapshot-driver-{i:05}-{}", "x".repeat(40));
+    let mut drivers = Vec::with_capacity(DRIVERS);
+    for chunk in (0..DRIVERS).collect::<Vec<_>>().chunks(100) {
+        let joins: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                let url =
+                    server.ws_url("/v1/ws/driver", &server.token(Role::Driver, &id(i), "big"));
+                tokio::spawn(async move {
+                    let mut ws = Ws::connect(&url).await;
+                    let (lat, lon) = offset(LAT, LON, i as f64 * 3.0, (i % 40) as f64 * 50.0);
+                    ws.ping_acked(ping(1, now_ms(), lat, lon)).await;
+                    ws
+                })
+            })
+            .collect();
+        for j in joins {
+            drivers.push(j.await.expect("driver task"));
+        }
+    }
+    let mut w = server.watcher("big").await;
+    w.send(&json!({"type":"subscribe","bbox":[-180,-90,180,90]}))
+        .await;
+    let snapshot = w.json().await;
+    assert_eq!(snapshot["type"], "snapshot");
+    // Compact JSON, as the hub writes it.
+    let bytes = serde_json::to_string(&snapshot).unwrap().len();
+    assert!(
+        bytes > 256 * 1024,
+        "the case needs a snapshot over 256 KiB, got {bytes} bytes"
+    );
+    let mut seen = ids(&snapshot);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), DRIVERS, "every driver once");
+    // Still live: the next fix of one driver arrives as a positions frame.
+    let (lat, lon) = offset(LAT, LON, -500.0, 0.0);
+    drivers[7].ping_acked(ping(2, now_ms(), lat, lon)).await;
+    let moved = w.until(|v| v["type"] == "positions").await;
+    assert_eq!(ids(&moved), [id(7)]);
+    server.stop().await;
+}

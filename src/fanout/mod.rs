@@ -458,14 +458,20 @@ mod tests {
         }
         fanout.position("f2", &pos("d2", 5.0, 5.0, 0), None);
         fanout.position("f1", &pos("far", 50.0, 50.0, 0), None);
-        assert!(h.watcher.take_pending().is_empty(), "nothing before the flush");
+        assert!(
+            h.watcher.take_pending().is_empty(),
+            "nothing before the flush"
+        );
         fanout.flush();
         let got = h.watcher.take_pending();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].position.fix.ts_ms, 99);
         assert!(h.watcher.take_pending().is_empty());
         fanout.flush();
-        assert!(h.watcher.take_pending().is_empty(), "a flush sends a change once");
+        assert!(
+            h.watcher.take_pending().is_empty(),
+            "a flush sends a change once"
+        );
     }
 
     #[test]
@@ -488,9 +494,16 @@ mod tests {
         assert_eq!((got_a.len(), got_b.len()), (1, 1));
         assert_eq!(got_a[0].position.fix.ts_ms, 3, "latest wins, even outside");
         assert!(Arc::ptr_eq(&got_a[0], &got_b[0]), "one shared change");
-        assert!(std::ptr::eq(got_a[0].json(), got_b[0].json()), "encoded once");
+        assert!(
+            std::ptr::eq(got_a[0].json(), got_b[0].json()),
+            "encoded once"
+        );
         // Next interval: outside to outside is of no interest to this viewport.
-        fanout.position("f", &pos("d", 51.0, 51.0, 4), Some(&pos("d", 50.0, 50.0, 3)));
+        fanout.position(
+            "f",
+            &pos("d", 51.0, 51.0, 4),
+            Some(&pos("d", 50.0, 50.0, 3)),
+        );
         fanout.flush();
         assert!(a.watcher.take_pending().is_empty());
     }

@@ -434,7 +434,10 @@ mod tests {
                 positions: positions.clone(),
             });
             assert_eq!(codec.encode_positions(&changes), whole, "{codec:?}");
-            assert_eq!(codec.encode_positions(&[]), codec.encode_watch(&WatchOut::Positions { positions: vec![] }));
+            assert_eq!(
+                codec.encode_positions(&[]),
+                codec.encode_watch(&WatchOut::Positions { positions: vec![] })
+            );
         }
     }
 
