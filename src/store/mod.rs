@@ -159,9 +159,10 @@ impl Store {
                         sqlx::query("PRAGMA foreign_keys = ON")
                             .execute(&mut *conn)
                             .await?;
-                        // A history transaction dirties up to a few thousand pages; SQLite's
-                        // default 2 MB cache spills them to the WAL mid-transaction (seen as
-                        // `pagerStress` in profiles). 32 MiB holds a whole batch.
+                        // A history transaction of 16k rows from thousands of drivers dirties
+                        // thousands of pages; SQLite's default 2 MB cache spills them to the WAL
+                        // mid-transaction (`pagerStress` in a perf profile). 64 MiB (a cap, not
+                        // an allocation) holds a whole batch.
                         sqlx::query("PRAGMA cache_size = -65536")
                             .execute(&mut *conn)
                             .await?;

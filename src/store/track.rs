@@ -15,7 +15,9 @@ use crate::geo::Fix;
 /// history), counted in `trackhub_track_backpressure_total`. It also bounds a drain: at most this
 /// many rows are left to write after the sockets close.
 pub const TRACK_QUEUE: usize = 65_536;
-/// Most rows written in one transaction.
+/// Most rows written in one transaction. Large, because with thousands of drivers each row lands
+/// on its own driver's B-tree page: the more rows per commit, the more of them share a page
+/// write (4,096 → 16,384 took SQLite from ~25k to ~40k rows/s at 10k drivers, BENCHMARKS.md).
 pub const BATCH_ROWS: usize = 16_384;
 /// Rows per INSERT statement, largest first: a batch is cut into statements of these sizes only,
 /// so each connection prepares at most four statements and reuses them (a statement per batch
@@ -146,7 +148,7 @@ async fn insert_batch(store: &Store, rows: &[TrackPoint]) -> Result<(), StoreErr
 ///
 /// PostgreSQL needs numbered parameters (`$1`…). SQLite gets anonymous `?` ones: sqlx looks up
 /// every parameter's name before binding it, and SQLite finds a name by scanning its list of
-/// named parameters, so `$N` names cost O(n²) per statement (20% of the hub's CPU at 20k
+/// named parameters, so `$N` names cost O(n²) per statement (20% of the hub's CPU at 17k
 /// fixes/s in a `perf` profile), while anonymous ones have no list to scan.
 fn insert_sql(backend: Backend, rows: usize) -> &'static str {
     static SQL: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();

@@ -149,13 +149,17 @@ impl Conn {
 
     /// Sends one encoded frame; false when the peer is gone or too slow.
     pub async fn send(&mut self, wire: Wire) -> bool {
-        self.send_all(vec![wire]).await
+        self.send_all([wire]).await
     }
 
     /// Sends frames in order with one flush (one write to the socket where they fit), so a burst
     /// (say, events of a thousand drivers connecting at once) costs one syscall, not one each.
     /// False when the peer is gone or did not take them within `SEND_TIMEOUT`.
-    pub async fn send_all(&mut self, wires: Vec<Wire>) -> bool {
+    pub async fn send_all<I>(&mut self, wires: I) -> bool
+    where
+        I: IntoIterator<Item = Wire>,
+        I::IntoIter: Send,
+    {
         use futures_util::SinkExt;
         let socket = &mut self.socket;
         let sent = tokio::time::timeout(SEND_TIMEOUT, async move {
