@@ -124,6 +124,38 @@ impl Change {
     }
 }
 
+/// One event on its way to every map watcher in scope, encoded at most once per codec (a fleet's
+/// connect storm sends a `driver.online` per driver to each whole-city map).
+#[derive(Debug)]
+pub struct SharedEvent {
+    pub event: Arc<Event>,
+    /// The `event` frame, by codec: `[json, proto]`.
+    frames: [OnceLock<codec::Wire>; 2],
+}
+
+impl SharedEvent {
+    pub fn new(event: Arc<Event>) -> Self {
+        Self {
+            event,
+            frames: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// The `event` frame in `codec`, encoded by the first watcher that asks.
+    pub fn frame(&self, codec: codec::Codec) -> codec::Wire {
+        let slot = match codec {
+            codec::Codec::Json => &self.frames[0],
+            codec::Codec::Proto => &self.frames[1],
+        };
+        slot.get_or_init(|| {
+            codec.encode_watch(&crate::protocol::watch::WatchOut::Event {
+                event: self.event.clone(),
+            })
+        })
+        .clone()
+    }
+}
+
 /// The shared half of one watcher: written by the flusher (or ingest, for `all` streams),
 /// drained by the socket task.
 #[derive(Debug)]
@@ -135,7 +167,7 @@ pub struct Watcher {
     /// `Delivery::All`: every position goes here instead of `pending`.
     every: Option<mpsc::Sender<LivePosition>>,
     /// Live events (maps); `None` for streams, which read the event log instead.
-    events: Option<mpsc::Sender<Arc<Event>>>,
+    events: Option<mpsc::Sender<Arc<SharedEvent>>>,
     lagging: AtomicBool,
     /// Wakes the socket task when the watcher starts lagging.
     pub wake: Notify,
@@ -208,8 +240,9 @@ impl Watcher {
         }
     }
 
-    fn offer_event(&self, event: &Arc<Event>) {
+    fn offer_event(&self, shared: &Arc<SharedEvent>) {
         let Some(events) = &self.events else { return };
+        let event = &shared.event;
         let in_scope = {
             let scope = self.scope.read().unwrap_or_else(|e| e.into_inner());
             scope.drivers.contains(&*event.driver_id)
@@ -218,7 +251,7 @@ impl Watcher {
                     .is_some_and(|(lat, lon)| scope.bbox.is_some_and(|b| b.contains(lat, lon)))
         };
         if in_scope
-            && events.try_send(event.clone()).is_err()
+            && events.try_send(shared.clone()).is_err()
             && !self.lagging.swap(true, Ordering::Relaxed)
         {
             metrics::counter!(crate::metrics::FANOUT_LAGGING).increment(1);
@@ -231,7 +264,7 @@ impl Watcher {
 pub struct WatcherHandle {
     pub watcher: Arc<Watcher>,
     /// Live events; closed at once for a stream (it reads the event log).
-    pub events: mpsc::Receiver<Arc<Event>>,
+    pub events: mpsc::Receiver<Arc<SharedEvent>>,
     /// Every position, for `Delivery::All`.
     pub every: Option<mpsc::Receiver<LivePosition>>,
     fanout: Arc<Fanout>,
@@ -424,8 +457,9 @@ impl Fanout {
     /// Offers an event to every watcher of its fleet. Never blocks on a watcher.
     pub fn event(&self, event: Arc<Event>) {
         if let Some(f) = self.fleets.get(&*event.fleet) {
+            let shared = Arc::new(SharedEvent::new(event));
             for w in f.latest.values().chain(f.every.values()) {
-                w.offer_event(&event);
+                w.offer_event(&shared);
             }
         }
     }
@@ -506,6 +540,39 @@ mod tests {
         );
         fanout.flush();
         assert!(a.watcher.take_pending().is_empty());
+    }
+
+    #[test]
+    fn an_event_is_shared_by_every_watcher_and_encoded_once_per_codec() {
+        use crate::protocol::codec::Codec;
+        use crate::protocol::watch::WatchOut;
+        let fanout = Fanout::new();
+        let mut handles: Vec<_> = (0..2).map(|_| fanout.register("f".into())).collect();
+        for h in &handles {
+            h.watcher.set_scope(Scope {
+                drivers: ["d".to_string()].into(),
+                ..Scope::default()
+            });
+        }
+        let ev = Arc::new(Event {
+            id: None,
+            fleet: "f".into(),
+            driver_id: "d".into(),
+            ts_ms: 1_790_000_000_000,
+            position: None,
+            kind: EventKind::DriverOnline,
+        });
+        fanout.event(ev.clone());
+        let a = handles[0].events.try_recv().unwrap();
+        let b = handles[1].events.try_recv().unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one shared event");
+        for codec in [Codec::Json, Codec::Proto] {
+            let whole = codec.encode_watch(&WatchOut::Event { event: ev.clone() });
+            assert_eq!(a.frame(codec), whole);
+            assert_eq!(b.frame(codec), whole);
+        }
+        handles.clear();
+        assert_eq!(fanout.watcher_count(), 0);
     }
 
     #[test]

@@ -84,10 +84,11 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
             event = handle.events.recv() => {
                 let Some(event) = event else { return };
                 // Whatever else is queued goes out with it, flushed once.
-                let mut frames = vec![codec.encode_watch(&WatchOut::Event { event })];
+                // Each event is encoded once for all watchers (`SharedEvent`).
+                let mut frames = vec![event.frame(codec)];
                 while frames.len() < EVENTS_PER_WRITE {
                     let Ok(event) = handle.events.try_recv() else { break };
-                    frames.push(codec.encode_watch(&WatchOut::Event { event }));
+                    frames.push(event.frame(codec));
                 }
                 if !conn.send_all(frames).await {
                     return;
