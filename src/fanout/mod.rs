@@ -7,9 +7,10 @@
 //! once per wire format (JSON, protobuf), by the first watcher that sends it; every other
 //! watcher copies the bytes. Each watcher keeps a pending map, driver → latest change, that its
 //! socket task drains when woken, so a slow watcher costs at most one entry per driver in scope
-//! and neither ingest nor the flusher ever waits for it. Events are never coalesced: they go
-//! through a bounded queue, and a watcher whose queue is full is marked *lagging* and closed, so
-//! that it resubscribes and starts again from a fresh snapshot.
+//! and neither ingest nor the flusher ever waits for it. Events are never coalesced: each goes,
+//! as one [`SharedEvent`] encoded at most once per codec, through a bounded queue per watcher,
+//! and a watcher whose queue is full is marked *lagging* and closed, so that it resubscribes and
+//! starts again from a fresh snapshot.
 //!
 //! Service streams in `all` mode ([`Delivery::All`]) get every position instead, in order, through
 //! a bounded queue per stream, offered on ingest; a stream whose queue fills is marked lagging and
