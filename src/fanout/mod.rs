@@ -543,26 +543,34 @@ mod tests {
         assert!(a.watcher.take_pending().is_empty());
     }
 
-    #[test]
-    fn an_event_is_shared_by_every_watcher_and_encoded_once_per_codec() {
-        use crate::protocol::codec::Codec;
-        use crate::protocol::watch::WatchOut;
-        let fanout = Fanout::new();
-        let mut handles: Vec<_> = (0..2).map(|_| fanout.register("f".into())).collect();
-        for h in &handles {
-            h.watcher.set_scope(Scope {
-                drivers: ["d".to_string()].into(),
-                ..Scope::default()
-            });
-        }
-        let ev = Arc::new(Event {
+    /// A map watcher of fleet `f` that follows driver `d`.
+    fn watching_d(fanout: &Arc<Fanout>) -> WatcherHandle {
+        let h = fanout.register("f".into());
+        h.watcher.set_scope(Scope {
+            drivers: ["d".to_string()].into(),
+            ..Scope::default()
+        });
+        h
+    }
+
+    fn online_event_of_d() -> Arc<Event> {
+        Arc::new(Event {
             id: None,
             fleet: "f".into(),
             driver_id: "d".into(),
             ts_ms: 1_790_000_000_000,
             position: None,
             kind: EventKind::DriverOnline,
-        });
+        })
+    }
+
+    #[test]
+    fn an_event_is_shared_by_every_watcher_and_encoded_once_per_codec() {
+        use crate::protocol::codec::Codec;
+        use crate::protocol::watch::WatchOut;
+        let fanout = Fanout::new();
+        let mut handles: Vec<_> = (0..2).map(|_| watching_d(&fanout)).collect();
+        let ev = online_event_of_d();
         fanout.event(ev.clone());
         let a = handles[0].events.try_recv().unwrap();
         let b = handles[1].events.try_recv().unwrap();
@@ -579,19 +587,8 @@ mod tests {
     #[test]
     fn full_event_queue_marks_lagging_and_drop_unregisters() {
         let fanout = Fanout::new();
-        let h = fanout.register("f".into());
-        h.watcher.set_scope(Scope {
-            drivers: ["d".to_string()].into(),
-            ..Scope::default()
-        });
-        let ev = Arc::new(Event {
-            id: None,
-            fleet: "f".into(),
-            driver_id: "d".into(),
-            ts_ms: 0,
-            position: None,
-            kind: EventKind::DriverOnline,
-        });
+        let h = watching_d(&fanout);
+        let ev = online_event_of_d();
         for _ in 0..EVENT_QUEUE {
             fanout.event(ev.clone());
         }
