@@ -78,7 +78,10 @@ pub fn handle() -> PrometheusHandle {
             let buckets = [
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ];
-            let rows = [1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 5_000.0];
+            // Up to the history writer's largest batch (`store::track::BATCH_ROWS`, 16,384).
+            let rows = [
+                1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 16_384.0,
+            ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&buckets)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_rows".into()), &rows))

@@ -14,8 +14,10 @@ use serde_json::json;
 
 use crate::app::AppState;
 
-/// An embedded file: its bytes and `Content-Type`.
+/// An embedded file of `web/`: where it is served, its bytes and `Content-Type`.
 struct Asset {
+    /// `/map/<its path under web/>`.
+    route: &'static str,
     bytes: &'static [u8],
     content_type: &'static str,
 }
@@ -23,56 +25,31 @@ struct Asset {
 macro_rules! asset {
     ($path:literal, $type:literal) => {
         Asset {
+            route: concat!("/map/", $path),
             bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/", $path)),
             content_type: $type,
         }
     };
 }
 
+/// The page itself, served at `/` (not at its `route`), with a CSP.
 const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
 
-/// Every file under `/map/`, by path.
-static FILES: [(&str, Asset); 10] = [
-    (
-        "/map/app.js",
-        asset!("app.js", "text/javascript; charset=utf-8"),
+/// Every file under `/map/`.
+static FILES: [Asset; 10] = [
+    asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("app.css", "text/css; charset=utf-8"),
+    asset!(
+        "vendor/leaflet/leaflet.js",
+        "text/javascript; charset=utf-8"
     ),
-    ("/map/app.css", asset!("app.css", "text/css; charset=utf-8")),
-    (
-        "/map/vendor/leaflet/leaflet.js",
-        asset!(
-            "vendor/leaflet/leaflet.js",
-            "text/javascript; charset=utf-8"
-        ),
-    ),
-    (
-        "/map/vendor/leaflet/leaflet.css",
-        asset!("vendor/leaflet/leaflet.css", "text/css; charset=utf-8"),
-    ),
-    (
-        "/map/vendor/leaflet/LICENSE",
-        asset!("vendor/leaflet/LICENSE", "text/plain; charset=utf-8"),
-    ),
-    (
-        "/map/vendor/leaflet/images/layers.png",
-        asset!("vendor/leaflet/images/layers.png", "image/png"),
-    ),
-    (
-        "/map/vendor/leaflet/images/layers-2x.png",
-        asset!("vendor/leaflet/images/layers-2x.png", "image/png"),
-    ),
-    (
-        "/map/vendor/leaflet/images/marker-icon.png",
-        asset!("vendor/leaflet/images/marker-icon.png", "image/png"),
-    ),
-    (
-        "/map/vendor/leaflet/images/marker-icon-2x.png",
-        asset!("vendor/leaflet/images/marker-icon-2x.png", "image/png"),
-    ),
-    (
-        "/map/vendor/leaflet/images/marker-shadow.png",
-        asset!("vendor/leaflet/images/marker-shadow.png", "image/png"),
-    ),
+    asset!("vendor/leaflet/leaflet.css", "text/css; charset=utf-8"),
+    asset!("vendor/leaflet/LICENSE", "text/plain; charset=utf-8"),
+    asset!("vendor/leaflet/images/layers.png", "image/png"),
+    asset!("vendor/leaflet/images/layers-2x.png", "image/png"),
+    asset!("vendor/leaflet/images/marker-icon.png", "image/png"),
+    asset!("vendor/leaflet/images/marker-icon-2x.png", "image/png"),
+    asset!("vendor/leaflet/images/marker-shadow.png", "image/png"),
 ];
 
 /// The map's routes: `/`, `/map/*` (no authentication: the page holds no data until it has a
@@ -81,8 +58,8 @@ pub fn routes() -> Router<AppState> {
     let router = Router::new()
         .route("/", get(index))
         .route("/map/config.json", get(config));
-    FILES.iter().fold(router, |router, (path, asset)| {
-        router.route(path, get(move || async move { respond(asset) }))
+    FILES.iter().fold(router, |router, asset| {
+        router.route(asset.route, get(move || async move { respond(asset) }))
     })
 }
 

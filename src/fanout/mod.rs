@@ -459,7 +459,8 @@ impl Fanout {
     pub fn event(&self, event: Arc<Event>) {
         if let Some(f) = self.fleets.get(&*event.fleet) {
             let shared = Arc::new(SharedEvent::new(event));
-            for w in f.latest.values().chain(f.every.values()) {
+            // Only maps take live events, and maps are coalesced watchers (streams read the log).
+            for w in f.latest.values() {
                 w.offer_event(&shared);
             }
         }
