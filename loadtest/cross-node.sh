@@ -14,7 +14,7 @@ DRIVERS=${DRIVERS:-1000}
 INTERVAL_MS=${INTERVAL_MS:-100}
 BATCH=${BATCH:-1}
 WATCHERS=${WATCHERS:-1}
-cargo build --release --locked --bin trackhub --bin trackhub-loadtest
+cargo build --release --locked --workspace
 bash scripts/cluster.sh stop >/dev/null 2>&1 || true
 TRACKHUB_FLUSH_INTERVAL_MS=$FLUSH_MS bash scripts/cluster.sh start >/dev/null
 trap 'bash scripts/cluster.sh stop >/dev/null' EXIT

@@ -4,6 +4,7 @@
 # browser test (scripts/browser-test.sh) between the two. The multi-node tests
 # (tests/cluster.rs: hub processes, their own redis-server, PostgreSQL) run in the first pass; they
 # use PostgreSQL whatever the pass, so the second one skips them rather than repeat them.
+# scripts/smoke.sh runs the README's first command as a new user would and checks what it serves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,10 +22,12 @@ done
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests on SQLite (embedded), and the multi-node tests on PostgreSQL + Redis"
 TRACKHUB_PG_URL="$PG_URL" cargo test --locked
 echo "== the live map in headless Chromium"
 bash scripts/browser-test.sh
+echo "== the README's first command: cargo run --release -- serve (smoke test)"
+bash scripts/smoke.sh
 echo "== tests on PostgreSQL"
 TRACKHUB_TEST_DATABASE_URL="$PG_URL" cargo test --locked --tests -- --skip cluster_

@@ -54,7 +54,7 @@ pub struct Running {
 
 /// Opens the store, restores active trips, binds the listener and starts serving.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&cfg.data_dir)?;
+    private_files(&cfg.data_dir, &cfg.database_url)?;
     let secret = load_secret(&cfg.data_dir, cfg.jwt_secret.as_deref(), true)?;
     crate::metrics::handle();
     let store = Store::connect(&cfg.database_url).await?;
@@ -136,6 +136,33 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         writer,
         presence_writer,
     })
+}
+
+/// Creates the data dir and keeps it and the SQLite database private to the hub's user: 0700
+/// and 0600 (issue 16: both were world-readable, and the database holds webhook secrets).
+/// SQLite gives its `-wal` and `-shm` files the database file's mode.
+fn private_files(data_dir: &std::path::Path, database_url: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+        if let Some(rest) = database_url.strip_prefix("sqlite://") {
+            let path = std::path::Path::new(rest.split('?').next().unwrap_or(rest));
+            if !path.as_os_str().is_empty() && path != std::path::Path::new(":memory:") {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Applies what other nodes publish, in arrival order; ends when the subscriber stops.

@@ -123,6 +123,10 @@ pub struct ServeArgs {
     /// seconds (24 h).
     #[arg(long, env = "TRACKHUB_WEBHOOK_GIVE_UP_S", default_value_t = 86_400)]
     pub webhook_give_up_s: u64,
+    /// Allow webhooks to private, loopback and link-local addresses (receivers on the
+    /// operator's own network). Off by default: fleet admins may only target public addresses.
+    #[arg(long, env = "TRACKHUB_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
 }
 
 /// Log output format.
@@ -257,6 +261,7 @@ impl ServeArgs {
                 retry_base: Duration::from_millis(self.webhook_retry_base_ms.max(1)),
                 retry_max: Duration::from_secs(self.webhook_retry_max_s.max(1)),
                 give_up_after: Duration::from_secs(self.webhook_give_up_s),
+                allow_private: self.webhook_allow_private,
                 ..WebhookConfig::default()
             },
             map: MapConfig {

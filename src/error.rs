@@ -53,6 +53,13 @@ pub enum ApiError {
     /// 410: what was asked for existed but is gone for good (events past retention).
     #[error("{0}")]
     Gone(String),
+    /// 503 with `Retry-After` (whole seconds): storage is behind or unreachable, or the node
+    /// drains. The client keeps what it sent and retries after the hint; nothing was acked.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// 500: our fault; details go to the log, not the client.
     #[error("internal error")]
     Internal(String),
@@ -84,6 +91,9 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Content Too Large"),
             ApiError::Gone(_) => (StatusCode::GONE, "Gone"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
+            ApiError::Unavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
@@ -109,6 +119,13 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             "application/problem+json".parse().expect("static header"),
         );
+        if let ApiError::Unavailable { retry_after, .. } = &self {
+            let seconds = retry_after.as_secs().max(1);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                seconds.to_string().parse().expect("digits"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

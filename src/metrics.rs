@@ -30,6 +30,8 @@ pub const FANOUT_FRAMES: &str = "trackhub_fanout_frames_total";
 pub const FANOUT_POSITIONS: &str = "trackhub_fanout_positions_total";
 /// Times ingest waited for room in the history queue (the database is behind).
 pub const TRACK_BACKPRESSURE: &str = "trackhub_track_backpressure_total";
+/// Failed attempts at a history batch (each is retried until it commits; acks wait for it).
+pub const TRACK_RETRIES: &str = "trackhub_track_retries_total";
 /// Rows per history INSERT batch.
 pub const TRACK_BATCH_ROWS: &str = "trackhub_track_batch_rows";
 /// Events per presence-log batch (one transaction).

@@ -47,7 +47,13 @@ pub const MAX_REPORTS: usize = 1_000;
 pub fn parse_timestamp(text: &str) -> Result<i64, String> {
     let text = text.trim();
     if let Ok(n) = text.parse::<i64>() {
-        return Ok(if n < i64::from(i32::MAX) { n * 1000 } else { n });
+        // Checked: `n * 1000` of a huge negative number overflowed (a panic in debug builds).
+        return match n < i64::from(i32::MAX) {
+            true => n
+                .checked_mul(1000)
+                .ok_or_else(|| format!("`{text}` is out of range")),
+            false => Ok(n),
+        };
     }
     if let Ok(f) = text.parse::<f64>() {
         if f.is_finite() && f > 0.0 && f < 1e13 {
@@ -263,6 +269,13 @@ mod tests {
         let errs = params("lat=x&timestamp=yesterday").unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["lat", "timestamp", "id", "lon"]);
+    }
+
+    #[test]
+    fn timestamps_out_of_range_are_errors_not_overflows() {
+        assert!(parse_timestamp("-9223372036854775808").is_err());
+        assert!(parse_timestamp("-9223372036854776").is_err());
+        assert_eq!(parse_timestamp("-1"), Ok(-1_000));
     }
 
     #[test]

@@ -41,6 +41,8 @@ struct Progress {
     fixes: AtomicU64,
     /// Drivers acknowledged at least once.
     drivers: AtomicUsize,
+    /// Check-ins announced to any driver.
+    checkins: AtomicUsize,
 }
 
 /// Streams batches of fixes (seq `n` at device time `t0 + n` s) until the socket closes; a reader
@@ -67,10 +69,13 @@ async fn drive(url: String, t0: i64, park_at: Option<(f64, f64)>, progress: Arc<
                                 .fetch_add(seq.saturating_sub(seen.acked), Ordering::Relaxed);
                             seen.acked = seen.acked.max(seq);
                         }
-                        Some("checkin") => seen.checkins.push((
-                            v["trip_id"].as_str().unwrap().into(),
-                            v["stop_id"].as_str().unwrap().into(),
-                        )),
+                        Some("checkin") => {
+                            progress.checkins.fetch_add(1, Ordering::Relaxed);
+                            seen.checkins.push((
+                                v["trip_id"].as_str().unwrap().into(),
+                                v["stop_id"].as_str().unwrap().into(),
+                            ))
+                        }
                         _ => {}
                     }
                 }
@@ -173,17 +178,21 @@ async fn sigterm_drains_a_loaded_hub_without_losing_acked_fixes_or_checkins() {
         drivers.push((sub, tokio::spawn(drive(url, t0, park, progress.clone()))));
     }
 
-    // Under load: wait until every driver is acknowledged and the hub has acknowledged a good
-    // amount, then SIGTERM it.
+    // Under load: wait until every driver is acknowledged, P has been told of its check-in and
+    // the hub has acknowledged a good amount, then SIGTERM it. (Waiting for P's first ack only
+    // was the race of issue 16: under load P's second batch, the one that completes the 75 s
+    // dwell, could still be queued when the signal came, so no check-in was ever decided.)
     let deadline = Instant::now() + Duration::from_secs(60);
     while progress.fixes.load(Ordering::Relaxed) < 20_000
         || progress.drivers.load(Ordering::Relaxed) < DRIVERS + 1
+        || progress.checkins.load(Ordering::Relaxed) < 1
     {
         assert!(
             Instant::now() < deadline,
-            "in 60 s the hub acknowledged {} fixes of {} drivers",
+            "in 60 s the hub acknowledged {} fixes of {} drivers, and {} check-ins",
             progress.fixes.load(Ordering::Relaxed),
-            progress.drivers.load(Ordering::Relaxed)
+            progress.drivers.load(Ordering::Relaxed),
+            progress.checkins.load(Ordering::Relaxed)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

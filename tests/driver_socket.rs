@@ -75,6 +75,46 @@ async fn repeated_seq_is_acked_and_ignored() {
     hub.stop().await;
 }
 
+/// A phone whose seq counter restarts (reinstall, cleared storage), or that once sent a wild
+/// seq, is not blackholed: a seen seq below the highest on a fix newer than every fix of the
+/// driver restarts the anti-replay window, and every later fix is stored (issue 16: all were
+/// acked and dropped as duplicates until the node restarted).
+#[tokio::test]
+async fn a_restarted_seq_counter_is_not_taken_for_duplicates() {
+    let hub = TestHub::start().await;
+    let mut d = hub.driver("D1", "f1").await;
+    let t = now_ms() - 60_000;
+    for seq in 1..=3 {
+        d.ping_acked(ping(seq, t + seq as i64 * 1000, LAT, LON))
+            .await;
+    }
+    // One wild seq, far ahead.
+    d.ping_acked(ping(1_000_000_000_000, t + 4_000, LAT, LON))
+        .await;
+    // The app is reinstalled: its counter starts again at 1, on new fixes.
+    d.close().await;
+    let mut d = hub.driver("D1", "f1").await;
+    let frames = d.ping_acked(ping(1, t + 5_000, LAT + 0.001, LON)).await;
+    assert_eq!(frames, vec![json!({"type": "ack", "seq": 1})]);
+    d.ping_acked(ping(2, t + 6_000, LAT + 0.002, LON)).await;
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(
+        pos["lat"],
+        LAT + 0.002,
+        "the live position follows the new counter"
+    );
+    let track = hub.wait_track("/v1/drivers/D1/track", "f1", 6).await;
+    assert_eq!(
+        track["properties"]["timestamps"].as_array().unwrap().len(),
+        6
+    );
+    // A true resend (same seq, its original time) is still a duplicate.
+    d.ping_acked(ping(1, t + 5_000, LAT + 0.001, LON)).await;
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(pos["lat"], LAT + 0.002);
+    hub.stop().await;
+}
+
 #[tokio::test]
 async fn late_fix_goes_to_history_but_never_moves_the_live_position_back() {
     let hub = TestHub::start().await;

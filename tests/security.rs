@@ -415,3 +415,58 @@ async fn browser_origins_are_checked_and_rest_answers_cors() {
     assert!(r.headers().get("access-control-allow-origin").is_none());
     hub.stop().await;
 }
+
+/// `?access_token=` is taken on WebSocket upgrades and SSE requests only (the browser requests
+/// that cannot carry a header): on any other REST call it is ignored, so a token never has to
+/// travel in a URL that proxies log (issue 16).
+#[tokio::test]
+async fn tokens_in_query_strings_only_on_socket_upgrades_and_sse() {
+    let hub = TestHub::start().await;
+    let admin = hub.token(Role::Admin, "ops", "f1");
+    let plain = hub
+        .http
+        .get(hub.url(&format!(
+            "/v1/drivers?bbox=-180,-90,180,90&access_token={admin}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        plain.status().as_u16(),
+        401,
+        "a REST call with the token in its URL"
+    );
+    let (status, _) = hub.get("/v1/drivers?bbox=-180,-90,180,90", "f1").await;
+    assert_eq!(status, 200, "the same call with the header");
+    let sse = hub
+        .http
+        .get(hub.url(&format!("/v1/stream?access_token={admin}")))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status().as_u16(), 200, "an EventSource request");
+    drop(sse);
+    let mut watcher = Ws::connect(&hub.ws_url("/v1/ws/watch", &admin)).await;
+    watcher
+        .send(&json!({"type":"subscribe","bbox":[-9,41,-8,42]}))
+        .await;
+    assert_eq!(watcher.json().await["type"], "snapshot", "a socket upgrade");
+    hub.stop().await;
+}
+
+/// The data dir is 0700 and the SQLite database (with its webhook secrets) 0600 (issue 16).
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_and_database_are_private_to_the_hub_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let hub = TestHub::start().await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&hub.data_dir), 0o700);
+    let db = hub.data_dir.join("trackhub.db");
+    if db.exists() {
+        assert_eq!(mode(&db), 0o600);
+    }
+    assert_eq!(mode(&hub.data_dir.join("jwt_secret")), 0o600);
+    hub.stop().await;
+}

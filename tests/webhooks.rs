@@ -303,3 +303,86 @@ async fn webhooks_are_validated_listed_without_secrets_and_deleted() {
     assert_eq!(hub.get("/v1/webhooks", "f1").await.1["webhooks"], json!([]));
     hub.stop().await;
 }
+
+/// With the default policy a fleet admin cannot aim webhooks at the operator's network: targets
+/// that are (or resolve to) loopback, private, link-local (the cloud metadata address) or
+/// unique-local get 422; and a webhook registered while the operator allowed private targets is
+/// refused at delivery once they are not, by the resolver, with the one generic error: the
+/// receiver listening there is never called (issue 16).
+#[tokio::test]
+async fn webhooks_to_private_addresses_are_refused_by_default() {
+    let hub = TestHub::start_with(|c| {
+        c.webhooks.allow_private = false;
+        c.webhooks.retry_base = Duration::from_millis(50);
+        c.webhooks.retry_max = Duration::from_millis(100);
+        c.webhooks.poll = Duration::from_millis(50);
+    })
+    .await;
+    let (receiver, url) = Receiver::start(0, false).await;
+    let port = url
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for target in [
+        format!("http://127.0.0.1:{port}/hook"),
+        "http://127.0.0.1:6379/".to_string(),
+        "http://10.0.0.7/hook".to_string(),
+        "http://169.254.169.254/latest/meta-data".to_string(),
+        "http://[::1]:8080/".to_string(),
+        "http://[fd00::1]/".to_string(),
+        "http://localhost:8080/".to_string(),
+    ] {
+        let (status, body) = hub
+            .post(
+                "/v1/webhooks",
+                "f1",
+                &json!({"url": target, "events": ["*"]}),
+            )
+            .await;
+        assert_eq!(status, 422, "{target}: {body}");
+        assert_eq!(body["errors"][0]["field"], "url", "{body}");
+    }
+
+    // Registered while allowed, by name; then the operator turns private targets off.
+    let mut hub = hub;
+    hub.cfg.webhooks.allow_private = true;
+    let mut hub = hub.restart().await;
+    let by_name = format!("http://localhost:{port}/hook");
+    let (status, hook) = hub
+        .post(
+            "/v1/webhooks",
+            "f1",
+            &json!({"url": by_name, "events": ["stop.checked_in"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    hub.cfg.webhooks.allow_private = false;
+    let hub = hub.restart().await;
+    manual_checkin(&hub, "t1").await;
+    let path = format!("/v1/webhooks/{}/deliveries", hook["id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let delivery = loop {
+        let (_, list) = hub.get(&path, "f1").await;
+        let d = list["deliveries"][0].clone();
+        if d["attempts"].as_i64().unwrap_or(0) >= 2 || tokio::time::Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(delivery["attempts"].as_i64().unwrap() >= 2, "{delivery}");
+    assert_eq!(
+        delivery["last_error"], "target address not allowed",
+        "{delivery}"
+    );
+    assert_eq!(delivery["last_status"], Value::Null);
+    assert_eq!(
+        receiver.calls.load(Ordering::SeqCst),
+        0,
+        "the receiver was never called"
+    );
+    hub.stop().await;
+}

@@ -59,6 +59,15 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
+    if let Some(retry_after) = app.hub.pressure() {
+        crate::metrics::fix_rejected("unavailable");
+        return Err(ApiError::Unavailable {
+            message:
+                "history storage is behind or unreachable; keep these reports and resend them later"
+                    .into(),
+            retry_after,
+        });
+    }
     let key = body
         .key
         .unwrap_or_else(|| hex::encode(rand::random::<[u8; 24]>()));
@@ -184,14 +193,40 @@ pub async fn report(
         driver_id: device.driver_id.as_str().into(),
     };
     let (mut accepted, mut late) = (0, 0);
+    let draining = |_| ApiError::Unavailable {
+        message: "this node is shutting down; resend these reports".into(),
+        retry_after: COMMIT_WAIT,
+    };
     for fix in fixes {
-        match app.hub.ingest(&who, None, fix).await.status {
+        match app
+            .hub
+            .ingest(&who, None, fix)
+            .await
+            .map_err(draining)?
+            .status
+        {
             IngestStatus::Accepted => accepted += 1,
             _ => late += 1,
         }
     }
+    // 200 means committed: the phone deletes the report from its queue on it.
+    match tokio::time::timeout(COMMIT_WAIT, app.hub.committed()).await {
+        Ok(committed) => committed.map_err(draining)?,
+        Err(_) => {
+            crate::metrics::fix_rejected("unavailable");
+            return Err(ApiError::Unavailable {
+                message: "these reports are not committed yet; resend them later".into(),
+                retry_after: app.hub.pressure().unwrap_or(COMMIT_WAIT),
+            });
+        }
+    }
     Ok(Json(json!({"accepted": accepted, "late": late})))
 }
+
+/// Longest an OsmAnd request waits for its reports to be committed before answering 503 (the
+/// client keeps the report and resends it; the copy already queued is written, and the resent
+/// one is then a duplicate).
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A report as a ping, so it is validated by the same rules as socket fixes.
 fn to_ping(r: &Report, now_ms: i64) -> Ping {

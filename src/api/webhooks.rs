@@ -15,6 +15,7 @@ use crate::error::{ApiError, FieldError};
 use crate::hub::events::EVENT_TYPES;
 use crate::protocol::time::{format_ts, now_ms};
 use crate::store::webhooks::{DeliveryRecord, WebhookRecord};
+use crate::webhooks::target;
 
 /// Shortest secret accepted, bytes: 128 bits of a random hex or base64 string.
 pub const MIN_SECRET: usize = 16;
@@ -66,7 +67,14 @@ pub async fn create(
     caller.require(&[Role::Admin])?;
     let mut errors = Vec::new();
     match reqwest::Url::parse(&body.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            if let Err(refused) = target::check_target(&u, app.cfg.webhooks.allow_private).await {
+                errors.push(FieldError::new(
+                    "url",
+                    format!("{refused}: webhooks go to public addresses only"),
+                ));
+            }
+        }
         _ => errors.push(FieldError::new(
             "url",
             "must be an absolute http or https URL",

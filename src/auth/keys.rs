@@ -166,9 +166,8 @@ impl Keys {
             match decode::<Claims>(token, &k.key, &self.validation(k.alg)) {
                 Ok(data) => {
                     let claims = data.claims;
-                    if claims.sub.is_empty() || claims.fleet.is_empty() {
-                        return Err("token has an empty sub or fleet".into());
-                    }
+                    check_id("sub", &claims.sub)?;
+                    check_id("fleet", &claims.fleet)?;
                     return Ok(claims);
                 }
                 Err(e) => last_error = e.to_string(),
@@ -247,4 +246,46 @@ fn jwk_key(jwk: &jsonwebtoken::jwk::Jwk) -> anyhow::Result<VerifyKey> {
         alg,
         key: DecodingKey::from_jwk(jwk)?,
     })
+}
+
+/// Longest `sub` or `fleet` accepted, characters.
+pub const MAX_ID_LEN: usize = 128;
+
+/// A `sub` or `fleet` the hub can key state and rows by: 1 to [`MAX_ID_LEN`] characters, none
+/// of them a control character (issue 16: a NUL in `sub` passed verification, then PostgreSQL
+/// refused it in text and the whole history batch it shared failed).
+fn check_id(claim: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() || value.chars().count() > MAX_ID_LEN {
+        return Err(format!(
+            "token `{claim}` must have 1 to {MAX_ID_LEN} characters"
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("token `{claim}` contains a control character"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    #[test]
+    fn sub_and_fleet_must_be_printable_and_bounded() {
+        let keys = Keys::from_secret(b"0123456789abcdef0123456789abcdef");
+        assert!(keys
+            .verify(&keys.mint("D1", Role::Driver, "f1", 60))
+            .is_ok());
+        for (sub, fleet) in [
+            ("D\u{0}1", "f1"),
+            ("D1", "f\n1"),
+            ("", "f1"),
+            ("D1", ""),
+            (&"x".repeat(MAX_ID_LEN + 1)[..], "f1"),
+        ] {
+            let token = keys.mint(sub, Role::Driver, fleet, 60);
+            assert!(keys.verify(&token).is_err(), "{sub:?} / {fleet:?}");
+        }
+    }
 }

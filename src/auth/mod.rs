@@ -72,14 +72,27 @@ impl Claims {
     }
 }
 
+/// Shortest `TRACKHUB_JWT_SECRET` accepted, bytes: HS256 keys must have at least 256 bits
+/// (RFC 7518 §3.2). A shorter one, or a well-known default, lets anyone mint tokens.
+pub const MIN_SECRET_BYTES: usize = 32;
+
 /// The signing secret: `override_secret` (from `TRACKHUB_JWT_SECRET`) when given, else the one
-/// kept in `data_dir/jwt_secret`, generated (32 random bytes) when `create` and absent.
+/// kept in `data_dir/jwt_secret`, generated (32 random bytes) when `create` and absent. Errors
+/// for an override shorter than [`MIN_SECRET_BYTES`] and for an unreadable file.
 pub fn load_secret(
     data_dir: &Path,
     override_secret: Option<&str>,
     create: bool,
 ) -> anyhow::Result<Vec<u8>> {
     if let Some(s) = override_secret.filter(|s| !s.is_empty()) {
+        if s.len() < MIN_SECRET_BYTES {
+            anyhow::bail!(
+                "TRACKHUB_JWT_SECRET has {} bytes; HS256 needs at least {MIN_SECRET_BYTES} \
+                 (RFC 7518 §3.2: a key of at least 256 bits). Generate one with \
+                 `openssl rand -hex 32`, or unset it to use the secret generated in the data dir",
+                s.len()
+            );
+        }
         return Ok(s.as_bytes().to_vec());
     }
     let path = data_dir.join(SECRET_FILE);
@@ -107,8 +120,10 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     opts.open(path)?.write_all(text.as_bytes())
 }
 
-/// The authenticated caller of a request, from `Authorization: Bearer` or `?access_token=`
-/// (browsers cannot set headers on WebSockets). Rejects with 401 when missing or invalid.
+/// The authenticated caller of a request, from `Authorization: Bearer`, or `?access_token=` on a
+/// WebSocket upgrade or an SSE request only (browsers cannot set headers on those; RFC 6750 §2.3
+/// advises against tokens in URLs, which proxies log). Rejects with 401 when missing or
+/// invalid.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Claims);
 
@@ -148,12 +163,31 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
+/// A WebSocket upgrade (`Upgrade: websocket`) or an `EventSource` request (`Accept:
+/// text/event-stream`): the two kinds of browser request that cannot carry an `Authorization`
+/// header. Every other request must use the header (issue 16: tokens in query strings of REST
+/// calls end up in proxy logs).
+fn may_carry_token_in_query(headers: &axum::http::HeaderMap) -> bool {
+    let has = |name: axum::http::HeaderName, want: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains(want))
+    };
+    has(axum::http::header::UPGRADE, "websocket")
+        || has(axum::http::header::ACCEPT, "text/event-stream")
+}
+
 fn token_from(parts: &Parts) -> Option<String> {
     if parts
         .headers
         .contains_key(axum::http::header::AUTHORIZATION)
     {
         return bearer(&parts.headers);
+    }
+    if !may_carry_token_in_query(&parts.headers) {
+        return None;
     }
     let query = parts.uri.query()?;
     form_urlencoded::parse(query.as_bytes())
@@ -175,5 +209,19 @@ impl FromRequestParts<AppState> for Caller {
             .verify(&token)
             .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
         Ok(Caller(claims))
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn a_short_or_default_looking_secret_is_refused() {
+        let dir = std::env::temp_dir();
+        let short = load_secret(&dir, Some("change-me"), false).unwrap_err();
+        assert!(short.to_string().contains("at least 32"), "{short}");
+        let ok = load_secret(&dir, Some("0123456789abcdef0123456789abcdef"), false).unwrap();
+        assert_eq!(ok.len(), 32);
     }
 }

@@ -44,6 +44,14 @@ impl SeqWindow {
         !seen
     }
 
+    /// Forgets every seq and starts again at `seq`: the phone's counter restarted (a reinstall,
+    /// cleared storage, or one frame with a wild seq that put the window far ahead). The caller
+    /// decides that it did, from the fix's device time (see `Hub::ingest`).
+    pub fn restart_at(&mut self, seq: u64) {
+        *self = Self::default();
+        self.insert(seq);
+    }
+
     /// Highest seq seen so far, which is what an `ack` reports.
     pub fn highest(&self) -> Option<u64> {
         self.highest
@@ -98,5 +106,16 @@ mod tests {
         assert!(w.insert(4990));
         assert!(!w.insert(4990));
         assert!(!w.insert(2999), "more than the window below 5000");
+    }
+
+    #[test]
+    fn restart_forgets_the_old_counter() {
+        let mut w = SeqWindow::default();
+        assert!(w.insert(u64::MAX - 1));
+        assert!(!w.insert(1), "far below the window counts as seen");
+        w.restart_at(1);
+        assert_eq!(w.highest(), Some(1));
+        assert!(!w.insert(1));
+        assert!(w.insert(2));
     }
 }

@@ -30,7 +30,7 @@ use crate::geo::seq_window::SeqWindow;
 use crate::geo::{BBox, Fix};
 use crate::metrics as m;
 use crate::protocol::time::now_ms;
-use crate::store::track::{TrackPoint, TrackWriter};
+use crate::store::track::{TrackPoint, TrackWriter, WriterStopped};
 use crate::store::{CheckinOutcome, Store, StoreError, TripRecord};
 use events::{CheckinSource, Event, EventKind};
 use presence::{Emitter, PresenceLog};
@@ -103,6 +103,10 @@ const HYDRATE_RETRY_MS: i64 = 5_000;
 #[derive(Debug, Default)]
 struct DriverSlot {
     ready: OnceCell<()>,
+    /// Held while one frame of the driver is ingested ([`Hub::frame_order`]), so that every
+    /// seq in the window has its fix queued for history before another frame reads the
+    /// window's highest seq to acknowledge it.
+    frame: Arc<tokio::sync::Mutex<()>>,
     /// Server time (unix ms) before which hydration is not retried after a failure.
     retry_after_ms: std::sync::atomic::AtomicI64,
     state: Mutex<DriverState>,
@@ -132,6 +136,31 @@ pub struct Hub {
     fleets: DashMap<Arc<str>, Arc<RwLock<LiveIndex>>>,
     drivers: DashMap<DriverKey, Arc<DriverSlot>>,
     fix_counters: crate::metrics::FixCounters,
+}
+
+/// A seq below the highest that the window has seen (or finds too old to tell), on a fix newer,
+/// by device time, than every fix the driver has sent, is no resend: a resent fix carries its
+/// original time. The phone's counter restarted (reinstall, cleared storage, or a wild seq that
+/// pushed the window far ahead): the window starts again at this seq instead of dropping every
+/// later fix as a duplicate (issue 16). Returns true when it did. The highest seq itself with a
+/// new time stays a duplicate: that is a client reusing its last seq, not a restart.
+fn restarted(who: &DriverKey, state: &mut DriverState, seq: Option<u64>, fix: &Fix) -> bool {
+    let (Some(seq), Some(newest), Some(highest)) = (seq, state.newest_ts_ms, state.seqs.highest())
+    else {
+        return false;
+    };
+    if seq >= highest || fix.ts_ms <= newest {
+        return false;
+    }
+    tracing::info!(
+        driver = %who.driver_id,
+        fleet = %who.fleet,
+        seq,
+        previous_highest = state.seqs.highest(),
+        "driver's seq counter restarted (a seen seq on a newer fix): the anti-replay window starts again"
+    );
+    state.seqs.restart_at(seq);
+    true
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -284,6 +313,28 @@ impl Hub {
         lock(&self.slot(who).state).seqs.insert(seq)
     }
 
+    /// Taken by a socket for the whole of one frame: frames of one driver (on any of its
+    /// sockets) are ingested one at a time, so [`Hub::highest_seq`] read before the guard is
+    /// dropped names only seqs whose fixes are queued for history, and a [`Hub::committed`]
+    /// barrier after it covers them all.
+    pub async fn frame_order(&self, who: &DriverKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let frame = self.slot(who).frame.clone();
+        frame.lock_owned().await
+    }
+
+    /// Resolves once every fix queued so far is committed (group commit): what an
+    /// acknowledgement waits for. Waits through a database outage; bound it at the edge.
+    pub async fn committed(&self) -> Result<(), WriterStopped> {
+        self.track.committed().await
+    }
+
+    /// `Some(retry after)` when the edges should refuse new fixes instead of taking them: the
+    /// history queue is nearly full or the database refuses writes (see
+    /// [`TrackWriter::pressure`]).
+    pub fn pressure(&self) -> Option<std::time::Duration> {
+        self.track.pressure(now_ms())
+    }
+
     /// Highest seq processed for the driver (what `ack` reports).
     pub fn highest_seq(&self, who: &DriverKey) -> Option<u64> {
         self.drivers
@@ -297,17 +348,26 @@ impl Hub {
     ///
     /// `seq` is the client's sequence number (duplicates are acked and dropped); `None` for
     /// sources without one (OsmAnd), where a resent fix is recognised by its device time.
-    pub async fn ingest(&self, who: &DriverKey, seq: Option<u64>, fix: Fix) -> Ingested {
+    /// Errors only when the history writer has stopped (the node drains): the fix is not stored
+    /// and must not be acknowledged.
+    pub async fn ingest(
+        &self,
+        who: &DriverKey,
+        seq: Option<u64>,
+        fix: Fix,
+    ) -> Result<Ingested, WriterStopped> {
         let slot = self.ready_slot(who).await;
         let received_ms = now_ms();
         let (status, came_online, decisions) = {
             let mut state = lock(&slot.state);
-            if seq.is_some_and(|seq| !state.seqs.insert(seq)) {
+            if seq.is_some_and(|seq| !state.seqs.insert(seq))
+                && !restarted(who, &mut state, seq, &fix)
+            {
                 self.fix_counters.duplicate.increment(1);
-                return Ingested {
+                return Ok(Ingested {
                     status: IngestStatus::Duplicate,
                     checkins: Vec::new(),
-                };
+                });
             }
             let newest = state.newest_ts_ms.is_none_or(|n| fix.ts_ms > n);
             if !newest {
@@ -334,12 +394,12 @@ impl Hub {
                 fix,
                 received_ms,
             })
-            .await;
+            .await?;
         if status != IngestStatus::Accepted {
-            return Ingested {
+            return Ok(Ingested {
                 status,
                 checkins: Vec::new(),
-            };
+            });
         }
         if came_online {
             self.presence_event(
@@ -356,7 +416,7 @@ impl Hub {
                 checkins.push(notice);
             }
         }
-        Ingested { status, checkins }
+        Ok(Ingested { status, checkins })
     }
 
     /// Moves the driver in the live index and offers the position to watchers, streams and the

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -22,8 +23,11 @@ use crate::store::Store;
 
 /// Most events appended in one transaction.
 const BATCH: usize = 500;
-/// Attempts to store a batch before it is published without ids (and logged).
-const ATTEMPTS: u32 = 5;
+/// Backoff between attempts at a batch that failed: 200 ms doubling to 5 s, with jitter, for as
+/// long as the database refuses it. A presence event is announced only once stored, so it is
+/// never given up on (issue 16: they used to be published without ids after 5 attempts).
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Publishes an event to this node's watchers, the other nodes and the event-log readers.
 #[derive(Debug, Clone)]
@@ -114,13 +118,19 @@ async fn run(
     }
 }
 
-/// Appends `events` in one transaction (retrying a few times), then publishes them with their
-/// ids; empties `events`.
+/// Appends `events` in one transaction, retrying with backoff until the database takes them,
+/// then publishes them with their ids; empties `events`.
 async fn store_and_emit(store: &Store, emitter: &Emitter, events: &mut Vec<Event>) {
     if events.is_empty() {
         return;
     }
-    let mut attempt = 0;
+    let mut backoff = ExponentialBuilder::new()
+        .with_min_delay(RETRY_MIN)
+        .with_max_delay(RETRY_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut attempt = 0u64;
     let ids = loop {
         attempt += 1;
         let started = std::time::Instant::now();
@@ -129,20 +139,25 @@ async fn store_and_emit(store: &Store, emitter: &Emitter, events: &mut Vec<Event
                 metrics::histogram!(crate::metrics::EVENT_BATCH_ROWS).record(events.len() as f64);
                 metrics::histogram!(crate::metrics::EVENT_BATCH_SECONDS)
                     .record(started.elapsed().as_secs_f64());
-                break Some(ids);
-            }
-            Err(e) if attempt < ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "presence events not stored; retrying");
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                if attempt > 1 {
+                    tracing::info!(
+                        attempts = attempt,
+                        events = events.len(),
+                        "presence events stored after the database came back"
+                    );
+                }
+                break ids;
             }
             Err(e) => {
-                tracing::error!(error = %e, events = events.len(), "presence events not stored; published without ids");
-                break None;
+                if attempt == 1 || attempt % 20 == 0 {
+                    tracing::warn!(error = %e, attempt, events = events.len(), "presence events not stored; retrying until the database takes them");
+                }
+                tokio::time::sleep(backoff.next().unwrap_or(RETRY_MAX)).await;
             }
         }
     };
-    for (i, mut event) in events.drain(..).enumerate() {
-        event.id = ids.as_ref().map(|ids| ids[i]);
+    for (mut event, id) in events.drain(..).zip(ids) {
+        event.id = Some(id);
         emitter.emit(Arc::new(event));
     }
 }

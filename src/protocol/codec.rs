@@ -299,6 +299,8 @@ enum DriverOutJson<'a> {
         message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     Checkin {
         trip_id: &'a str,
@@ -312,10 +314,16 @@ impl<'a> From<&'a DriverOut> for DriverOutJson<'a> {
     fn from(out: &'a DriverOut) -> Self {
         match out {
             DriverOut::Ack { seq } => DriverOutJson::Ack { seq: *seq },
-            DriverOut::Error { code, message, seq } => DriverOutJson::Error {
+            DriverOut::Error {
+                code,
+                message,
+                seq,
+                retry_after_ms,
+            } => DriverOutJson::Error {
                 code,
                 message,
                 seq: *seq,
+                retry_after_ms: *retry_after_ms,
             },
             DriverOut::Checkin {
                 trip_id,
@@ -337,6 +345,7 @@ fn error_pb(code: &str, message: &str, seq: Option<u64>) -> pb::Error {
         code: code.into(),
         message: message.into(),
         seq,
+        retry_after_ms: None,
     }
 }
 
@@ -344,7 +353,15 @@ fn driver_out_pb(out: &DriverOut) -> pb::DriverOut {
     use pb::driver_out::Msg;
     let msg = match out {
         DriverOut::Ack { seq } => Msg::Ack(pb::Ack { seq: *seq }),
-        DriverOut::Error { code, message, seq } => Msg::Error(error_pb(code, message, *seq)),
+        DriverOut::Error {
+            code,
+            message,
+            seq,
+            retry_after_ms,
+        } => Msg::Error(pb::Error {
+            retry_after_ms: *retry_after_ms,
+            ..error_pb(code, message, *seq)
+        }),
         DriverOut::Checkin {
             trip_id,
             stop_id,

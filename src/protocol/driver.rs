@@ -136,6 +136,8 @@ pub enum DriverOut {
         code: &'static str,
         message: String,
         seq: Option<u64>,
+        /// With `unavailable`: when to resend the refused fixes, ms (the phone keeps them).
+        retry_after_ms: Option<u64>,
     },
     /// The driver was checked in at a stop. Times unix ms UTC (RFC 3339 in JSON).
     Checkin {

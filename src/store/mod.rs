@@ -132,7 +132,15 @@ pub struct Store {
 
 impl Store {
     /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://…`) and applies migrations.
+    /// Pools 4 connections on SQLite (one writer at a time anyway), 16 on PostgreSQL.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool_size = if url.starts_with("postgres") { 16 } else { 4 };
+        Self::connect_with(url, pool_size).await
+    }
+
+    /// [`Store::connect`] with at most `pool_size` connections (≥ 1): tests use 1 to make
+    /// every statement run on one connection, where prepared statements are cached.
+    pub async fn connect_with(url: &str, pool_size: u32) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres") {
             Backend::Postgres
@@ -140,7 +148,7 @@ impl Store {
             Backend::Sqlite
         };
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .max_connections(pool_size.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -358,6 +366,16 @@ impl Store {
             *source,
         );
         let mut tx = self.pool.begin().await?;
+        // Check-ins of one trip take its row lock first, so that of two concurrent check-ins of
+        // its last two stops the second counts pending stops after the first committed: without
+        // it each saw the other pending and `trip.completed` was never written (issue 16).
+        // SQLite needs none: its single writer lock, taken by the INSERT below, serializes them.
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT id FROM trips WHERE id = $1 FOR UPDATE")
+                .bind(&*key.trip_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         let row = sqlx::query(
             "INSERT INTO checkins (fleet, trip_id, stop_id, driver_id, arrived_at, checked_in_at, source) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (trip_id, stop_id) DO NOTHING RETURNING id",

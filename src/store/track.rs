@@ -3,18 +3,30 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::Row;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::{Backend, Store, StoreError};
 use crate::geo::Fix;
+use crate::protocol::time::now_ms;
 
 /// Fixes waiting for the writer (≈ 0.65 s at 100k fixes/s, ≈ 8 MB). When it is full, ingest waits
-/// for room (backpressure: acknowledgements slow down, so an acked fix is never dropped from
-/// history), counted in `trackhub_track_backpressure_total`. It also bounds a drain: at most this
-/// many rows are left to write after the sockets close.
+/// for room (backpressure), counted in `trackhub_track_backpressure_total`. It also bounds a
+/// drain: at most this many rows are left to write after the sockets close.
 pub const TRACK_QUEUE: usize = 65_536;
+/// Past this many queued rows (three quarters of [`TRACK_QUEUE`]) the edges refuse new fixes with
+/// a retry hint instead of queueing them ([`TrackWriter::pressure`]): the phone keeps its buffer
+/// and the queue keeps room for the fixes already accepted.
+const REFUSE_ABOVE: usize = TRACK_QUEUE / 4 * 3;
+/// A writer whose batches have failed for this long (ms) makes the edges refuse new fixes: the
+/// database is down, not slow, and the fixes would only wait unacknowledged in memory.
+const REFUSE_AFTER_FAILING_MS: i64 = 2_000;
+/// Retry hint given while refusing, seconds: about one backoff step of the writer at its cap.
+pub const RETRY_AFTER_S: u64 = 5;
 /// Most rows written in one transaction. Large, because with thousands of drivers each row lands
 /// on its own driver's B-tree page: the more rows per commit, the more of them share a page
 /// write (4,096 → 16,384 took SQLite from ~25k to ~40k rows/s at 10k drivers, BENCHMARKS.md).
@@ -23,6 +35,10 @@ pub const BATCH_ROWS: usize = 16_384;
 /// so each connection prepares at most four statements and reuses them (a statement per batch
 /// length would be prepared again for nearly every batch). 9 parameters a row: 1,152 at most.
 const STATEMENT_ROWS: [usize; 4] = [128, 32, 8, 1];
+/// Backoff between attempts at a failed batch: 50 ms doubling to 5 s, with jitter, forever. A
+/// batch holds fixes whose acknowledgements wait on it, so it is never dropped.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(RETRY_AFTER_S);
 
 /// One accepted fix of one driver.
 #[derive(Debug, Clone)]
@@ -34,11 +50,28 @@ pub struct TrackPoint {
     pub received_ms: i64,
 }
 
+/// What the writer's queue carries: fixes, and barriers that fire once everything queued
+/// before them is committed (group commit: one barrier per socket frame or OsmAnd request).
+#[derive(Debug)]
+enum Queued {
+    Point(TrackPoint),
+    Barrier(oneshot::Sender<()>),
+}
+
+/// The writer has stopped (the node drains): nothing more can be stored through it, so nothing
+/// more may be acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the history writer has stopped (the node is draining)")]
+pub struct WriterStopped;
+
 /// Sending half of the history writer. Cloned into the hub; when every clone is dropped the
 /// writer drains what is queued, writes it and stops.
 #[derive(Clone, Debug)]
 pub struct TrackWriter {
-    tx: mpsc::Sender<TrackPoint>,
+    tx: mpsc::Sender<Queued>,
+    /// Server time (unix ms) since which every attempt at the current batch failed; 0 while
+    /// the last attempt succeeded.
+    failing_since_ms: Arc<AtomicI64>,
 }
 
 impl TrackWriter {
@@ -46,48 +79,93 @@ impl TrackWriter {
     /// writes everything already queued and ends: join the handle to know history is flushed.
     pub fn spawn(store: Store, stop: watch::Receiver<bool>) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(TRACK_QUEUE);
-        let task = tokio::spawn(run(store, rx, stop));
-        (Self { tx }, task)
+        let failing_since_ms = Arc::new(AtomicI64::new(0));
+        let task = tokio::spawn(run(store, rx, stop, failing_since_ms.clone()));
+        (
+            Self {
+                tx,
+                failing_since_ms,
+            },
+            task,
+        )
     }
 
     /// Queues one fix; waits only when the queue is full (the database has been behind for
-    /// seconds), so the fix is acknowledged after it is queued for history.
-    pub async fn push(&self, point: TrackPoint) {
-        let point = match self.tx.try_send(point) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(point)) => {
+    /// seconds). Queued is not stored: acknowledge after [`TrackWriter::committed`].
+    pub async fn push(&self, point: TrackPoint) -> Result<(), WriterStopped> {
+        self.send(Queued::Point(point)).await
+    }
+
+    /// Resolves once every fix queued before this call (by anyone) is committed: the group
+    /// commit barrier an acknowledgement waits on. Waits as long as the database is down (the
+    /// writer never drops a batch): bound it with a timeout at the edge.
+    pub async fn committed(&self) -> Result<(), WriterStopped> {
+        let (done, committed) = oneshot::channel();
+        self.send(Queued::Barrier(done)).await?;
+        committed.await.map_err(|_| WriterStopped)
+    }
+
+    async fn send(&self, item: Queued) -> Result<(), WriterStopped> {
+        let item = match self.tx.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(item)) => {
                 metrics::counter!(crate::metrics::TRACK_BACKPRESSURE).increment(1);
-                point
+                item
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!("track writer stopped; a fix was not stored");
-                return;
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(WriterStopped),
         };
-        if self.tx.send(point).await.is_err() {
-            tracing::error!("track writer stopped; a fix was not stored");
-        }
+        self.tx.send(item).await.map_err(|_| WriterStopped)
+    }
+
+    /// `Some(retry after)` when new fixes should be refused rather than queued: the queue is
+    /// three quarters full, or the database has refused every write for 2 s. The edges answer
+    /// with the hint (an `unavailable` error frame, 503 + `Retry-After`) so phones keep their
+    /// buffers; fixes already queued are written when the database is back.
+    pub fn pressure(&self, now_ms: i64) -> Option<Duration> {
+        let queued = TRACK_QUEUE - self.tx.capacity();
+        let since = self.failing_since_ms.load(Ordering::Relaxed);
+        let failing = since != 0 && now_ms - since >= REFUSE_AFTER_FAILING_MS;
+        (queued > REFUSE_ABOVE || failing).then_some(RETRY_MAX)
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<TrackPoint>, mut stop: watch::Receiver<bool>) {
+async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Queued>,
+    mut stop: watch::Receiver<bool>,
+    failing_since_ms: Arc<AtomicI64>,
+) {
+    let mut queued = Vec::with_capacity(BATCH_ROWS);
     let mut batch = Vec::with_capacity(BATCH_ROWS);
+    let mut barriers = Vec::new();
     loop {
         // Batches form by themselves: while one INSERT runs, the next fixes queue up.
         let received = tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH_ROWS) => n,
+            n = rx.recv_many(&mut queued, BATCH_ROWS) => n,
             _ = crate::app::draining(&mut stop), if !rx.is_closed() => { rx.close(); continue; }
         };
         if received == 0 {
             return;
+        }
+        for item in queued.drain(..) {
+            match item {
+                Queued::Point(p) => batch.push(p),
+                Queued::Barrier(done) => barriers.push(done),
+            }
         }
         // In key order the B-tree is walked once, left to right, instead of jumping between
         // drivers: fewer distinct pages touched per transaction, and each one touched once.
         batch.sort_unstable_by(|a, b| {
             (&a.fleet, &a.driver_id, a.fix.ts_ms).cmp(&(&b.fleet, &b.driver_id, b.fix.ts_ms))
         });
-        let mut attempt = 0u32;
-        loop {
+        let mut backoff = ExponentialBuilder::new()
+            .with_min_delay(RETRY_MIN)
+            .with_max_delay(RETRY_MAX)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut attempt = 0u64;
+        while !batch.is_empty() {
             let started = std::time::Instant::now();
             match insert_batch(&store, &batch).await {
                 Ok(()) => {
@@ -96,20 +174,38 @@ async fn run(store: Store, mut rx: mpsc::Receiver<TrackPoint>, mut stop: watch::
                         .record(batch.len() as f64);
                     metrics::histogram!(crate::metrics::TRACK_BATCH_SECONDS)
                         .record(started.elapsed().as_secs_f64());
+                    if attempt > 0 {
+                        tracing::info!(
+                            attempts = attempt + 1,
+                            rows = batch.len(),
+                            "track batch written after the database came back"
+                        );
+                    }
+                    failing_since_ms.store(0, Ordering::Relaxed);
                     break;
-                }
-                Err(e) if attempt < 8 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, rows = batch.len(), "track batch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, rows = batch.len(), "track batch dropped after retries");
-                    break;
+                    attempt += 1;
+                    let _ = failing_since_ms.compare_exchange(
+                        0,
+                        now_ms(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    metrics::counter!(crate::metrics::TRACK_RETRIES).increment(1);
+                    // Loud once, then every 20th attempt: an outage of minutes is ~50 lines.
+                    if attempt == 1 || attempt % 20 == 0 {
+                        tracing::warn!(error = %e, attempt, rows = batch.len(), "track batch failed; retrying until the database takes it (acks wait)");
+                    }
+                    let delay = backoff.next().unwrap_or(RETRY_MAX);
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
         batch.clear();
+        for done in barriers.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -132,9 +228,9 @@ async fn insert_batch(store: &Store, rows: &[TrackPoint]) -> Result<(), StoreErr
                 .bind(r.fix.ts_ms)
                 .bind(r.fix.lat)
                 .bind(r.fix.lon)
-                .bind(r.fix.accuracy_m)
-                .bind(r.fix.speed_mps)
-                .bind(r.fix.heading_deg)
+                .bind(nullable(r.fix.accuracy_m))
+                .bind(nullable(r.fix.speed_mps))
+                .bind(nullable(r.fix.heading_deg))
                 .bind(r.received_ms);
         }
         q.execute(&mut *tx).await?;
@@ -142,6 +238,20 @@ async fn insert_batch(store: &Store, rows: &[TrackPoint]) -> Result<(), StoreErr
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// An optional float as a parameter that is never SQL NULL: `None` is NaN, which the statement
+/// turns back into NULL (`NULLIF(p, 'NaN')`; SQLite also stores a bound NaN as NULL).
+///
+/// Why: sqlx's `Any` driver binds a `None::<f64>` as a PostgreSQL FLOAT4 NULL (sqlx-core 0.8.6
+/// and 0.9.0, `AnyArguments::convert_to` maps `Null(Double)` to `Option<f32>`). PostgreSQL
+/// types a prepared statement's parameters from its first execution, and sqlx caches the
+/// statement per connection, so once a batch with a missing accuracy prepared the INSERT, every
+/// later batch on that connection with an accuracy failed with "incorrect binary data format in
+/// bind parameter 6" (issue 16; `tests/store.rs`). A value that is always an f64 gives
+/// the parameter one type, FLOAT8, whatever the first batch held.
+fn nullable(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
 }
 
 /// `INSERT … VALUES (…),(…)` for `rows` rows (one of `STATEMENT_ROWS`), built once per backend.
@@ -160,9 +270,16 @@ fn insert_sql(backend: Backend, rows: usize) -> &'static str {
                 let values: Vec<String> = (0..n)
                     .map(|i| {
                         let params: Vec<String> = (1..=COLS)
-                            .map(|c| match numbered {
-                                true => format!("${}", i * COLS + c),
-                                false => "?".to_string(),
+                            .map(|c| {
+                                let p = match numbered {
+                                    true => format!("${}", i * COLS + c),
+                                    false => "?".to_string(),
+                                };
+                                // accuracy_m, speed_mps, heading_deg: see `nullable`.
+                                match c {
+                                    6..=8 => format!("NULLIF({p}, 'NaN')"),
+                                    _ => p,
+                                }
                             })
                             .collect();
                         format!("({})", params.join(","))

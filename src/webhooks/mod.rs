@@ -13,6 +13,7 @@
 //! checks both authenticity and freshness (reject a `t` more than a few minutes old).
 
 pub mod signature;
+pub mod target;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +42,10 @@ pub struct WebhookConfig {
     pub concurrency: usize,
     /// How often due retries are looked for when no new event wakes the dispatcher. Default 1 s.
     pub poll: Duration,
+    /// Deliver to private, loopback and link-local addresses too (`--webhook-allow-private`):
+    /// for an operator whose receivers are on its own network. Default false: public only
+    /// ([`target`]).
+    pub allow_private: bool,
 }
 
 impl Default for WebhookConfig {
@@ -52,6 +57,7 @@ impl Default for WebhookConfig {
             give_up_after: Duration::from_secs(86_400),
             concurrency: 16,
             poll: Duration::from_secs(1),
+            allow_private: false,
         }
     }
 }
@@ -86,14 +92,18 @@ pub async fn run(
     mut wake: watch::Receiver<i64>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let http = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(cfg.timeout)
         // A webhook URL is what the admin registered; following redirects would send signed
         // bodies wherever the receiver points.
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("trackhub-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+        // A proxy would resolve names itself, past the address check below.
+        .no_proxy()
+        .user_agent(concat!("trackhub-webhooks/", env!("CARGO_PKG_VERSION")));
+    if !cfg.allow_private {
+        builder = builder.dns_resolver(Arc::new(target::PublicOnly));
+    }
+    let http = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhook client not built; webhooks are not delivered");
@@ -151,8 +161,35 @@ pub async fn run(
 async fn attempt(store: &Store, http: &reqwest::Client, cfg: &WebhookConfig, d: DueDelivery) {
     let t = now_ms() / 1000;
     let started = Instant::now();
-    let sent = http
-        .post(&d.url)
+    // IP literals are not resolved, so the resolver cannot refuse them: checked here, before
+    // each attempt (the URL may predate the operator's setting).
+    let literal_ok = reqwest::Url::parse(&d.url)
+        .map_err(|_| target::REFUSED)
+        .and_then(|u| target::check_literal(&u, cfg.allow_private));
+    let sent = match literal_ok {
+        Ok(()) => Ok(send(http, &d, t).await),
+        Err(refused) => Err(refused),
+    };
+    metrics::histogram!(crate::metrics::WEBHOOK_SECONDS).record(started.elapsed().as_secs_f64());
+    let failure = match sent {
+        Ok(Ok(r)) if r.status().is_success() => None,
+        Ok(Ok(r)) => Some((
+            Some(r.status().as_u16() as i64),
+            format!("HTTP {}", r.status()),
+        )),
+        Ok(Err(e)) => Some((None, request_error(&e))),
+        Err(refused) => Some((None, refused.to_string())),
+    };
+    record(store, cfg, &d, failure).await;
+}
+
+/// The POST of one delivery, signed.
+async fn send(
+    http: &reqwest::Client,
+    d: &DueDelivery,
+    t: i64,
+) -> reqwest::Result<reqwest::Response> {
+    http.post(&d.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(
             "Trackhub-Signature",
@@ -163,16 +200,16 @@ async fn attempt(store: &Store, http: &reqwest::Client, cfg: &WebhookConfig, d: 
         .header("Trackhub-Delivery-Id", d.id.to_string())
         .body(d.body.clone())
         .send()
-        .await;
-    metrics::histogram!(crate::metrics::WEBHOOK_SECONDS).record(started.elapsed().as_secs_f64());
-    let failure = match sent {
-        Ok(r) if r.status().is_success() => None,
-        Ok(r) => Some((
-            Some(r.status().as_u16() as i64),
-            format!("HTTP {}", r.status()),
-        )),
-        Err(e) => Some((None, request_error(&e))),
-    };
+        .await
+}
+
+/// Records the outcome of one attempt: delivered, or failed with its retry (or dead).
+async fn record(
+    store: &Store,
+    cfg: &WebhookConfig,
+    d: &DueDelivery,
+    failure: Option<(Option<i64>, String)>,
+) {
     let now = now_ms();
     let attempts = d.attempts + 1;
     let recorded = match failure {
@@ -201,16 +238,20 @@ async fn attempt(store: &Store, http: &reqwest::Client, cfg: &WebhookConfig, d: 
     }
 }
 
-/// A short reason for a failed request (no body or headers of the receiver).
+/// A short, generic reason for a failed request, as tenants read it back in `last_error`: no
+/// body or headers of the receiver, no detail of the network (issue 16: detailed errors made the
+/// webhook list a port scanner).
 fn request_error(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    let refused = std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .any(|e| e.to_string().contains(target::REFUSED));
+    if refused {
+        target::REFUSED.into()
+    } else if e.is_timeout() {
         "timeout".into()
     } else if e.is_connect() {
-        "connection refused or unreachable".into()
+        "connection failed".into()
     } else {
-        let mut text = e.to_string();
-        text.truncate(200);
-        text
+        "request failed".into()
     }
 }
 

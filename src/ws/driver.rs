@@ -1,6 +1,7 @@
 //! `GET /v1/ws/driver`: a driver's phone streams fixes and gets acks and check-ins back.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
@@ -14,6 +15,7 @@ use crate::error::ApiError;
 use crate::hub::DriverKey;
 use crate::protocol::driver::{DriverMsg, DriverOut, Ping, Rejection};
 use crate::protocol::time::now_ms;
+use crate::store::track::WriterStopped;
 
 /// Upgrade handler: 403 for a foreign browser origin, 401 without a valid token, 403 unless the
 /// role is `driver`.
@@ -37,8 +39,25 @@ fn error(code: &'static str, message: impl Into<String>, seq: Option<u64>) -> Dr
         code,
         message: message.into(),
         seq,
+        retry_after_ms: None,
     }
 }
+
+/// The refusal that tells a phone to keep its fixes and resend them after `retry_after`.
+fn unavailable(retry_after: Duration, message: &str) -> DriverOut {
+    crate::metrics::fix_rejected("unavailable");
+    DriverOut::Error {
+        code: "unavailable",
+        message: message.into(),
+        seq: None,
+        retry_after_ms: Some(retry_after.as_millis() as u64),
+    }
+}
+
+/// Longest a frame's acknowledgement waits for its fixes to be committed. Past it the phone gets
+/// `unavailable` instead of an ack and keeps the fixes; they are written when the database is
+/// back, and the resent copies are then acked as duplicates.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
     let _guard = app.session_guard.clone();
@@ -115,13 +134,22 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
 }
 
 /// Turns one decoded frame into the replies to send: errors for refused fixes, check-ins, and a
-/// final ack with the highest seq processed. The flag is true when the frame tried to publish
-/// as another driver: the session sends the replies, then closes with 4003.
+/// final ack with the highest seq processed, sent once every fix up to it is committed (an ack
+/// means durable). The flag is true when the frame tried to publish as another driver: the
+/// session sends the replies, then closes with 4003.
 async fn handle_frame(
     app: &AppState,
     who: &DriverKey,
     decoded: Result<DriverMsg, crate::protocol::codec::DecodeError>,
 ) -> (Vec<DriverOut>, bool) {
+    if let Some(retry) = app.hub.pressure() {
+        let refusal = unavailable(
+            retry,
+            "history storage is behind or unreachable; keep these fixes and resend them later",
+        );
+        return (vec![refusal], false);
+    }
+    let order = app.hub.frame_order(who).await;
     let mut replies = Vec::new();
     let pings = match decoded {
         Ok(DriverMsg::Ping(ping)) => vec![Ok(ping)],
@@ -132,8 +160,7 @@ async fn handle_frame(
             }
             crate::metrics::fix_rejected(e.code);
             replies.push(error(e.code, e.message, e.seq));
-            push_ack(app, who, &mut replies);
-            return (replies, false);
+            Vec::new()
         }
     };
     for ping in pings {
@@ -152,7 +179,15 @@ async fn handle_frame(
                 ));
                 return (replies, true);
             }
-            Ok(ping) => handle_ping(app, who, ping, &mut replies).await,
+            Ok(ping) => {
+                if handle_ping(app, who, ping, &mut replies).await.is_err() {
+                    replies.push(unavailable(
+                        COMMIT_WAIT,
+                        "this node is shutting down; keep these fixes and resend them",
+                    ));
+                    return (replies, false);
+                }
+            }
             Err(bad) => {
                 if let Some(seq) = bad.seq {
                     app.hub.note_seq(who, seq);
@@ -162,11 +197,28 @@ async fn handle_frame(
             }
         }
     }
-    push_ack(app, who, &mut replies);
+    let highest = app.hub.highest_seq(who);
+    drop(order);
+    match tokio::time::timeout(COMMIT_WAIT, app.hub.committed()).await {
+        Ok(Ok(())) => replies.extend(highest.map(|seq| DriverOut::Ack { seq })),
+        Ok(Err(_stopped)) => replies.push(unavailable(
+            COMMIT_WAIT,
+            "this node is shutting down; keep these fixes and resend them",
+        )),
+        Err(_timeout) => replies.push(unavailable(
+            app.hub.pressure().unwrap_or(COMMIT_WAIT),
+            "these fixes are not committed yet; keep them and resend them later",
+        )),
+    }
     (replies, false)
 }
 
-async fn handle_ping(app: &AppState, who: &DriverKey, ping: Ping, replies: &mut Vec<DriverOut>) {
+async fn handle_ping(
+    app: &AppState,
+    who: &DriverKey,
+    ping: Ping,
+    replies: &mut Vec<DriverOut>,
+) -> Result<(), WriterStopped> {
     match ping.validate(now_ms(), app.hub.cfg.max_future_ms) {
         Err(Rejection { code, message }) => {
             app.hub.note_seq(who, ping.seq);
@@ -174,7 +226,7 @@ async fn handle_ping(app: &AppState, who: &DriverKey, ping: Ping, replies: &mut 
             replies.push(error(code, message, Some(ping.seq)));
         }
         Ok(fix) => {
-            let done = app.hub.ingest(who, Some(ping.seq), fix).await;
+            let done = app.hub.ingest(who, Some(ping.seq), fix).await?;
             replies.extend(done.checkins.into_iter().map(|c| DriverOut::Checkin {
                 trip_id: c.key.trip_id.to_string(),
                 stop_id: c.key.stop_id.to_string(),
@@ -183,10 +235,5 @@ async fn handle_ping(app: &AppState, who: &DriverKey, ping: Ping, replies: &mut 
             }));
         }
     }
-}
-
-fn push_ack(app: &AppState, who: &DriverKey, replies: &mut Vec<DriverOut>) {
-    if let Some(seq) = app.hub.highest_seq(who) {
-        replies.push(DriverOut::Ack { seq });
-    }
+    Ok(())
 }

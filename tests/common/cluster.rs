@@ -216,6 +216,8 @@ impl Cluster {
             .env("REDIS_URL", self.redis.url())
             .env("TRACKHUB_JWT_SECRET", SECRET)
             .env("RUST_LOG", "info")
+            // The tests' webhook receivers listen on loopback.
+            .env("TRACKHUB_WEBHOOK_ALLOW_PRIVATE", "true")
             // Streams must hear of other nodes' events through Redis, not by re-reading the log.
             .env("TRACKHUB_STREAM_REREAD_MS", "600000")
             .stdout(out.try_clone().unwrap())

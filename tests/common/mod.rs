@@ -100,6 +100,9 @@ impl TestHub {
         if let Some((url, _, _)) = &pg {
             cfg.database_url = url.clone();
         }
+        // The tests' webhook receivers listen on loopback; tests of the address policy turn
+        // this back off in `tweak`.
+        cfg.webhooks.allow_private = true;
         tweak(&mut cfg);
         Self::start_cfg(cfg, pg.map(|(_, server, name)| (server, name))).await
     }

@@ -1,0 +1,182 @@
+//! The store on both engines, through the library (no hub): pins bugs that only PostgreSQL had.
+//!
+//! Track history keeps optional fields (accuracy, speed, heading) present, absent and mixed, on
+//! both stores, through one pooled connection: the history writer's INSERT is prepared once per
+//! connection, and on PostgreSQL its parameter types used to come from the first batch (issue 16:
+//! a fix without accuracy, then one with it, failed with "incorrect binary data format in bind
+//! parameter 6" and was dropped after retries). Each batch is awaited through the writer's
+//! commit barrier, the one acknowledgements wait on.
+
+mod common;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use trackhub::geo::Fix;
+use trackhub::store::track::{TrackPoint, TrackWriter};
+use trackhub::store::Store;
+
+const FLEET: &str = "f1";
+const DRIVER: &str = "d1";
+
+fn point(
+    ts_ms: i64,
+    accuracy: Option<f64>,
+    speed: Option<f64>,
+    heading: Option<f64>,
+) -> TrackPoint {
+    TrackPoint {
+        fleet: FLEET.into(),
+        driver_id: DRIVER.into(),
+        fix: Fix {
+            accuracy_m: accuracy,
+            speed_mps: speed,
+            heading_deg: heading,
+            ..Fix::at(ts_ms, 47.61 + ts_ms as f64 * 1e-9, -122.33)
+        },
+        received_ms: ts_ms,
+    }
+}
+
+/// Writes the batches one after the other, through a pool of one connection (so the INSERT
+/// prepared by the first batch is the one every later batch runs), and reads every fix back as
+/// it was sent.
+async fn mixed_batches_round_trip(url: &str) {
+    let store = Store::connect_with(url, 1).await.expect("store");
+    let (_stop_tx, stop) = watch::channel(false);
+    let (writer, _task) = TrackWriter::spawn(store.clone(), stop);
+    let t0 = 1_795_000_000_000;
+    let batches: Vec<Vec<TrackPoint>> = vec![
+        // First: every optional field absent, so the statement is prepared with NULLs.
+        vec![point(t0, None, None, None)],
+        // Then present: the README's own ping carries `accuracy_m: 8`.
+        vec![point(t0 + 1_000, Some(8.0), Some(3.5), Some(270.0))],
+        // Mixed within one batch and one transaction.
+        vec![
+            point(t0 + 2_000, Some(12.0), None, None),
+            point(t0 + 3_000, None, Some(0.0), None),
+            point(t0 + 4_000, None, None, Some(0.5)),
+        ],
+        vec![point(t0 + 5_000, None, None, None)],
+    ];
+    let mut sent = Vec::new();
+    for (i, batch) in batches.into_iter().enumerate() {
+        for p in batch {
+            sent.push(p.fix);
+            writer.push(p).await.expect("writer running");
+        }
+        tokio::time::timeout(Duration::from_secs(10), writer.committed())
+            .await
+            .unwrap_or_else(|_| panic!("batch {i} not committed within 10 s on {url}"))
+            .expect("writer running");
+    }
+    let stored = store
+        .track(FLEET, DRIVER, 0, i64::MAX, 100)
+        .await
+        .expect("read track");
+    assert_eq!(stored, sent, "every fix read back as sent on {url}");
+    store.close().await;
+}
+
+fn sqlite_url() -> String {
+    let dir = common::temp_dir();
+    format!("sqlite://{}?mode=rwc", dir.join("hub.db").display())
+}
+
+#[tokio::test]
+async fn history_keeps_optional_fields_mixed_on_sqlite() {
+    mixed_batches_round_trip(&sqlite_url()).await;
+}
+
+/// The PostgreSQL server these tests need whatever the pass (the bugs they pin were PostgreSQL's
+/// alone): `TRACKHUB_TEST_DATABASE_URL`, else `TRACKHUB_PG_URL`, else the machine's local one. An
+/// unreachable server fails the test with its URL.
+fn pg_server() -> String {
+    std::env::var("TRACKHUB_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("TRACKHUB_PG_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+#[tokio::test]
+async fn history_keeps_optional_fields_mixed_on_postgres() {
+    let server = pg_server();
+    let (url, name) = common::create_database(&server).await;
+    mixed_batches_round_trip(&url).await;
+    common::drop_database(&server, &name).await;
+}
+
+/// Two check-ins of a trip's last two stops, committed concurrently on two connections, complete
+/// the trip exactly once: before the trip row was locked, each transaction counted the other's
+/// stop as pending, and on PostgreSQL the trip stayed active with no `trip.completed` (issue 16).
+async fn concurrent_last_checkins_complete_the_trip(url: &str) {
+    use trackhub::geo::arrival::StopKey;
+    use trackhub::hub::events::{CheckinSource, Event, EventKind};
+    use trackhub::store::{NewStop, NewTrip};
+
+    let store = Store::connect(url).await.expect("store");
+    let stop = |id: &str| NewStop {
+        id: id.into(),
+        name: None,
+        lat: 47.61,
+        lon: -122.33,
+        radius_m: 50.0,
+    };
+    let checkin = |trip: &str, stop: &str| Event {
+        id: None,
+        fleet: FLEET.into(),
+        driver_id: DRIVER.into(),
+        ts_ms: 1_795_000_000_000,
+        position: None,
+        kind: EventKind::StopCheckedIn {
+            key: StopKey {
+                trip_id: trip.into(),
+                stop_id: stop.into(),
+            },
+            arrived_at_ms: 1_795_000_000_000,
+            checked_in_at_ms: 1_795_000_000_000,
+            source: CheckinSource::Manual,
+        },
+    };
+    const TRIPS: usize = 30;
+    for i in 0..TRIPS {
+        let trip = format!("race-{i}");
+        store
+            .insert_trip(
+                &NewTrip {
+                    id: trip.clone(),
+                    fleet: FLEET.into(),
+                    driver_id: DRIVER.into(),
+                    stops: vec![stop("s1"), stop("s2")],
+                },
+                1_795_000_000_000,
+            )
+            .await
+            .expect("trip");
+        let (e1, e2) = (checkin(&trip, "s1"), checkin(&trip, "s2"));
+        let (a, b) = tokio::join!(store.record_checkin(&e1), store.record_checkin(&e2));
+        let completions = [a.expect("check-in s1"), b.expect("check-in s2")]
+            .iter()
+            .filter(|o| o.trip_completed.is_some())
+            .count();
+        assert_eq!(
+            completions, 1,
+            "trip {trip}: one of its last two check-ins completes it"
+        );
+        let stored = store.trip(FLEET, &trip).await.expect("read").expect("trip");
+        assert_eq!(stored.status, "completed", "trip {trip}");
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_last_checkins_complete_the_trip_on_postgres() {
+    let server = pg_server();
+    let (url, name) = common::create_database(&server).await;
+    concurrent_last_checkins_complete_the_trip(&url).await;
+    common::drop_database(&server, &name).await;
+}
+
+#[tokio::test]
+async fn concurrent_last_checkins_complete_the_trip_on_sqlite() {
+    concurrent_last_checkins_complete_the_trip(&sqlite_url()).await;
+}
