@@ -13,11 +13,12 @@ use super::ApiJson;
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
-use crate::hub::{DriverKey, IngestStatus};
+use crate::hub::{Commit, DriverKey, IngestStatus};
 use crate::osmand::{self, Report};
 use crate::protocol::driver::Ping;
 use crate::protocol::time::{format_ts, now_ms, WireTs};
 use crate::store::devices::DeviceRecord;
+use crate::store::track::WriterStopped;
 
 /// Shortest device key accepted when the admin chooses one (128 bits as hex).
 pub const MIN_KEY_LEN: usize = 32;
@@ -210,13 +211,14 @@ pub async fn report(
         }
     }
     // 200 means committed: the phone deletes the report from its queue on it.
-    match tokio::time::timeout(COMMIT_WAIT, app.hub.committed()).await {
-        Ok(committed) => committed.map_err(draining)?,
-        Err(_) => {
+    match app.hub.committed(COMMIT_WAIT).await {
+        Commit::Done => {}
+        Commit::Stopped => return Err(draining(WriterStopped)),
+        Commit::NotYet(retry_after) => {
             crate::metrics::fix_rejected("unavailable");
             return Err(ApiError::Unavailable {
                 message: "these reports are not committed yet; resend them later".into(),
-                retry_after: app.hub.pressure().unwrap_or(COMMIT_WAIT),
+                retry_after,
             });
         }
     }

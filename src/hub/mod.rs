@@ -81,6 +81,17 @@ pub struct CheckinNotice {
     pub checked_in_at_ms: i64,
 }
 
+/// What waiting for a commit ([`Hub::committed`]) ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Everything queued before the wait is committed: acknowledge it.
+    Done,
+    /// Not committed yet (storage down or behind): do not acknowledge; retry after this.
+    NotYet(std::time::Duration),
+    /// The node is draining and its writer has stopped: do not acknowledge.
+    Stopped,
+}
+
 /// The outcome of one fix.
 #[derive(Debug, Clone)]
 pub struct Ingested {
@@ -322,10 +333,28 @@ impl Hub {
         frame.lock_owned().await
     }
 
-    /// Resolves once every fix queued so far is committed (group commit): what an
-    /// acknowledgement waits for. Waits through a database outage; bound it at the edge.
-    pub async fn committed(&self) -> Result<(), WriterStopped> {
-        self.track.committed().await
+    /// Waits until every fix queued so far is committed (group commit): what an
+    /// acknowledgement waits for. Gives up as soon as the writer is under pressure (the
+    /// database is down or far behind: checked every 100 ms), or after `limit`, with the retry
+    /// hint to give the client; the fixes stay queued and are written when the database is
+    /// back.
+    pub async fn committed(&self, limit: std::time::Duration) -> Commit {
+        let pressure = async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if let Some(retry) = self.pressure() {
+                    return retry;
+                }
+            }
+        };
+        tokio::select! {
+            done = self.track.committed() => match done {
+                Ok(()) => Commit::Done,
+                Err(WriterStopped) => Commit::Stopped,
+            },
+            retry = pressure => Commit::NotYet(retry),
+            _ = tokio::time::sleep(limit) => Commit::NotYet(limit),
+        }
     }
 
     /// `Some(retry after)` when the edges should refuse new fixes instead of taking them: the

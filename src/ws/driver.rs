@@ -12,7 +12,7 @@ use super::{admit, close, close_for_restart, Admitted, Conn, Received};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::hub::DriverKey;
+use crate::hub::{Commit, DriverKey};
 use crate::protocol::driver::{DriverMsg, DriverOut, Ping, Rejection};
 use crate::protocol::time::now_ms;
 use crate::store::track::WriterStopped;
@@ -54,9 +54,10 @@ fn unavailable(retry_after: Duration, message: &str) -> DriverOut {
     }
 }
 
-/// Longest a frame's acknowledgement waits for its fixes to be committed. Past it the phone gets
-/// `unavailable` instead of an ack and keeps the fixes; they are written when the database is
-/// back, and the resent copies are then acked as duplicates.
+/// Longest a frame's acknowledgement waits for its fixes to be committed (sooner when the writer
+/// reports pressure). Past it the phone gets `unavailable` instead of an ack and keeps the
+/// fixes; they are written when the database is back, and the resent copies are then acked as
+/// duplicates.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
@@ -199,14 +200,14 @@ async fn handle_frame(
     }
     let highest = app.hub.highest_seq(who);
     drop(order);
-    match tokio::time::timeout(COMMIT_WAIT, app.hub.committed()).await {
-        Ok(Ok(())) => replies.extend(highest.map(|seq| DriverOut::Ack { seq })),
-        Ok(Err(_stopped)) => replies.push(unavailable(
+    match app.hub.committed(COMMIT_WAIT).await {
+        Commit::Done => replies.extend(highest.map(|seq| DriverOut::Ack { seq })),
+        Commit::Stopped => replies.push(unavailable(
             COMMIT_WAIT,
             "this node is shutting down; keep these fixes and resend them",
         )),
-        Err(_timeout) => replies.push(unavailable(
-            app.hub.pressure().unwrap_or(COMMIT_WAIT),
+        Commit::NotYet(retry) => replies.push(unavailable(
+            retry,
             "these fixes are not committed yet; keep them and resend them later",
         )),
     }

@@ -2,7 +2,7 @@
 //! cross nodes; a Redis restart degrades and then converges; a driver moving nodes mid-dwell is
 //! checked in once. Every node is the real `trackhub serve` binary.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

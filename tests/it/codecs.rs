@@ -1,7 +1,7 @@
 //! The socket protocol under each codec (`Sec-WebSocket-Protocol`): the same test body runs on
 //! JSON text frames and on protobuf binary frames against a real hub.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

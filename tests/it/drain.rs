@@ -3,7 +3,7 @@
 //! its drain timeout, and have stored every fix it acknowledged and every check-in it announced.
 //! Also checks `--log-format json` (every log line is a JSON object).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! The driver socket against a real hub: ingest and ack, duplicates, late fixes, bad input, auth.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

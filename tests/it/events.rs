@@ -2,7 +2,7 @@
 //! consumer away during 100 automatic check-ins (and a hub restart) gets each exactly once, in
 //! order, on the WebSocket stream, on SSE with `Last-Event-ID`, and from `GET /v1/events`.
 
-mod common;
+use crate::common;
 
 use std::ops::Range;
 

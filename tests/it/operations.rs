@@ -1,7 +1,7 @@
 //! What operators read: `/metrics` (Prometheus text), `/livez`, `/readyz`. This file is its own
 //! test process, so the process-wide metrics recorder counts only what these tests do.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

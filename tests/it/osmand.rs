@@ -2,7 +2,7 @@
 //! (https://www.traccar.org/osmand/): Traccar Client ≤ 8 (parameters on a bodiless POST, speed in
 //! knots, unix seconds), Traccar Client ≥ 9 (JSON body), and the OsmAnd app (GET, unix ms).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

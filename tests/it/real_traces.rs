@@ -1,6 +1,6 @@
 //! The hub on real GPS traces from ../shared/data (fails loudly when the data is missing).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

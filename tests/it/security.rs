@@ -2,7 +2,7 @@
 //! rule of tokens (HS256, RS256 from PEM, ES256 from JWKS, iss/aud/nbf/exp, `alg: none`,
 //! algorithm confusion), roles and fleets, Origin and CORS, frame size, floods and socket counts.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::*;

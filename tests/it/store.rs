@@ -7,7 +7,7 @@
 //! parameter 6" and was dropped after retries). Each batch is awaited through the writer's
 //! commit barrier, the one acknowledgements wait on.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

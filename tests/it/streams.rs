@@ -2,7 +2,7 @@
 //! driver at 10k fixes/s, a consumer that cannot keep up is disconnected with a reason (and
 //! never silently thinned), and `latest` mode over SSE is filtered by drivers and bbox.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Watchers, trips, check-ins, departures, presence and fleet isolation against a real hub.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! Webhooks against a real hub and a real HTTP receiver on 127.0.0.1: signed deliveries retried
 //! with backoff until the receiver answers, the dead-letter list and redelivery.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

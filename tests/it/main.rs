@@ -1,0 +1,21 @@
+//! The integration suite as one test binary (each file a module, `common` the shared harness):
+//! one link instead of one per file. Real hubs, sockets, PostgreSQL, Redis and processes; see
+//! each module's doc. `cargo test --test it <filter>` runs a part, e.g. `faults::` or `cluster_`.
+
+mod common;
+
+mod cluster;
+mod codecs;
+mod drain;
+mod driver_socket;
+mod events;
+mod faults;
+mod operations;
+mod osmand;
+mod properties;
+mod real_traces;
+mod security;
+mod store;
+mod streams;
+mod watch_and_trips;
+mod webhooks;
