@@ -3,7 +3,9 @@
 # embedded SQLite store and on PostgreSQL (a fresh database per test hub), with the live map's
 # browser test (scripts/browser-test.sh) between the two. The multi-node tests
 # (tests/cluster.rs: hub processes, their own redis-server, PostgreSQL) run in the first pass; they
-# use PostgreSQL whatever the pass, so the second one skips them rather than repeat them.
+# use PostgreSQL whatever the pass, so the second one skips them rather than repeat them; so do
+# the fault tests (tests/it/faults.rs), which choose their stores themselves (SQLite, the shared
+# PostgreSQL, and a PostgreSQL instance of their own that they stop for 3 minutes).
 # scripts/smoke.sh runs the README's first command as a new user would and checks what it serves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,4 +32,4 @@ bash scripts/browser-test.sh
 echo "== the README's first command: cargo run --release -- serve (smoke test)"
 bash scripts/smoke.sh
 echo "== tests on PostgreSQL"
-TRACKHUB_TEST_DATABASE_URL="$PG_URL" cargo test --locked --tests -- --skip cluster_
+TRACKHUB_TEST_DATABASE_URL="$PG_URL" cargo test --locked --tests -- --skip cluster_ --skip faults::

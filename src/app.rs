@@ -213,11 +213,16 @@ pub async fn draining(shutdown: &mut watch::Receiver<bool>) {
 
 async fn presence_sweeper(hub: Arc<Hub>, limits: Arc<Limits>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 hub.sweep_presence(now_ms());
                 limits.sweep();
+                ticks += 1;
+                if ticks % 60 == 0 {
+                    crate::metrics::activity().log_and_reset("60s");
+                }
             }
             _ = draining(&mut shutdown) => return,
         }

@@ -6,6 +6,7 @@
 //! Layers, data flowing down only: edges (`ws`, `api`) → `hub` (the ingest pipeline) → core
 //! (`geo`: pure R-trees and arrival decisions; `fanout`: watchers; `store`: SQL).
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -1,4 +1,4 @@
-//! The `trackhub` command: `serve`, `token`, `replay`, `eval-arrival`.
+//! The `trackhub` command: `serve`, `token`, `trips`, `devices`, `replay`, `eval-arrival`.
 
 use std::path::PathBuf;
 
@@ -22,6 +22,12 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Mint a token with the hub's secret; printed on the last line.
     Token(TokenArgs),
+    /// Create, list and show trips on a running hub (admin REST calls).
+    #[command(subcommand)]
+    Trips(trackhub::admin::TripsCommand),
+    /// Register, list and show the phones that report over the OsmAnd protocol.
+    #[command(subcommand)]
+    Devices(trackhub::admin::DevicesCommand),
     /// Replay recorded traces as live drivers over WebSockets.
     Replay(ReplayArgs),
     /// Score arrival detection on the Amazon delivery dataset.
@@ -107,6 +113,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Trips(cmd) => trackhub::admin::trips(cmd).await,
+        Command::Devices(cmd) => trackhub::admin::devices(cmd).await,
         Command::Replay(args) => {
             init_logging(LogFormat::Text);
             let summary = trackhub::replay::run(&args).await?;

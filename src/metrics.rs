@@ -138,6 +138,50 @@ impl Default for FixCounters {
 /// A refused fix or message, by the error code the client was sent.
 pub fn fix_rejected(reason: &'static str) {
     metrics::counter!(FIXES_REJECTED, "reason" => reason).increment(1);
+    activity()
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// What happened since the last activity log line: the INFO summary an operator reads without
+/// a Prometheus (issue 20: at INFO the hub logged one line in 11 minutes of replays).
+#[derive(Debug, Default)]
+pub struct Activity {
+    pub connections: std::sync::atomic::AtomicU64,
+    pub disconnections: std::sync::atomic::AtomicU64,
+    pub open: std::sync::atomic::AtomicI64,
+    pub fixes: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+/// The process's activity counters.
+pub fn activity() -> &'static Activity {
+    static ACTIVITY: OnceLock<Activity> = OnceLock::new();
+    ACTIVITY.get_or_init(Activity::default)
+}
+
+impl Activity {
+    /// One INFO line with the counts since the last call (and the sockets open now), when
+    /// anything happened: at most one line per call, so a minute's tick bounds the volume.
+    pub fn log_and_reset(&self, period: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let connections = self.connections.swap(0, Relaxed);
+        let disconnections = self.disconnections.swap(0, Relaxed);
+        let fixes = self.fixes.swap(0, Relaxed);
+        let refused = self.refused.swap(0, Relaxed);
+        if connections + disconnections + fixes + refused == 0 {
+            return;
+        }
+        tracing::info!(
+            period,
+            sockets_open = self.open.load(Relaxed),
+            connections,
+            disconnections,
+            fixes,
+            refused,
+            "activity"
+        );
+    }
 }
 
 /// Counts one open socket in `trackhub_sockets_open` while it lives.
@@ -148,6 +192,10 @@ impl SocketGauge {
     pub fn open(endpoint: &'static str, role: &'static str) -> Self {
         let gauge = metrics::gauge!(SOCKETS_OPEN, "endpoint" => endpoint, "role" => role);
         gauge.increment(1.0);
+        let a = activity();
+        a.connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        a.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self(gauge)
     }
 }
@@ -155,5 +203,9 @@ impl SocketGauge {
 impl Drop for SocketGauge {
     fn drop(&mut self) {
         self.0.decrement(1.0);
+        let a = activity();
+        a.disconnections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        a.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

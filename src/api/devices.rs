@@ -60,15 +60,6 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    if let Some(retry_after) = app.hub.pressure() {
-        crate::metrics::fix_rejected("unavailable");
-        return Err(ApiError::Unavailable {
-            message:
-                "history storage is behind or unreachable; keep these reports and resend them later"
-                    .into(),
-            retry_after,
-        });
-    }
     let key = body
         .key
         .unwrap_or_else(|| hex::encode(rand::random::<[u8; 24]>()));
@@ -90,6 +81,30 @@ pub async fn create(
             "created_at": format_ts(record.created_at),
         })),
     ))
+}
+
+/// Most devices one list returns.
+const MAX_LIST: i64 = 10_000;
+
+/// `GET /v1/devices` (admin): the caller's fleet's devices, oldest first, without keys (only
+/// their hashes are stored): `{"devices":[{"id","driver_id","created_at"}]}`.
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let devices = app.hub.store.devices(&caller.0.fleet, MAX_LIST).await?;
+    let list: Vec<serde_json::Value> = devices
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.device_id,
+                "driver_id": d.driver_id,
+                "created_at": format_ts(d.created_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "devices": list })))
 }
 
 /// `DELETE /v1/devices/{id}` (admin): revokes a device of the caller's fleet; 204, or 404.
@@ -175,19 +190,31 @@ pub async fn report(
             Ok(fix) => fixes.push(fix),
             Err(rejection) => {
                 crate::metrics::fix_rejected(rejection.code);
+                // Named as the client sent it (issue 20: the code used to stand as the field).
+                let field = osmand_field(rejection.field);
                 errors.push(FieldError::new(
                     if request.reports.len() == 1 {
-                        rejection.code.to_string()
+                        field.to_string()
                     } else {
-                        format!("location[{i}]: {}", rejection.code)
+                        format!("location[{i}].{field}")
                     },
-                    rejection.message,
+                    format!("{} ({})", rejection.message, rejection.code),
                 ))
             }
         }
     }
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
+    }
+    // Refused before anything is taken: the phone keeps its reports and retries (503).
+    if let Some(retry_after) = app.hub.pressure() {
+        crate::metrics::fix_rejected("unavailable");
+        return Err(ApiError::Unavailable {
+            message:
+                "history storage is behind or unreachable; keep these reports and resend them later"
+                    .into(),
+            retry_after,
+        });
     }
     let who = DriverKey {
         fleet: device.fleet.as_str().into(),
@@ -229,6 +256,17 @@ pub async fn report(
 /// client keeps the report and resends it; the copy already queued is written, and the resent
 /// one is then a duplicate).
 const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The OsmAnd parameter for a ping field (the JSON form's `coords` use the same meanings).
+fn osmand_field(ping_field: &'static str) -> &'static str {
+    match ping_field {
+        "ts" => "timestamp",
+        "accuracy_m" => "accuracy",
+        "speed_mps" => "speed",
+        "heading_deg" => "bearing",
+        other => other,
+    }
+}
 
 /// A report as a ping, so it is validated by the same rules as socket fixes.
 fn to_ping(r: &Report, now_ms: i64) -> Ping {

@@ -73,7 +73,7 @@ pub fn routes() -> Router<AppState> {
             post(trips::manual_checkin),
         )
         .route("/v1/checkins", get(trips::checkins))
-        .route("/v1/devices", post(devices::create))
+        .route("/v1/devices", post(devices::create).get(devices::list))
         .route("/v1/devices/{id}", axum::routing::delete(devices::delete))
         .route("/osmand", get(devices::report).post(devices::report))
         .route("/v1/events", get(events::list))

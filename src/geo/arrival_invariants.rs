@@ -1,5 +1,5 @@
 //! The promises of arrival detection, checked on any fix sequence: shared by the property tests
-//! (`tests/properties.rs`) and the fuzz target (`fuzz/fuzz_targets/arrival.rs`).
+//! (`tests/it/properties.rs`) and the fuzz target (`fuzz/fuzz_targets/arrival.rs`).
 //!
 //! For fixes that passed validation (finite, in range) and any stops:
 //! 1. a stop is checked in at most once and departed at most once, never before its check-in;

@@ -412,6 +412,9 @@ impl Hub {
                 // publish its fixes out of order (streams in `all` mode promise the order).
                 self.publish_position(who, fix, received_ms);
                 self.fix_counters.accepted.increment(1);
+                m::activity()
+                    .fixes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 (IngestStatus::Accepted, came_online, decisions)
             }
         };
@@ -564,6 +567,13 @@ impl Hub {
                 "auto"
             };
             metrics::counter!(crate::metrics::CHECKINS, "source" => source).increment(1);
+            tracing::info!(
+                driver = %c.driver_id,
+                trip = %c.trip_id,
+                stop = %c.stop_id,
+                source,
+                "checked in"
+            );
             self.emit(Arc::new(Event {
                 id: outcome.event_id,
                 ..event

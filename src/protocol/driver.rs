@@ -54,13 +54,16 @@ pub struct Ping {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     pub code: &'static str,
+    /// The ping field at fault: `lat`, `lon`, `ts`, `accuracy_m`, `speed_mps`, `heading_deg`.
+    pub field: &'static str,
     pub message: String,
 }
 
 impl Rejection {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
+            field,
             message: message.into(),
         }
     }
@@ -75,18 +78,21 @@ impl Ping {
         if !self.lat.is_finite() || !(-90.0..=90.0).contains(&self.lat) {
             return Err(Rejection::new(
                 "invalid_coordinates",
+                "lat",
                 "lat must be a number within [-90, 90]",
             ));
         }
         if !self.lon.is_finite() || !(-180.0..=180.0).contains(&self.lon) {
             return Err(Rejection::new(
                 "invalid_coordinates",
+                "lon",
                 "lon must be a number within [-180, 180]",
             ));
         }
         if self.ts.0 > now_ms + max_future_ms {
             return Err(Rejection::new(
                 "timestamp_in_future",
+                "ts",
                 format!(
                     "ts is {} ms ahead of server time (limit {max_future_ms} ms)",
                     self.ts.0 - now_ms
@@ -96,12 +102,13 @@ impl Ping {
         if self.ts.0 < Y2000_MS {
             return Err(Rejection::new(
                 "invalid_timestamp",
+                "ts",
                 "ts is before 2000-01-01",
             ));
         }
-        let non_negative = |v: Option<f64>, code: &'static str, name: &str| match v {
+        let non_negative = |v: Option<f64>, code: &'static str, name: &'static str| match v {
             Some(x) if !x.is_finite() || x < 0.0 => {
-                Err(Rejection::new(code, format!("{name} must be ≥ 0")))
+                Err(Rejection::new(code, name, format!("{name} must be ≥ 0")))
             }
             _ => Ok(()),
         };
@@ -111,6 +118,7 @@ impl Ping {
             if !h.is_finite() || !(0.0..360.0).contains(&h) {
                 return Err(Rejection::new(
                     "invalid_heading",
+                    "heading_deg",
                     "heading_deg must be within [0, 360)",
                 ));
             }

@@ -56,6 +56,29 @@ impl Store {
         .transpose()
     }
 
+    /// A fleet's devices, oldest first, at most `limit`.
+    pub async fn devices(&self, fleet: &str, limit: i64) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device_id, fleet, driver_id, key_sha256, created_at FROM devices \
+             WHERE fleet = $1 ORDER BY created_at, device_id LIMIT $2",
+        )
+        .bind(fleet)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeviceRecord {
+                    device_id: r.try_get(0)?,
+                    fleet: r.try_get(1)?,
+                    driver_id: r.try_get(2)?,
+                    key_sha256: r.try_get(3)?,
+                    created_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
     /// Removes a fleet's device; false when it had none with this id.
     pub async fn delete_device(&self, fleet: &str, device_id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM devices WHERE fleet = $1 AND device_id = $2")

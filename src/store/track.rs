@@ -247,7 +247,7 @@ async fn insert_batch(store: &Store, rows: &[TrackPoint]) -> Result<(), StoreErr
 /// types a prepared statement's parameters from its first execution, and sqlx caches the
 /// statement per connection, so once a batch with a missing accuracy prepared the INSERT, every
 /// later batch on that connection with an accuracy failed with "incorrect binary data format in
-/// bind parameter 6" (issue 16; `tests/store.rs`). A value that is always an f64 gives
+/// bind parameter 6" (issue 16; `tests/it/store.rs`). A value that is always an f64 gives
 /// the parameter one type, FLOAT8, whatever the first batch held.
 fn nullable(v: Option<f64>) -> f64 {
     v.unwrap_or(f64::NAN)

@@ -226,7 +226,19 @@ async fn record(
             let next = (next <= give_up_at).then_some(next);
             let outcome = if next.is_some() { "failed" } else { "dead" };
             metrics::counter!(crate::metrics::WEBHOOK_ATTEMPTS, "outcome" => outcome).increment(1);
-            tracing::debug!(delivery = d.id, url = %d.url, %error, outcome, "webhook attempt failed");
+            // The first failure and the last word at INFO/WARN (an operator learns that a
+            // receiver is down, once, not at every retry); the retries in between at DEBUG.
+            match (outcome, attempts) {
+                ("dead", _) => {
+                    tracing::warn!(delivery = d.id, url = %d.url, %error, attempts, "webhook delivery dead: no more retries")
+                }
+                (_, 1) => {
+                    tracing::info!(delivery = d.id, url = %d.url, %error, "webhook delivery failed; retrying with backoff")
+                }
+                _ => {
+                    tracing::debug!(delivery = d.id, url = %d.url, %error, attempts, "webhook attempt failed")
+                }
+            }
             store
                 .delivery_failed(d.id, attempts, status, &error, next)
                 .await

@@ -221,7 +221,7 @@ async fn handle_ping(
     replies: &mut Vec<DriverOut>,
 ) -> Result<(), WriterStopped> {
     match ping.validate(now_ms(), app.hub.cfg.max_future_ms) {
-        Err(Rejection { code, message }) => {
+        Err(Rejection { code, message, .. }) => {
             app.hub.note_seq(who, ping.seq);
             crate::metrics::fix_rejected(code);
             replies.push(error(code, message, Some(ping.seq)));

@@ -40,20 +40,26 @@ struct PhoneStats {
     unavailable: AtomicU64,
     /// Connections made after the first.
     reconnects: AtomicU64,
+    /// `checkin` frames received.
+    checkins: AtomicU64,
 }
 
 /// A phone of our socket protocol: produces one fix per `every`, one fix per frame, keeps each
 /// until acked; after a reconnect, or once `retry_after_ms` has passed after `unavailable`,
-/// resends its whole buffer (as batches). Stops producing when `stop` is set, then runs until
-/// its buffer is empty (or `drain_limit` passes).
+/// resends its whole buffer (as batches). Connects to `urls[0]` and moves to the next URL
+/// whenever a connection fails (a load balancer's failover). Parked at `park` when given, else
+/// driving north. Stops producing when `stop` is set, then runs until its buffer is empty (or
+/// `drain_limit` passes).
 async fn phone(
-    url: String,
+    urls: Vec<String>,
+    park: Option<(f64, f64)>,
     t0: i64,
     every: Duration,
     stats: Arc<PhoneStats>,
     stop: Arc<AtomicBool>,
     drain_limit: Duration,
 ) {
+    let mut node = 0usize;
     let mut buffer: BTreeMap<u64, Value> = BTreeMap::new();
     let mut next_seq = 1u64;
     let mut first = true;
@@ -62,7 +68,9 @@ async fn phone(
         if stopped_at.is_some_and(|at| at.elapsed() > drain_limit) {
             return;
         }
-        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&url).await else {
+        let url = &urls[node % urls.len()];
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+            node += 1;
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -87,8 +95,9 @@ async fn phone(
                 _ = tick.tick(), if stopped_at.is_none() => {
                     let seq = next_seq;
                     next_seq += 1;
+                    let (lat, lon) = park.unwrap_or((41.15 + seq as f64 * 1e-5, -8.61));
                     let fix = json!({"seq": seq, "ts": t0 + seq as i64 * 1000,
-                                     "lat": 41.15 + seq as f64 * 1e-5, "lon": -8.61, "accuracy_m": 8.0});
+                                     "lat": lat, "lon": lon, "accuracy_m": 8.0});
                     buffer.insert(seq, fix.clone());
                     stats.produced.store(seq, Ordering::Relaxed);
                     if resend_at.is_none() {
@@ -121,6 +130,9 @@ async fn phone(
                             let seq = v["seq"].as_u64().expect("ack seq");
                             buffer.retain(|s, _| *s > seq);
                             stats.acked.fetch_max(seq, Ordering::Relaxed);
+                        }
+                        Some("checkin") => {
+                            stats.checkins.fetch_add(1, Ordering::Relaxed);
                         }
                         Some("error") if v["code"] == "unavailable" => {
                             stats.unavailable.fetch_add(1, Ordering::Relaxed);
@@ -232,7 +244,8 @@ fn phones(
             let url = ws_url(&hub.base(), "/v1/ws/driver", &token);
             let stats = Arc::new(PhoneStats::default());
             let task = tokio::spawn(phone(
-                url,
+                vec![url],
+                None,
                 t0,
                 every,
                 stats.clone(),
@@ -628,4 +641,155 @@ async fn fault_postgres_down_for_minutes_loses_no_fix() {
          restart; caught up {caught_up:?} after it; {produced} produced in all, {stored} stored, 0 lost"
     );
     hub.kill();
+}
+
+/// A webhook receiver on loopback that answers 200 and counts deliveries by event id.
+async fn receiver() -> (String, Arc<std::sync::Mutex<BTreeMap<String, u32>>>) {
+    let got: Arc<std::sync::Mutex<BTreeMap<String, u32>>> = Arc::default();
+    let counts = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let counts = counts.clone();
+            async move {
+                let id = headers["trackhub-event-id"].to_str().unwrap().to_string();
+                *counts.lock().unwrap().entry(id).or_default() += 1;
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
+}
+
+/// Two nodes on PostgreSQL and Redis. Phones stream to node A (one of them parked at its only
+/// stop, with a webhook on check-ins); node A is SIGKILLed mid-stream and the phones fail over
+/// to node B with their buffers; then Redis is killed and restarted under the stream. Every
+/// fix produced is in history once, the check-in is stored once, and its webhook is delivered
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_fault_node_killed_while_drivers_move_and_redis_restarts() {
+    use crate::common::cluster::Cluster;
+    const PHONES: usize = 20;
+    let mut c = Cluster::start(2).await;
+    let (hook_url, deliveries) = receiver().await;
+    let (status, body) = c
+        .post(
+            0,
+            "/v1/webhooks",
+            FLEET,
+            &json!({"url": hook_url, "events": ["stop.checked_in"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (lat, lon) = (41.16, -8.62);
+    let trip =
+        json!({"id": "trip-p", "driver_id": "P", "stops": [{"id": "s1", "lat": lat, "lon": lon}]});
+    assert_eq!(c.post(0, "/v1/trips", FLEET, &trip).await.0, 201);
+
+    let t0 = trackhub::protocol::time::now_ms() - 86_400_000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut phones = Vec::new();
+    for i in 0..=PHONES {
+        let (sub, park) = match i {
+            PHONES => ("P".to_string(), Some((lat, lon))),
+            i => (format!("D{i}"), None),
+        };
+        let token = c.token(Role::Driver, &sub, FLEET);
+        let urls = vec![
+            c.nodes[0].ws_url("/v1/ws/driver", &token),
+            c.nodes[1].ws_url("/v1/ws/driver", &token),
+        ];
+        let stats = Arc::new(PhoneStats::default());
+        let task = tokio::spawn(phone(
+            urls,
+            park,
+            t0,
+            // A fix per 100 ms of 1 s device time each (the nodes' default limit is 20 frames/s
+            // per socket): P's 75 s dwell takes 7.5 s.
+            Duration::from_millis(100),
+            stats.clone(),
+            stop.clone(),
+            Duration::from_secs(60),
+        ));
+        phones.push((sub, stats, task));
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "1,000 fixes acked on node A",
+        || total(&phones, |s| s.acked.load(Ordering::Relaxed)) >= 1_000,
+    )
+    .await;
+    c.nodes[0].kill();
+    let acked_at_kill = total(&phones, |s| s.acked.load(Ordering::Relaxed));
+    wait_until(
+        Duration::from_secs(60),
+        "every phone acked again on node B",
+        || {
+            phones
+                .iter()
+                .all(|(_, s, _)| s.reconnects.load(Ordering::Relaxed) > 0)
+                && total(&phones, |s| s.acked.load(Ordering::Relaxed)) > acked_at_kill + 1_000
+        },
+    )
+    .await;
+    c.redis.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.redis.restart().await;
+    let acked_at_redis = total(&phones, |s| s.acked.load(Ordering::Relaxed));
+    wait_until(
+        Duration::from_secs(60),
+        "the stream goes on after Redis restarted, and P has streamed past its dwell",
+        || {
+            total(&phones, |s| s.acked.load(Ordering::Relaxed)) > acked_at_redis + 1_000
+                && phones[PHONES].1.acked.load(Ordering::Relaxed) > 100
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let p_stats = phones[PHONES].1.clone();
+    let (produced, stored) =
+        assert_history_complete(&c.database_url, t0, phones, || c.log_of(1)).await;
+    let announced = p_stats.checkins.load(Ordering::Relaxed);
+
+    let store = Store::connect(&c.database_url).await.expect("store");
+    let checkins = store
+        .checkins(
+            FLEET,
+            &trackhub::store::CheckinFilter {
+                trip_id: Some("trip-p".into()),
+                driver_id: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("checkins");
+    assert_eq!(
+        checkins.len(),
+        1,
+        "the check-in is stored once: {checkins:?}"
+    );
+    store.close().await;
+    wait_until(
+        Duration::from_secs(30),
+        "the check-in's webhook delivered",
+        || !deliveries.lock().unwrap().is_empty(),
+    )
+    .await;
+    // Time for a duplicate delivery to show up, were there one (the dispatcher polls every 1 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let delivered = deliveries.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 1, "one check-in event: {delivered:?}");
+    assert!(
+        delivered.values().all(|n| *n == 1),
+        "delivered once: {delivered:?}"
+    );
+    eprintln!(
+        "faults/cluster: node A killed at {acked_at_kill} acked, phones moved to node B, Redis restarted at \
+         {acked_at_redis}; {produced} produced, {stored} stored, 0 lost; check-in stored 1x, announced to P \
+         {announced}x, webhook delivered 1x"
+    );
+    c.stop().await;
 }

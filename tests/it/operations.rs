@@ -67,7 +67,7 @@ async fn metrics_count_sockets_fixes_rejections_checkins_and_the_process() {
         .collect();
     pings.push(ping(22, t0 + 200_000, 200.0, LON));
     // A resend of seq 3 as it was sent (its own time). A seen seq on a *newer* fix would be
-    // taken for a restarted counter and stored (tests/driver_socket.rs).
+    // taken for a restarted counter and stored (tests/it/driver_socket.rs).
     let (lat3, lon3) = offset(LAT, LON, 20.0, 0.0);
     pings.push(ping(3, t0 + 2 * 5000, lat3, lon3));
     pings.push(ping(23, t0 + 1_000, LAT, LON));

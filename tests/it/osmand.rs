@@ -172,13 +172,30 @@ async fn devices_prove_themselves_and_bad_reports_get_field_errors() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, vec!["lat", "timestamp", "lon"], "{body}");
+    // The field is named as the client sent it, the code is in the message (issue 20).
     let (status, body) = traccar_classic(&hub, &key, t, 95.0, LON).await;
     assert_eq!(
         (status, body["errors"][0]["field"].as_str()),
-        (422, Some("invalid_coordinates"))
+        (422, Some("lat"))
     );
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("invalid_coordinates"), "{body}");
     let (status, _) = traccar_classic(&hub, &key, t + 3600, LAT, LON).await;
     assert_eq!(status, 422, "an hour in the future");
+
+    // The fleet's devices are listed, without keys; another fleet sees none of them.
+    let (status, list) = hub.get("/v1/devices", "f1").await;
+    assert_eq!(status, 200, "{list}");
+    let ids: Vec<&str> = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![DEVICE], "{list}");
+    assert!(list["devices"][0].get("key").is_none(), "{list}");
+    let (_, other) = hub.get("/v1/devices", "f2").await;
+    assert_eq!(other["devices"], json!([]));
 
     // Registration rules: admins only, ids unique across fleets, revocation.
     let d_token = hub.token(trackhub::auth::Role::Driver, "D1", "f1");
