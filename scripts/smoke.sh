@@ -31,26 +31,31 @@ data=../shared/data/amazon_delivery_activity_labels/data_anon
 [ -d "$data" ] || fail "$data (the Amazon traces) is missing"
 
 echo "smoke: building (cargo build --release)"
+start=$(date +%s)
 cargo build --release --locked --quiet
+echo "smoke: built in $(( $(date +%s) - start )) s"
 echo "smoke: cargo run --release -- serve   (on $TRACKHUB_ADDR, data in a temp dir)"
 # `cargo run` replaces itself with the hub on Unix, so this pid is the hub's.
 cargo run --release --locked --quiet -- serve >"$work/hub.log" 2>&1 &
 hub_pid=$!
-for _ in $(seq 1 600); do
+for _ in $(seq 1 3000); do
   curl -fsS "$base/livez" >/dev/null 2>&1 && break
   kill -0 "$hub_pid" 2>/dev/null || fail "the hub exited before answering /livez"
   sleep 0.1
 done
-curl -fsS "$base/livez" | grep -q '"ok"' || fail "/livez did not answer ok within 60 s"
+livez=$(curl -fsS "$base/livez") || fail "/livez did not answer within 300 s"
+grep -q '"ok"' <<<"$livez" || fail "/livez answered $livez"
 echo "smoke: /livez ok"
 
 bin=target/release/trackhub
-chunks=$(ls "$data"/*.csv | head -n 8)
-# shellcheck disable=SC2086
-summary=$("$bin" replay --quiet --speed 600 --amazon-trips --origin 47.6062,-122.3321 --hub "$base" $chunks 2>&1) \
+# (No `ls | head` or `echo | grep -q` here: with pipefail, an early-closing reader fails the
+# pipeline with SIGPIPE.)
+all_chunks=("$data"/*.csv)
+chunks=("${all_chunks[@]:0:8}")
+summary=$("$bin" replay --quiet --speed 600 --amazon-trips --origin 47.6062,-122.3321 --hub "$base" "${chunks[@]}" 2>&1) \
   || fail "replay failed: $summary"
 echo "smoke: replay: $summary"
-echo "$summary" | grep -Eq 'failed drivers 0' || fail "a replayed driver failed"
+grep -Eq 'failed drivers 0' <<<"$summary" || fail "a replayed driver failed"
 
 admin=$("$bin" token --role admin --sub smoke | tail -n1)
 checkins=$(curl -fsS -H "Authorization: Bearer $admin" "$base/v1/checkins?limit=100")
@@ -59,9 +64,11 @@ count=$(echo "$checkins" | python3 -c 'import json,sys; print(len(json.load(sys.
 echo "smoke: $count check-ins visible over GET /v1/checkins"
 
 echo "smoke: eval-arrival on 20 chunks"
-eval_line=$(cargo run --release --locked --quiet -- eval-arrival --limit 20 2>&1 | tail -n1)
+eval_out=$(cargo run --release --locked --quiet -- eval-arrival --limit 20 2>&1) \
+  || fail "eval-arrival failed: $eval_out"
+eval_line=${eval_out##*$'\n'}
 echo "smoke: $eval_line"
-echo "$eval_line" | grep -q 'precision' || fail "eval-arrival printed no score: $eval_line"
+grep -q 'precision' <<<"$eval_line" || fail "eval-arrival printed no score: $eval_out"
 
 kill -TERM "$hub_pid"
 status=0

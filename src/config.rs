@@ -53,6 +53,15 @@ pub struct ServeArgs {
     /// Messages one socket may send in a burst.
     #[arg(long, env = "TRACKHUB_MAX_MSG_BURST", default_value_t = LimitsConfig::default().msg_burst)]
     pub max_msg_burst: u32,
+    /// Fixes per second one driver may send over all its sockets and devices (0: no limit).
+    #[arg(long, env = "TRACKHUB_MAX_FIXES_PER_DRIVER_PER_S", default_value_t = LimitsConfig::default().fixes_per_driver_per_s)]
+    pub max_fixes_per_driver_per_s: u32,
+    /// Fixes one driver may send in a burst (an offline buffer).
+    #[arg(long, env = "TRACKHUB_MAX_FIX_BURST_PER_DRIVER", default_value_t = LimitsConfig::default().fix_burst_per_driver)]
+    pub max_fix_burst_per_driver: u32,
+    /// `/osmand` requests per second one device may make, burst ten times that (0: no limit).
+    #[arg(long, env = "TRACKHUB_OSMAND_PER_DEVICE_PER_S", default_value_t = LimitsConfig::default().osmand_per_device_per_s)]
+    pub osmand_per_device_per_s: u32,
     /// Open driver sockets per driver.
     #[arg(long, env = "TRACKHUB_MAX_SOCKETS_PER_DRIVER", default_value_t = LimitsConfig::default().sockets_per_driver)]
     pub max_sockets_per_driver: u32,
@@ -239,6 +248,9 @@ impl ServeArgs {
             limits: LimitsConfig {
                 msgs_per_s: self.max_msgs_per_s,
                 msg_burst: self.max_msg_burst,
+                fixes_per_driver_per_s: self.max_fixes_per_driver_per_s,
+                fix_burst_per_driver: self.max_fix_burst_per_driver,
+                osmand_per_device_per_s: self.osmand_per_device_per_s,
                 sockets_per_driver: self.max_sockets_per_driver.max(1),
                 conns_per_ip_per_s: self.conn_rate_per_ip,
                 conn_burst_per_ip: self.conn_burst_per_ip,

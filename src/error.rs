@@ -50,6 +50,12 @@ pub enum ApiError {
     /// 429: over a rate limit.
     #[error("{0}")]
     TooManyRequests(String),
+    /// 429 with `Retry-After` (whole seconds, at least 1): over a rate limit that refills.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// 410: what was asked for existed but is gone for good (events past retention).
     #[error("{0}")]
     Gone(String),
@@ -90,7 +96,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Content Too Large"),
             ApiError::Gone(_) => (StatusCode::GONE, "Gone"),
-            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
+            ApiError::TooManyRequests(_) | ApiError::RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+            }
             ApiError::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
             }
@@ -119,8 +127,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             "application/problem+json".parse().expect("static header"),
         );
-        if let ApiError::Unavailable { retry_after, .. } = &self {
-            let seconds = retry_after.as_secs().max(1);
+        if let ApiError::Unavailable { retry_after, .. }
+        | ApiError::RateLimited { retry_after, .. } = &self
+        {
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 seconds.to_string().parse().expect("digits"),

@@ -1,5 +1,6 @@
-//! Abuse limits on the socket edges: connection rate per client IP, sockets per driver, and
-//! message rate per connection. Token buckets are `governor`'s GCRA (generic cell rate
+//! Abuse limits on the edges: connection rate per client IP, sockets per driver, message rate
+//! per connection, fix rate per driver (all its sockets and devices together) and request rate
+//! per OsmAnd device. Token buckets are `governor`'s GCRA (generic cell rate
 //! algorithm, ATM Forum TM 4.1), which keeps one 8-byte state per bucket.
 //!
 //! Exceeding any of them gets an error frame (`rate_limited` / `too_many_sockets`), then close
@@ -8,9 +9,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::hub::DriverKey;
@@ -31,11 +34,21 @@ pub struct LimitsConfig {
     /// Take the client IP from the rightmost `X-Forwarded-For` entry (set by our proxy) instead
     /// of the TCP peer. Only behind a proxy that sets it: clients can forge the header.
     pub trust_forwarded_for: bool,
+    /// Fixes per second one driver may send, sustained, over all its sockets and devices.
+    pub fixes_per_driver_per_s: u32,
+    /// Fixes one driver may send in a burst above that rate: a phone's offline buffer.
+    pub fix_burst_per_driver: u32,
+    /// `/osmand` requests per second one device may make, sustained (burst: ten times that).
+    pub osmand_per_device_per_s: u32,
 }
 
 impl Default for LimitsConfig {
     /// 20 msg/s (burst 40) per socket: a phone sends ~1/s and a map a few subscribes per pan.
     /// 4 sockets per driver. 100 new sockets/s per IP, burst 1,000 (a fleet replay from one host).
+    /// 50 fixes/s per driver, burst 20,000 (5.5 hours of 1 Hz fixes buffered offline), so one
+    /// token cannot flood the shared history writer (issue 16: 20 frames/s × 1,000 fixes × 4
+    /// sockets was 80,000 fixes/s). 20 `/osmand` requests/s per device, burst 200 (Traccar
+    /// Client sends its offline queue one request at a time).
     fn default() -> Self {
         Self {
             msgs_per_s: 20,
@@ -44,6 +57,9 @@ impl Default for LimitsConfig {
             conns_per_ip_per_s: 100,
             conn_burst_per_ip: 1_000,
             trust_forwarded_for: false,
+            fixes_per_driver_per_s: 50,
+            fix_burst_per_driver: 20_000,
+            osmand_per_device_per_s: 20,
         }
     }
 }
@@ -54,6 +70,8 @@ pub struct Limits {
     pub cfg: LimitsConfig,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     driver_sockets: DashMap<DriverKey, u32>,
+    driver_fixes: Option<DefaultKeyedRateLimiter<DriverKey>>,
+    device_requests: Option<DefaultKeyedRateLimiter<String>>,
 }
 
 fn quota(per_s: u32, burst: u32) -> Option<Quota> {
@@ -68,7 +86,37 @@ impl Limits {
             cfg,
             per_ip: quota(cfg.conns_per_ip_per_s, cfg.conn_burst_per_ip).map(RateLimiter::keyed),
             driver_sockets: DashMap::new(),
+            driver_fixes: quota(cfg.fixes_per_driver_per_s, cfg.fix_burst_per_driver)
+                .map(RateLimiter::keyed),
+            device_requests: quota(
+                cfg.osmand_per_device_per_s,
+                cfg.osmand_per_device_per_s.saturating_mul(10),
+            )
+            .map(RateLimiter::keyed),
         })
+    }
+
+    /// Takes `n` fixes from the driver's budget; `Err(wait)` when over it (nothing taken): the
+    /// client keeps the fixes and resends them after `wait`.
+    pub fn admit_fixes(&self, who: &DriverKey, n: usize) -> Result<(), Duration> {
+        let (Some(l), Some(n)) = (&self.driver_fixes, NonZeroU32::new(n as u32)) else {
+            return Ok(());
+        };
+        match l.check_key_n(who, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(DefaultClock::default().now())),
+            // More than the whole burst at once: wait for a full bucket, then split.
+            Err(_) => Err(Duration::from_secs(1)),
+        }
+    }
+
+    /// Counts one `/osmand` request of `device`; `Err(wait)` when the device is over its rate.
+    pub fn admit_device_request(&self, device: &str) -> Result<(), Duration> {
+        let Some(l) = &self.device_requests else {
+            return Ok(());
+        };
+        l.check_key(&device.to_string())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// Counts a new socket from `ip`; false when the IP is over its connection rate.
@@ -114,6 +162,14 @@ impl Limits {
             l.retain_recent();
             l.shrink_to_fit();
         }
+        if let Some(l) = &self.driver_fixes {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        if let Some(l) = &self.device_requests {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
     }
 
     /// The client's IP: the TCP peer, or with `trust_forwarded_for` the rightmost valid
@@ -156,6 +212,35 @@ impl Drop for SocketPermit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixes_are_budgeted_per_driver_and_requests_per_device() {
+        let limits = Limits::new(LimitsConfig {
+            fixes_per_driver_per_s: 10,
+            fix_burst_per_driver: 100,
+            osmand_per_device_per_s: 1,
+            ..Default::default()
+        });
+        let d = |id: &str| DriverKey {
+            fleet: "f".into(),
+            driver_id: id.into(),
+        };
+        assert!(limits.admit_fixes(&d("a"), 100).is_ok());
+        let wait = limits.admit_fixes(&d("a"), 10).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert!(
+            limits.admit_fixes(&d("b"), 100).is_ok(),
+            "budgets are per driver"
+        );
+        for _ in 0..10 {
+            assert!(limits.admit_device_request("p1").is_ok());
+        }
+        assert!(limits.admit_device_request("p1").is_err());
+        assert!(limits.admit_device_request("p2").is_ok());
+    }
 
     #[test]
     fn sockets_per_driver_are_counted_and_released() {

@@ -182,6 +182,14 @@ pub async fn report(
     ) {
         return Err(refused());
     }
+    // After the key check, so that nobody else can spend a device's budget.
+    if let Err(retry_after) = app.limits.admit_device_request(&request.device_id) {
+        crate::metrics::fix_rejected("rate_limited");
+        return Err(ApiError::RateLimited {
+            message: format!("device `{}` is over its request rate", request.device_id),
+            retry_after,
+        });
+    }
     let now = now_ms();
     let mut fixes = Vec::with_capacity(request.reports.len());
     let mut errors = Vec::new();
@@ -220,6 +228,13 @@ pub async fn report(
         fleet: device.fleet.as_str().into(),
         driver_id: device.driver_id.as_str().into(),
     };
+    if let Err(retry_after) = app.limits.admit_fixes(&who, fixes.len()) {
+        crate::metrics::fix_rejected("rate_limited");
+        return Err(ApiError::RateLimited {
+            message: "this driver is over its fix rate; resend these reports later".into(),
+            retry_after,
+        });
+    }
     let (mut accepted, mut late) = (0, 0);
     let draining = |_| ApiError::Unavailable {
         message: "this node is shutting down; resend these reports".into(),

@@ -117,6 +117,13 @@ impl Keys {
                 path.display()
             );
         }
+        if keys.verify.len() > 1 && keys.audience.is_none() {
+            // An identity provider signs tokens for many applications; without an audience
+            // check, a token it issued for any of them is accepted here (RFC 7519 §4.1.3).
+            tracing::warn!(
+                "identity-provider keys are configured without --jwt-audience: tokens the provider                  issued for ANY application are accepted. Set --jwt-audience to this hub's audience"
+            );
+        }
         Ok(keys)
     }
 

@@ -548,7 +548,16 @@ impl Hub {
                     })),
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::error!(error = %e, trip = %key.trip_id, stop = %key.stop_id, "departure not stored")
+                        // Not dropped (issue 16): the stop goes back to arrived, so the next
+                        // fixes outside its ring decide the departure again and retry the write.
+                        tracing::error!(error = %e, trip = %key.trip_id, stop = %key.stop_id, "departure not stored; will retry on the next fixes outside the stop");
+                        lock(&self.slot(who).state).arrival.set_phase(
+                            &key,
+                            StopPhase::Arrived {
+                                arrived_at_ms: departed_at_ms,
+                            },
+                        );
+                        return None;
                     }
                 }
                 lock(&self.slot(who).state)

@@ -150,6 +150,24 @@ async fn handle_frame(
         );
         return (vec![refusal], false);
     }
+    let fixes = match &decoded {
+        Ok(DriverMsg::Ping(_)) => 1,
+        Ok(DriverMsg::Batch(pings)) => pings.len(),
+        Err(_) => 0,
+    };
+    if let Err(wait) = app.limits.admit_fixes(who, fixes) {
+        crate::metrics::fix_rejected("rate_limited");
+        let refusal = DriverOut::Error {
+            code: "rate_limited",
+            message: format!(
+                "more than {} fixes/s for this driver; keep these fixes and resend them",
+                app.limits.cfg.fixes_per_driver_per_s
+            ),
+            seq: None,
+            retry_after_ms: Some(wait.as_millis().max(1) as u64),
+        };
+        return (vec![refusal], false);
+    }
     let order = app.hub.frame_order(who).await;
     let mut replies = Vec::new();
     let pings = match decoded {

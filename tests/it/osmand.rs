@@ -242,3 +242,43 @@ async fn devices_prove_themselves_and_bad_reports_get_field_errors() {
     );
     hub.stop().await;
 }
+
+/// One device cannot flood the hub: past its request rate `/osmand` answers 429 with
+/// `Retry-After`, counted per device after its key is checked (a stranger cannot spend it),
+/// and the driver's fix budget covers its devices too (issue 16: `/osmand` had no limit).
+#[tokio::test]
+async fn osmand_requests_are_rate_limited_per_device_with_retry_after() {
+    let hub = TestHub::start_with(|c| {
+        c.limits.osmand_per_device_per_s = 1; // burst 10
+    })
+    .await;
+    let key = register(&hub, "f1", DEVICE, "D1").await;
+    let t0 = now_ms() / 1000 - 600;
+    // A stranger with a wrong key spends nothing.
+    for _ in 0..20 {
+        assert_eq!(
+            traccar_classic(&hub, "wrong-key", t0, LAT, LON).await.0,
+            401
+        );
+    }
+    for i in 0..10 {
+        let (status, body) = traccar_classic(&hub, &key, t0 + i, LAT, LON).await;
+        assert_eq!(status, 200, "report {i}: {body}");
+    }
+    let url = format!(
+        "{}/osmand?key={key}&id={DEVICE}&timestamp={}&lat={LAT}&lon={LON}",
+        hub.base,
+        t0 + 10
+    );
+    let r = hub.http.post(url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], 429, "{body}");
+    hub.stop().await;
+}

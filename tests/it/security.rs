@@ -470,3 +470,42 @@ async fn the_data_dir_and_database_are_private_to_the_hub_user() {
     assert_eq!(mode(&hub.data_dir.join("jwt_secret")), 0o600);
     hub.stop().await;
 }
+
+/// A driver's fixes share one budget over all its sockets: past it a frame is refused whole with
+/// `rate_limited` and `retry_after_ms` (no ack, the socket stays open, the phone keeps the
+/// fixes), and the same frame resent after the hint is acked (issue 16: 4 sockets × 20 frames/s
+/// × 1,000 fixes could degrade every tenant).
+#[tokio::test]
+async fn fixes_per_driver_are_budgeted_with_a_retry_hint() {
+    let hub = TestHub::start_with(|c| {
+        c.limits.fixes_per_driver_per_s = 10;
+        c.limits.fix_burst_per_driver = 20;
+    })
+    .await;
+    let t = now_ms() - 60_000;
+    let batch = |from: u64, n: u64| {
+        let pings: Vec<Value> = (from..from + n)
+            .map(|s| ping(s, t + s as i64 * 100, LAT, LON))
+            .collect();
+        json!({"type": "batch", "pings": pings})
+    };
+    let mut a = hub.driver("D1", "f1").await;
+    a.send(&batch(1, 20)).await;
+    a.until_ack(20).await;
+    // A second socket of the same driver shares the budget.
+    let mut b = hub.driver("D1", "f1").await;
+    b.send(&batch(21, 5)).await;
+    let refusal = b.json().await;
+    assert_eq!(refusal["type"], "error", "{refusal}");
+    assert_eq!(refusal["code"], "rate_limited", "{refusal}");
+    let wait = refusal["retry_after_ms"].as_u64().expect("a retry hint");
+    assert!(wait > 0 && wait <= 1_000, "{refusal}");
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    b.send(&batch(21, 5)).await;
+    b.until_ack(25).await;
+    let track = hub
+        .wait_track("/v1/drivers/D1/track?from=0", "f1", 25)
+        .await;
+    assert_eq!(track["properties"]["count"], 25);
+    hub.stop().await;
+}
