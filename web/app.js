@@ -299,7 +299,11 @@
         fillColor: STOP_COLOURS[s.status] || STOP_COLOURS.pending,
         fillOpacity: 0.95,
       }).addTo(stopLayer);
-      circle.bindTooltip(`${s.name || s.id} · ${s.status}<br>trip ${trip.id} · driver ${trip.driver_id}`);
+      // Text nodes, never HTML: stop names and ids come from API clients (issue 16: a stop
+      // named `<img onerror=…>` ran script in the dispatcher's page).
+      const tip = document.createElement("div");
+      tip.append(`${s.name || s.id} · ${s.status}`, document.createElement("br"), `trip ${trip.id} · driver ${trip.driver_id}`);
+      circle.bindTooltip(tip);
       const el = circle.getElement();
       el?.setAttribute("data-trip-id", trip.id);
       el?.setAttribute("data-stop-id", s.id);

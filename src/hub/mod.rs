@@ -99,6 +99,13 @@ pub struct Ingested {
     pub checkins: Vec<CheckinNotice>,
 }
 
+/// How long a refused seq holds a driver's acks back, ms ([`Hub::note_refused`]): far longer
+/// than any retry hint the hub gives (5 s), short enough that a phone that dropped a refused
+/// fix is not held back for long.
+pub const REFUSED_TTL_MS: i64 = 5 * 60 * 1000;
+/// Most refused seqs remembered per driver (a frame holds at most 1,000).
+const MAX_REFUSED: usize = 20_000;
+
 /// How far back (device time, before the newest stored fix) hydration replays a driver's track:
 /// several dwell times, so a dwell in progress is rebuilt whole. Milliseconds.
 pub const HYDRATE_WINDOW_MS: i64 = 15 * 60 * 1000;
@@ -126,6 +133,9 @@ struct DriverSlot {
 #[derive(Debug, Default)]
 struct DriverState {
     seqs: SeqWindow,
+    /// Seqs of frames refused whole (storage pressure, fix budget), with the server time of the
+    /// refusal: acks stay below the lowest until the phone resends it (see [`Hub::highest_seq`]).
+    refused: std::collections::BTreeMap<u64, i64>,
     newest_ts_ms: Option<i64>,
     /// Server time of the last accepted fix (presence).
     last_seen_ms: i64,
@@ -171,6 +181,7 @@ fn restarted(who: &DriverKey, state: &mut DriverState, seq: Option<u64>, fix: &F
         "driver's seq counter restarted (a seen seq on a newer fix): the anti-replay window starts again"
     );
     state.seqs.restart_at(seq);
+    state.refused.clear();
     true
 }
 
@@ -318,10 +329,30 @@ impl Hub {
         }
     }
 
-    /// Marks a seq as processed without a fix (the fix was refused), so the ack covers it.
-    /// Returns false when the seq was seen before.
+    /// Marks a seq as processed without a fix (the fix was invalid: resending it cannot help),
+    /// so the ack covers it. Returns false when the seq was seen before.
     pub fn note_seq(&self, who: &DriverKey, seq: u64) -> bool {
-        lock(&self.slot(who).state).seqs.insert(seq)
+        let slot = self.slot(who);
+        let mut state = lock(&slot.state);
+        state.refused.remove(&seq);
+        state.seqs.insert(seq)
+    }
+
+    /// Records the seqs of a frame refused whole, for the phone to resend (storage pressure,
+    /// fix budget). Acks are cumulative ("drop everything up to `seq`"), so until these are
+    /// processed every ack of the driver stays below the lowest of them: a later frame's ack
+    /// must not tell the phone to drop fixes the hub never took. A refused seq not resent
+    /// within [`REFUSED_TTL_MS`] stops holding acks back (a phone that dropped it anyway).
+    pub fn note_refused(&self, who: &DriverKey, seqs: impl IntoIterator<Item = u64>) {
+        let slot = self.slot(who);
+        let mut state = lock(&slot.state);
+        let at = now_ms();
+        for seq in seqs {
+            if state.refused.len() >= MAX_REFUSED {
+                break;
+            }
+            state.refused.insert(seq, at);
+        }
     }
 
     /// Taken by a socket for the whole of one frame: frames of one driver (on any of its
@@ -335,24 +366,16 @@ impl Hub {
 
     /// Waits until every fix queued so far is committed (group commit): what an
     /// acknowledgement waits for. Gives up as soon as the writer is under pressure (the
-    /// database is down or far behind: checked every 100 ms), or after `limit`, with the retry
+    /// database is down or far behind: a watch, not a poll), or after `limit`, with the retry
     /// hint to give the client; the fixes stay queued and are written when the database is
     /// back.
     pub async fn committed(&self, limit: std::time::Duration) -> Commit {
-        let pressure = async {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                if let Some(retry) = self.pressure() {
-                    return retry;
-                }
-            }
-        };
         tokio::select! {
             done = self.track.committed() => match done {
                 Ok(()) => Commit::Done,
                 Err(WriterStopped) => Commit::Stopped,
             },
-            retry = pressure => Commit::NotYet(retry),
+            retry = self.track.under_pressure() => Commit::NotYet(retry),
             _ = tokio::time::sleep(limit) => Commit::NotYet(limit),
         }
     }
@@ -361,14 +384,25 @@ impl Hub {
     /// history queue is nearly full or the database refuses writes (see
     /// [`TrackWriter::pressure`]).
     pub fn pressure(&self) -> Option<std::time::Duration> {
-        self.track.pressure(now_ms())
+        self.track.pressure()
     }
 
-    /// Highest seq processed for the driver (what `ack` reports).
+    /// What `ack` reports: the highest seq processed for the driver, held below the lowest seq
+    /// of a refused frame not yet resent (see [`Hub::note_refused`]); `None` when there is
+    /// nothing to acknowledge.
     pub fn highest_seq(&self, who: &DriverKey) -> Option<u64> {
-        self.drivers
-            .get(who)
-            .and_then(|d| lock(&d.state).seqs.highest())
+        let slot = self.drivers.get(who)?.clone();
+        let mut state = lock(&slot.state);
+        let highest = state.seqs.highest()?;
+        if state.refused.is_empty() {
+            return Some(highest);
+        }
+        let now = now_ms();
+        state.refused.retain(|_, at| now - *at < REFUSED_TTL_MS);
+        match state.refused.keys().next() {
+            Some(&lowest) if lowest <= highest => lowest.checked_sub(1),
+            _ => Some(highest),
+        }
     }
 
     /// Runs one validated fix through the pipeline. Waits for the database only when the driver
@@ -389,6 +423,9 @@ impl Hub {
         let received_ms = now_ms();
         let (status, came_online, decisions) = {
             let mut state = lock(&slot.state);
+            if let Some(seq) = seq {
+                state.refused.remove(&seq);
+            }
             if seq.is_some_and(|seq| !state.seqs.insert(seq))
                 && !restarted(who, &mut state, seq, &fix)
             {

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
 use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -12,22 +10,17 @@ use tokio::task::JoinHandle;
 
 use super::{Backend, Store, StoreError};
 use crate::geo::Fix;
-use crate::protocol::time::now_ms;
 
 /// Fixes waiting for the writer (≈ 0.65 s at 100k fixes/s, ≈ 8 MB). When it is full, ingest waits
 /// for room (backpressure), counted in `trackhub_track_backpressure_total`. It also bounds a
 /// drain: at most this many rows are left to write after the sockets close.
 pub const TRACK_QUEUE: usize = 65_536;
-/// Past this many queued rows (three quarters of [`TRACK_QUEUE`]) the edges refuse new fixes with
-/// a retry hint instead of queueing them ([`TrackWriter::pressure`]): the phone keeps its buffer
-/// and the queue keeps room for the fixes already accepted.
-const REFUSE_ABOVE: usize = TRACK_QUEUE / 4 * 3;
 /// A batch not committed this long (ms) after the writer began it makes the edges refuse new
 /// fixes: the database is down or far behind, and new fixes would only wait unacknowledged in
 /// memory. A full 16,384-row batch commits in well under a second on both stores at the loads
 /// of BENCHMARKS.md, and an attempt against a stopped PostgreSQL can take up to the pool's 10 s
 /// acquire timeout to fail, so the age of the batch, not a failed attempt, is what is watched.
-const REFUSE_AFTER_WRITING_MS: i64 = 2_000;
+const REFUSE_AFTER_WRITING: Duration = Duration::from_secs(2);
 /// Retry hint given while refusing, seconds: about one backoff step of the writer at its cap.
 pub const RETRY_AFTER_S: u64 = 5;
 /// Most rows written in one transaction. Large, because with thousands of drivers each row lands
@@ -72,8 +65,9 @@ pub struct WriterStopped;
 #[derive(Clone, Debug)]
 pub struct TrackWriter {
     tx: mpsc::Sender<Queued>,
-    /// Server time (unix ms) when the writer began the batch it is writing; 0 while idle.
-    writing_since_ms: Arc<AtomicI64>,
+    /// True while the batch being written is older than [`REFUSE_AFTER_WRITING`]: set by the
+    /// writer, watched by every ack that waits (no polling).
+    stuck: watch::Receiver<bool>,
 }
 
 impl TrackWriter {
@@ -81,15 +75,9 @@ impl TrackWriter {
     /// writes everything already queued and ends: join the handle to know history is flushed.
     pub fn spawn(store: Store, stop: watch::Receiver<bool>) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(TRACK_QUEUE);
-        let writing_since_ms = Arc::new(AtomicI64::new(0));
-        let task = tokio::spawn(run(store, rx, stop, writing_since_ms.clone()));
-        (
-            Self {
-                tx,
-                writing_since_ms,
-            },
-            task,
-        )
+        let (stuck_tx, stuck) = watch::channel(false);
+        let task = tokio::spawn(run(store, rx, stop, stuck_tx));
+        (Self { tx, stuck }, task)
     }
 
     /// Queues one fix; waits only when the queue is full (the database has been behind for
@@ -119,15 +107,24 @@ impl TrackWriter {
         self.tx.send(item).await.map_err(|_| WriterStopped)
     }
 
-    /// `Some(retry after)` when new fixes should be refused rather than queued: the queue is
-    /// three quarters full, or the batch being written has not committed within 2 s. The edges
+    /// `Some(retry after)` when new fixes should be refused rather than queued: the batch being
+    /// written has not committed within 2 s (the database is down or far behind). The edges
     /// answer with the hint (an `unavailable` error frame, 503 + `Retry-After`) so phones keep
-    /// their buffers; fixes already queued are written when the database is back.
-    pub fn pressure(&self, now_ms: i64) -> Option<Duration> {
-        let queued = TRACK_QUEUE - self.tx.capacity();
-        let since = self.writing_since_ms.load(Ordering::Relaxed);
-        let stuck = since != 0 && now_ms - since >= REFUSE_AFTER_WRITING_MS;
-        (queued > REFUSE_ABOVE || stuck).then_some(RETRY_MAX)
+    /// their buffers; fixes already queued are written when the database is back. A queue that
+    /// is merely full while batches keep committing is not refused: ingest waits for room and
+    /// sockets stop reading, so TCP slows the phones down (backpressure) without a resend.
+    pub fn pressure(&self) -> Option<Duration> {
+        (*self.stuck.borrow()).then_some(RETRY_MAX)
+    }
+
+    /// Resolves when [`TrackWriter::pressure`] turns on (at once if it is on); never if the
+    /// writer has stopped.
+    pub async fn under_pressure(&self) -> Duration {
+        let mut stuck = self.stuck.clone();
+        if stuck.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        RETRY_MAX
     }
 }
 
@@ -135,7 +132,7 @@ async fn run(
     store: Store,
     mut rx: mpsc::Receiver<Queued>,
     mut stop: watch::Receiver<bool>,
-    writing_since_ms: Arc<AtomicI64>,
+    stuck: watch::Sender<bool>,
 ) {
     let mut queued = Vec::with_capacity(BATCH_ROWS);
     let mut batch = Vec::with_capacity(BATCH_ROWS);
@@ -160,50 +157,61 @@ async fn run(
         batch.sort_unstable_by(|a, b| {
             (&a.fleet, &a.driver_id, a.fix.ts_ms).cmp(&(&b.fleet, &b.driver_id, b.fix.ts_ms))
         });
-        let mut backoff = ExponentialBuilder::new()
-            .with_min_delay(RETRY_MIN)
-            .with_max_delay(RETRY_MAX)
-            .with_jitter()
-            .without_max_times()
-            .build();
-        let mut attempt = 0u64;
         if !batch.is_empty() {
-            writing_since_ms.store(now_ms(), Ordering::Relaxed);
-        }
-        while !batch.is_empty() {
-            let started = std::time::Instant::now();
-            match insert_batch(&store, &batch).await {
-                Ok(()) => {
-                    metrics::counter!(crate::metrics::TRACK_ROWS).increment(batch.len() as u64);
-                    metrics::histogram!(crate::metrics::TRACK_BATCH_ROWS)
-                        .record(batch.len() as f64);
-                    metrics::histogram!(crate::metrics::TRACK_BATCH_SECONDS)
-                        .record(started.elapsed().as_secs_f64());
-                    if attempt > 0 {
-                        tracing::info!(
-                            attempts = attempt + 1,
-                            rows = batch.len(),
-                            "track batch written after the database came back"
-                        );
-                    }
-                    writing_since_ms.store(0, Ordering::Relaxed);
-                    break;
-                }
-                Err(e) => {
-                    attempt += 1;
-                    metrics::counter!(crate::metrics::TRACK_RETRIES).increment(1);
-                    // Loud once, then every 20th attempt: an outage of minutes is ~50 lines.
-                    if attempt == 1 || attempt % 20 == 0 {
-                        tracing::warn!(error = %e, attempt, rows = batch.len(), "track batch failed; retrying until the database takes it (acks wait)");
-                    }
-                    let delay = backoff.next().unwrap_or(RETRY_MAX);
-                    tokio::time::sleep(delay).await;
+            let write = write_until_committed(&store, &batch);
+            tokio::pin!(write);
+            tokio::select! {
+                _ = &mut write => {}
+                _ = tokio::time::sleep(REFUSE_AFTER_WRITING) => {
+                    stuck.send_replace(true);
+                    write.await;
                 }
             }
+            stuck.send_if_modified(|s| std::mem::replace(s, false));
         }
         batch.clear();
         for done in barriers.drain(..) {
             let _ = done.send(());
+        }
+    }
+}
+
+/// Writes `batch`, retrying with backoff until it commits: a batch holds fixes whose acks wait
+/// on it, so it is never dropped.
+async fn write_until_committed(store: &Store, batch: &[TrackPoint]) {
+    let mut backoff = ExponentialBuilder::new()
+        .with_min_delay(RETRY_MIN)
+        .with_max_delay(RETRY_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut attempt = 0u64;
+    loop {
+        let started = std::time::Instant::now();
+        match insert_batch(store, batch).await {
+            Ok(()) => {
+                metrics::counter!(crate::metrics::TRACK_ROWS).increment(batch.len() as u64);
+                metrics::histogram!(crate::metrics::TRACK_BATCH_ROWS).record(batch.len() as f64);
+                metrics::histogram!(crate::metrics::TRACK_BATCH_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                if attempt > 0 {
+                    tracing::info!(
+                        attempts = attempt + 1,
+                        rows = batch.len(),
+                        "track batch written after the database came back"
+                    );
+                }
+                return;
+            }
+            Err(e) => {
+                attempt += 1;
+                metrics::counter!(crate::metrics::TRACK_RETRIES).increment(1);
+                // Loud once, then every 20th attempt: an outage of minutes is ~50 lines.
+                if attempt == 1 || attempt % 20 == 0 {
+                    tracing::warn!(error = %e, attempt, rows = batch.len(), "track batch failed; retrying until the database takes it (acks wait)");
+                }
+                tokio::time::sleep(backoff.next().unwrap_or(RETRY_MAX)).await;
+            }
         }
     }
 }

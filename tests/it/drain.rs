@@ -128,6 +128,7 @@ async fn sigterm_drains_a_loaded_hub_without_losing_acked_fixes_or_checkins() {
     let child = Command::new(env!("CARGO_BIN_EXE_trackhub"))
         .args(["serve", "--log-format", "json", "--drain-timeout-s", "5"])
         .args(["--max-msgs-per-s", "0", "--conn-rate-per-ip", "0"])
+        .args(["--max-fixes-per-driver-per-s", "0"])
         .env("TRACKHUB_ADDR", format!("127.0.0.1:{port}"))
         .env("TRACKHUB_DATA_DIR", &data_dir)
         .env("DATABASE_URL", &database_url)

@@ -473,8 +473,8 @@ async fn the_data_dir_and_database_are_private_to_the_hub_user() {
 
 /// A driver's fixes share one budget over all its sockets: past it a frame is refused whole with
 /// `rate_limited` and `retry_after_ms` (no ack, the socket stays open, the phone keeps the
-/// fixes), and the same frame resent after the hint is acked (issue 16: 4 sockets × 20 frames/s
-/// × 1,000 fixes could degrade every tenant).
+/// fixes); acks of later frames stay below the refused seqs until they are resent; the resent
+/// frame is acked (issue 16: 4 sockets × 20 frames/s × 1,000 fixes could degrade every tenant).
 #[tokio::test]
 async fn fixes_per_driver_are_budgeted_with_a_retry_hint() {
     let hub = TestHub::start_with(|c| {
@@ -501,11 +501,17 @@ async fn fixes_per_driver_are_budgeted_with_a_retry_hint() {
     let wait = refusal["retry_after_ms"].as_u64().expect("a retry hint");
     assert!(wait > 0 && wait <= 1_000, "{refusal}");
     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    // A newer fix taken before the refused ones are resent: the ack (cumulative) must not tell
+    // the phone to drop 21..25, which the hub never took.
+    b.send(&batch(26, 1)).await;
+    let ack = b.until(|f| f["type"] == "ack").await;
+    assert_eq!(ack["seq"], 20, "acks stay below the refused seqs: {ack}");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     b.send(&batch(21, 5)).await;
-    b.until_ack(25).await;
+    b.until_ack(26).await;
     let track = hub
-        .wait_track("/v1/drivers/D1/track?from=0", "f1", 25)
+        .wait_track("/v1/drivers/D1/track?from=0", "f1", 26)
         .await;
-    assert_eq!(track["properties"]["count"], 25);
+    assert_eq!(track["properties"]["count"], 26);
     hub.stop().await;
 }

@@ -150,3 +150,25 @@ test("the map follows a replay of real traces, lists check-ins and reconnects", 
   await page.waitForSelector('#status[data-state="live"]', { timeout: 60_000 });
   assert.ok((await page.$$("#checkins li")).length >= 1, "check-ins reloaded after the reconnect");
 });
+
+test("stop names and ids are shown as text, never as HTML", { timeout: 60_000 }, async () => {
+  const minted = spawnSync(BIN, ["token", "--data-dir", dataDir, "--role", "admin", "--sub", "map-test"], { encoding: "utf8" });
+  assert.equal(minted.status, 0, minted.stderr);
+  const token = minted.stdout.trim().split("\n").pop();
+  const evil = `<img src=x onerror="window.__xss = 1">`;
+  const [lat, lon] = ORIGIN.split(",").map(Number);
+  const made = await fetch(`http://127.0.0.1:${port}/v1/trips`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ id: "xss-trip", driver_id: "xss-driver", stops: [{ id: "xss-stop", name: evil, lat, lon }] }),
+  });
+  assert.equal(made.status, 201, await made.text());
+  await page.goto(`http://127.0.0.1:${port}/#token=${token}`);
+  await page.waitForSelector('#status[data-state="live"]', { timeout: 15_000 });
+  const stop = await page.waitForSelector('[data-stop-id="xss-stop"]', { timeout: 20_000 });
+  await stop.dispatchEvent("mouseover");
+  const tip = await page.waitForSelector(".leaflet-tooltip", { timeout: 10_000 });
+  assert.ok((await tip.textContent()).includes(evil), await tip.innerHTML());
+  assert.equal(await page.$$eval(".leaflet-tooltip img", (imgs) => imgs.length), 0);
+  assert.equal(await page.evaluate(() => window.__xss), undefined, "no script ran");
+});
