@@ -48,7 +48,7 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
     bus_tasks: Option<(bus::redis::BusTasks, JoinHandle<()>)>,
     writer_stop: watch::Sender<bool>,
-    writer: JoinHandle<()>,
+    writer: crate::store::track::WriterHandle,
     presence_writer: JoinHandle<()>,
 }
 
@@ -296,7 +296,7 @@ impl Running {
             let _ = applier.await;
         }
         let _ = writer_stop.send(true);
-        let _ = writer.await;
+        writer.join().await;
         let _ = presence_writer.await;
         store.close().await;
         Ok(())

@@ -128,6 +128,8 @@ pub struct CheckinFilter {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// What it was opened with, so a task on another runtime can open its own pool.
+    url: std::sync::Arc<str>,
 }
 
 impl Store {
@@ -141,6 +143,16 @@ impl Store {
     /// [`Store::connect`] with at most `pool_size` connections (≥ 1): tests use 1 to make
     /// every statement run on one connection, where prepared statements are cached.
     pub async fn connect_with(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        Self::open(url, pool_size, true).await
+    }
+
+    /// Another pool on the same database, without running migrations again: for a task on a
+    /// runtime of its own (a PostgreSQL connection belongs to the runtime that opened it).
+    pub async fn open_again(&self, pool_size: u32) -> Result<Self, StoreError> {
+        Self::open(&self.url, pool_size, false).await
+    }
+
+    async fn open(url: &str, pool_size: u32, migrate: bool) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres") {
             Backend::Postgres
@@ -180,11 +192,16 @@ impl Store {
             })
             .connect(url)
             .await?;
-        match backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+        match (backend, migrate) {
+            (_, false) => {}
+            (Backend::Sqlite, true) => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            (Backend::Postgres, true) => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            url: url.into(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
