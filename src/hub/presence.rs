@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -124,12 +123,7 @@ async fn store_and_emit(store: &Store, emitter: &Emitter, events: &mut Vec<Event
     if events.is_empty() {
         return;
     }
-    let mut backoff = ExponentialBuilder::new()
-        .with_min_delay(RETRY_MIN)
-        .with_max_delay(RETRY_MAX)
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut backoff = crate::store::retry_delays(RETRY_MIN, RETRY_MAX);
     let mut attempt = 0u64;
     let ids = loop {
         attempt += 1;

@@ -44,16 +44,7 @@ impl Store {
         .bind(device_id)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|r| {
-            Ok(DeviceRecord {
-                device_id: r.try_get(0)?,
-                fleet: r.try_get(1)?,
-                driver_id: r.try_get(2)?,
-                key_sha256: r.try_get(3)?,
-                created_at: r.try_get(4)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(device_from_row).transpose()
     }
 
     /// A fleet's devices, oldest first, at most `limit`.
@@ -66,17 +57,7 @@ impl Store {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeviceRecord {
-                    device_id: r.try_get(0)?,
-                    fleet: r.try_get(1)?,
-                    driver_id: r.try_get(2)?,
-                    key_sha256: r.try_get(3)?,
-                    created_at: r.try_get(4)?,
-                })
-            })
-            .collect()
+        rows.iter().map(device_from_row).collect()
     }
 
     /// Removes a fleet's device; false when it had none with this id.
@@ -88,4 +69,15 @@ impl Store {
             .await?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+/// A row of `SELECT device_id, fleet, driver_id, key_sha256, created_at FROM devices`.
+fn device_from_row(r: &sqlx::any::AnyRow) -> Result<DeviceRecord, StoreError> {
+    Ok(DeviceRecord {
+        device_id: r.try_get(0)?,
+        fleet: r.try_get(1)?,
+        driver_id: r.try_get(2)?,
+        key_sha256: r.try_get(3)?,
+        created_at: r.try_get(4)?,
+    })
 }

@@ -34,6 +34,22 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Delays between attempts of a write that must not be given up on (a batch whose acks or
+/// announcements wait on it): exponential from `min`, doubling up to `max`, with jitter
+/// ("Exponential Backoff And Jitter", AWS Architecture Blog, 2015), without end.
+pub fn retry_delays(
+    min: std::time::Duration,
+    max: std::time::Duration,
+) -> impl Iterator<Item = std::time::Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Which engine the store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

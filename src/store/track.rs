@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -221,12 +220,7 @@ async fn run(
 /// Writes `batch`, retrying with backoff until it commits: a batch holds fixes whose acks wait
 /// on it, so it is never dropped.
 async fn write_until_committed(store: &Store, batch: &[TrackPoint]) {
-    let mut backoff = ExponentialBuilder::new()
-        .with_min_delay(RETRY_MIN)
-        .with_max_delay(RETRY_MAX)
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut backoff = super::retry_delays(RETRY_MIN, RETRY_MAX);
     let mut attempt = 0u64;
     loop {
         let started = std::time::Instant::now();

@@ -1,6 +1,8 @@
 //! The integration suite as one test binary (each file a module, `common` the shared harness):
 //! one link instead of one per file. Real hubs, sockets, PostgreSQL, Redis and processes; see
 //! each module's doc. `cargo test --test it <filter>` runs a part, e.g. `faults::` or `cluster_`.
+//! One test lives outside: `tests/operations.rs` counts exact metric values, and the metrics
+//! registry is per process, so it needs a process of its own.
 
 mod common;
 
@@ -11,7 +13,6 @@ mod drain;
 mod driver_socket;
 mod events;
 mod faults;
-mod operations;
 mod osmand;
 mod properties;
 mod real_traces;

@@ -1,7 +1,9 @@
 //! What operators read: `/metrics` (Prometheus text), `/livez`, `/readyz`. This file is its own
 //! test process, so the process-wide metrics recorder counts only what these tests do.
 
-use crate::common;
+// Not in `tests/it`: the tests there share one process, and so would add to these counts.
+#[path = "it/common/mod.rs"]
+mod common;
 
 use common::*;
 use serde_json::json;
