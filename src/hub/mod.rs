@@ -223,28 +223,41 @@ impl Hub {
     /// The slot of a driver this node serves, hydrated from the database on first use. When the
     /// database cannot be read the fix is still processed (live position, history queue) and the
     /// next fix tries again.
-    async fn ready_slot(&self, who: &DriverKey) -> Arc<DriverSlot> {
+    /// Also returns the check-ins that hydration's replay decided, for the frame that caused it
+    /// to tell the driver (issue 16: a check-in decided while loading a driver, e.g. after a
+    /// slow first load, was stored but never announced to the phone).
+    async fn ready_slot(&self, who: &DriverKey) -> (Arc<DriverSlot>, Vec<CheckinNotice>) {
         use std::sync::atomic::Ordering::Relaxed;
         let slot = self.slot(who);
         if slot.ready.initialized() || now_ms() < slot.retry_after_ms.load(Relaxed) {
-            return slot;
+            return (slot, Vec::new());
         }
-        if let Err(e) = slot
+        let told = Mutex::new(Vec::new());
+        let hydrated = slot
             .ready
-            .get_or_try_init(|| self.hydrate(who, &slot))
-            .await
-        {
+            .get_or_try_init(|| async {
+                let notices = self.hydrate(who, &slot).await?;
+                *lock(&told) = notices;
+                Ok::<(), String>(())
+            })
+            .await;
+        if let Err(e) = hydrated {
             slot.retry_after_ms
                 .store(now_ms() + HYDRATE_RETRY_MS, Relaxed);
             tracing::warn!(error = %e, driver = %who.driver_id, "driver state not loaded from the database; fixes go on without trips until it is");
         }
-        slot
+        let told = told.into_inner().unwrap_or_else(|e| e.into_inner());
+        (slot, told)
     }
 
     /// Loads a driver's active trips and replays its recent track through arrival detection, so a
     /// dwell begun on another node (or before a restart) continues here. Decisions the replay
     /// reaches are applied like live ones: the store makes them idempotent.
-    async fn hydrate(&self, who: &DriverKey, slot: &DriverSlot) -> Result<(), String> {
+    async fn hydrate(
+        &self,
+        who: &DriverKey,
+        slot: &DriverSlot,
+    ) -> Result<Vec<CheckinNotice>, String> {
         // Only the reads are bounded in time: once they are in, the replay and its decisions run
         // to the end, so no decision is lost half-way.
         let limit = std::time::Duration::from_millis(HYDRATE_TIMEOUT_MS);
@@ -289,10 +302,11 @@ impl Hub {
             }
             decisions
         };
+        let mut notices = Vec::new();
         for (decision, fix) in decisions {
-            self.apply_decision(who, &fix, decision).await;
+            notices.extend(self.apply_decision(who, &fix, decision).await);
         }
-        Ok(())
+        Ok(notices)
     }
 
     fn index(&self, fleet: &str) -> Option<Arc<RwLock<LiveIndex>>> {
@@ -419,7 +433,7 @@ impl Hub {
         seq: Option<u64>,
         fix: Fix,
     ) -> Result<Ingested, WriterStopped> {
-        let slot = self.ready_slot(who).await;
+        let (slot, mut checkins) = self.ready_slot(who).await;
         let received_ms = now_ms();
         let (status, came_online, decisions) = {
             let mut state = lock(&slot.state);
@@ -432,7 +446,7 @@ impl Hub {
                 self.fix_counters.duplicate.increment(1);
                 return Ok(Ingested {
                     status: IngestStatus::Duplicate,
-                    checkins: Vec::new(),
+                    checkins,
                 });
             }
             let newest = state.newest_ts_ms.is_none_or(|n| fix.ts_ms > n);
@@ -465,10 +479,7 @@ impl Hub {
             })
             .await?;
         if status != IngestStatus::Accepted {
-            return Ok(Ingested {
-                status,
-                checkins: Vec::new(),
-            });
+            return Ok(Ingested { status, checkins });
         }
         if came_online {
             self.presence_event(
@@ -479,7 +490,6 @@ impl Hub {
             );
         }
 
-        let mut checkins = Vec::new();
         for decision in decisions {
             if let Some(notice) = self.apply_decision(who, &fix, decision).await {
                 checkins.push(notice);
