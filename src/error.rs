@@ -180,9 +180,20 @@ impl From<QueryRejection> for ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// A database that cannot be reached is a 503 with `Retry-After` (the client keeps what it
+    /// sent and retries), not a 500: an OsmAnd phone's report during an outage must be kept.
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => ApiError::Conflict(what),
+            StoreError::Db(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => ApiError::Unavailable {
+                message: "the database is unreachable; retry later".into(),
+                retry_after: std::time::Duration::from_secs(5),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

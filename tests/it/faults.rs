@@ -557,9 +557,10 @@ fn outage() -> Duration {
 }
 
 /// PostgreSQL stopped for minutes under a 50 fixes/s stream, then started again: the hub never
-/// acks what it cannot store (phones get `unavailable` with a retry hint and keep their
-/// buffers), reports itself unready, stays up, and once the database is back writes what it
-/// had queued and takes the phones' resent buffers: every fix produced is in history once.
+/// acks what it cannot store (socket phones get `unavailable` with a retry hint, an OsmAnd phone
+/// 503 with `Retry-After`, and they keep their buffers), reports itself unready, stays up, and
+/// once the database is back writes what it had queued and takes the resent buffers: every fix
+/// produced is in history once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_postgres_down_for_minutes_loses_no_fix() {
     const PHONES: usize = 10;
@@ -567,6 +568,28 @@ async fn fault_postgres_down_for_minutes_loses_no_fix() {
     let dir = temp_dir();
     let mut hub = Hub::start(&dir, &pg.url()).await;
     let t0 = trackhub::protocol::time::now_ms() - 86_400_000;
+    // A Traccar Client phone too (OsmAnd protocol), registered before the outage.
+    let keys = Keys::from_secret(SECRET.as_bytes());
+    let admin = keys.mint("ops", Role::Admin, FLEET, 3600);
+    let http = reqwest::Client::new();
+    let made: Value = http
+        .post(format!("{}/v1/devices", hub.base()))
+        .bearer_auth(&admin)
+        .json(&json!({"id": "osm-1", "driver_id": "O1"}))
+        .send()
+        .await
+        .expect("register a device")
+        .json()
+        .await
+        .expect("device JSON");
+    let device_key = made["key"].as_str().expect("device key").to_string();
+    let osmand = |ts_s: i64| {
+        format!(
+            "{}/osmand?key={device_key}&id=osm-1&timestamp={ts_s}&lat=41.15&lon=-8.61&accuracy=8",
+            hub.base()
+        )
+    };
+    let report_ts = t0 / 1000 + 5;
     let stop = Arc::new(AtomicBool::new(false));
     // 10 phones × 5 fixes/s = 50 fixes/s, as in issue 16's measurement.
     let phones = phones(
@@ -602,6 +625,19 @@ async fn fault_postgres_down_for_minutes_loses_no_fix() {
         Some(503),
         "readiness fails while the database is down"
     );
+    // The OsmAnd phone is told the same: 503 with Retry-After, so it keeps the report.
+    let refused = http
+        .post(osmand(report_ts))
+        .send()
+        .await
+        .expect("osmand answers");
+    assert_eq!(refused.status().as_u16(), 503, "OsmAnd during the outage");
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry_after), "Retry-After {retry_after}");
     let acked_early = total(&phones, |s| s.acked.load(Ordering::Relaxed));
     tokio::time::sleep(down_for.saturating_sub(went_down.elapsed())).await;
     let acked_late = total(&phones, |s| s.acked.load(Ordering::Relaxed));
@@ -624,6 +660,21 @@ async fn fault_postgres_down_for_minutes_loses_no_fix() {
     )
     .await;
     let caught_up = came_back.elapsed();
+    // The OsmAnd phone resends its report after Retry-After: now 200, committed, stored.
+    let resent = http
+        .post(osmand(report_ts))
+        .send()
+        .await
+        .expect("osmand answers");
+    assert_eq!(resent.status().as_u16(), 200, "OsmAnd after the outage");
+    let store = Store::connect(&pg.url()).await.expect("store");
+    let osm = store
+        .track(FLEET, "O1", 0, i64::MAX, 10)
+        .await
+        .expect("track");
+    assert_eq!(osm.len(), 1, "the resent report is stored once");
+    assert_eq!(osm[0].ts_ms, report_ts * 1000);
+    store.close().await;
     stop.store(true, Ordering::Relaxed);
     let unavailable = total(&phones, |s| s.unavailable.load(Ordering::Relaxed));
     let (produced, stored) = assert_history_complete(&pg.url(), t0, phones, || hub.log()).await;
