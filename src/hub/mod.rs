@@ -114,7 +114,12 @@ pub const HYDRATE_MAX_FIXES: i64 = 1_000;
 
 /// Longest a fix waits for hydration before it is processed without it, and how long the driver's
 /// later fixes skip hydration after such a failure (the database is down or slow). Milliseconds.
-const HYDRATE_TIMEOUT_MS: u64 = 2_000;
+///
+/// 10 s, was 2 s: with acks that wait for commits, a fix cannot be acked while the database is
+/// unreachable anyway, so waiting longer for the driver's trips costs no acks; and on a loaded
+/// PostgreSQL the pool took 2-3 s to hand out a connection, so 2 s left a parked driver
+/// without its trip, unchecked-in, for a minute (`tests/it/drain.rs` on PostgreSQL).
+const HYDRATE_TIMEOUT_MS: u64 = 10_000;
 const HYDRATE_RETRY_MS: i64 = 5_000;
 
 /// One driver served by this node: its state, built from the database once (`ready`).

@@ -183,14 +183,16 @@ async fn sigterm_drains_a_loaded_hub_without_losing_acked_fixes_or_checkins() {
     // the hub has acknowledged a good amount, then SIGTERM it. (Waiting for P's first ack only
     // was the race of issue 16: under load P's second batch, the one that completes the 75 s
     // dwell, could still be queued when the signal came, so no check-in was ever decided.)
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // 120 s: on PostgreSQL under this blast, loading P's trip and storing its check-in wait
+    // for pool connections (it took 66 s in one run).
+    let deadline = Instant::now() + Duration::from_secs(120);
     while progress.fixes.load(Ordering::Relaxed) < 20_000
         || progress.drivers.load(Ordering::Relaxed) < DRIVERS + 1
         || progress.checkins.load(Ordering::Relaxed) < 1
     {
         assert!(
             Instant::now() < deadline,
-            "in 60 s the hub acknowledged {} fixes of {} drivers, and {} check-ins",
+            "in 120 s the hub acknowledged {} fixes of {} drivers, and {} check-ins",
             progress.fixes.load(Ordering::Relaxed),
             progress.drivers.load(Ordering::Relaxed),
             progress.checkins.load(Ordering::Relaxed)
