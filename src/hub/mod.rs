@@ -103,7 +103,10 @@ pub struct Ingested {
 /// than any retry hint the hub gives (5 s), short enough that a phone that dropped a refused
 /// fix is not held back for long.
 pub const REFUSED_TTL_MS: i64 = 5 * 60 * 1000;
-/// Most refused seqs remembered per driver (a frame holds at most 1,000).
+/// Most refused seqs remembered per driver (a frame holds at most 1,000, a driver's fix burst is
+/// 20,000). Past it further seqs are not recorded: acks still stay below the lowest recorded
+/// one, but once those are all resent an ack could cover an unrecorded one. That needs more
+/// than 20,000 distinct refused fixes outstanding for one driver.
 const MAX_REFUSED: usize = 20_000;
 
 /// How far back (device time, before the newest stored fix) hydration replays a driver's track:

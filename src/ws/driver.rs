@@ -227,20 +227,28 @@ async fn handle_frame(
     who: &DriverKey,
     decoded: Result<DriverMsg, crate::protocol::codec::DecodeError>,
 ) -> Handled {
-    let seqs: Vec<u64> = match &decoded {
-        Ok(DriverMsg::Ping(p)) => vec![p.seq],
-        Ok(DriverMsg::Batch(pings)) => pings.iter().flatten().map(|p| p.seq).collect(),
-        Err(_) => Vec::new(),
+    // The seqs are collected only when the frame is refused (off the accepted path).
+    let seqs = |decoded: &Result<DriverMsg, _>| -> Vec<u64> {
+        match decoded {
+            Ok(DriverMsg::Ping(p)) => vec![p.seq],
+            Ok(DriverMsg::Batch(pings)) => pings.iter().flatten().map(|p| p.seq).collect(),
+            Err(_) => Vec::new(),
+        }
     };
     if let Some(retry) = app.hub.pressure() {
-        app.hub.note_refused(who, seqs);
+        app.hub.note_refused(who, seqs(&decoded));
         return Handled::refused(unavailable(
             retry,
             "history storage is behind or unreachable; keep these fixes and resend them later",
         ));
     }
-    if let Err(wait) = app.limits.admit_fixes(who, seqs.len()) {
-        app.hub.note_refused(who, seqs);
+    let fixes = match &decoded {
+        Ok(DriverMsg::Ping(_)) => 1,
+        Ok(DriverMsg::Batch(pings)) => pings.len(),
+        Err(_) => 0,
+    };
+    if let Err(wait) = app.limits.admit_fixes(who, fixes) {
+        app.hub.note_refused(who, seqs(&decoded));
         crate::metrics::fix_rejected("rate_limited");
         return Handled::refused(DriverOut::Error {
             code: "rate_limited",
@@ -266,7 +274,8 @@ async fn handle_frame(
             Vec::new()
         }
     };
-    for ping in pings {
+    let mut pings = pings.into_iter();
+    while let Some(ping) = pings.next() {
         match ping {
             Ok(ping)
                 if ping
@@ -290,8 +299,8 @@ async fn handle_frame(
                 let seq = ping.seq;
                 if handle_ping(app, who, ping, &mut now).await.is_err() {
                     // This fix and the rest of the frame were not taken.
-                    let rest = seqs.iter().copied().skip_while(|s| *s != seq);
-                    app.hub.note_refused(who, rest);
+                    let rest = pings.by_ref().flatten().map(|p| p.seq);
+                    app.hub.note_refused(who, std::iter::once(seq).chain(rest));
                     now.push(unavailable(
                         COMMIT_WAIT,
                         "this node is shutting down; keep these fixes and resend them",
