@@ -112,9 +112,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         hub.feed.subscribe_all(),
         shutdown_rx.clone(),
     ));
-    let retention = tokio::spawn(event_retention(
+    let retention = tokio::spawn(retention(
         hub.store.clone(),
         Duration::from_secs(cfg.events.retention_s),
+        cfg.track_retention,
         shutdown_rx.clone(),
     ));
     let sweeper = tokio::spawn(presence_sweeper(hub, state.limits.clone(), shutdown_rx));
@@ -229,21 +230,37 @@ async fn presence_sweeper(hub: Arc<Hub>, limits: Arc<Limits>, mut shutdown: watc
     }
 }
 
-/// Deletes events older than `retention` (and finished webhook deliveries as old), checking a
-/// few times per retention period, at most hourly.
-async fn event_retention(store: Store, retention: Duration, mut shutdown: watch::Receiver<bool>) {
-    let every = (retention / 4).clamp(Duration::from_millis(250), Duration::from_secs(3_600));
+/// Deletes events older than `events` (and finished webhook deliveries as old) and stored fixes
+/// older than `track` (`None`: kept), checking a few times per retention period, at most hourly.
+async fn retention(
+    store: Store,
+    events: Duration,
+    track: Option<Duration>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let shortest = track.map_or(events, |t| t.min(events));
+    let every = (shortest / 4).clamp(Duration::from_millis(250), Duration::from_secs(3_600));
     let mut tick = tokio::time::interval(every);
+    let before = |age: Duration| now_ms().saturating_sub(age.as_millis() as i64);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                match store.prune_events(now_ms() - retention.as_millis() as i64).await {
+                match store.prune_events(before(events)).await {
                     Ok(0) => {}
                     Ok(n) => {
                         metrics::counter!(crate::metrics::EVENTS_PRUNED).increment(n);
                         tracing::info!(events = n, "event retention: deleted old events");
                     }
                     Err(e) => tracing::warn!(error = %e, "event retention failed; retrying later"),
+                }
+                let Some(track) = track else { continue };
+                match store.prune_track(before(track)).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        metrics::counter!(crate::metrics::FIXES_PRUNED).increment(n);
+                        tracing::info!(fixes = n, "track retention: deleted old fixes");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "track retention failed; retrying later"),
                 }
             }
             _ = draining(&mut shutdown) => return,

@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// Open driver sockets per driver.
     #[arg(long, env = "TRACKHUB_MAX_SOCKETS_PER_DRIVER", default_value_t = LimitsConfig::default().sockets_per_driver)]
     pub max_sockets_per_driver: u32,
+    /// Open watcher sockets and streams (WebSocket and SSE) per identity (fleet and token `sub`).
+    #[arg(long, env = "TRACKHUB_MAX_WATCH_SOCKETS_PER_IDENTITY", default_value_t = LimitsConfig::default().sockets_per_watcher)]
+    pub max_watch_sockets_per_identity: u32,
     /// New sockets per second per client IP (0: unlimited, e.g. for load tests).
     #[arg(long, env = "TRACKHUB_CONN_RATE_PER_IP", default_value_t = LimitsConfig::default().conns_per_ip_per_s)]
     pub conn_rate_per_ip: u32,
@@ -113,6 +116,10 @@ pub struct ServeArgs {
     /// Durable events older than this (server time of storage) are deleted, seconds (7 days).
     #[arg(long, env = "TRACKHUB_EVENT_RETENTION_S", default_value_t = EventsConfig::default().retention_s)]
     pub event_retention_s: u64,
+    /// Stored fixes (track history) older than this many days (server time of storage) are
+    /// deleted; 0 keeps them forever. 90 days: a quarter of delivery disputes and reports.
+    #[arg(long, env = "TRACKHUB_TRACK_RETENTION_DAYS", default_value_t = 90)]
+    pub track_retention_days: u64,
     /// Positions an `all`-mode stream may have queued before it is disconnected as too slow.
     #[arg(long, env = "TRACKHUB_STREAM_QUEUE", default_value_t = EventsConfig::default().stream_queue)]
     pub stream_queue: usize,
@@ -214,6 +221,8 @@ pub struct ServerConfig {
     pub map: MapConfig,
     /// How long a drain waits for sockets to close before flushing and exiting.
     pub drain_timeout: Duration,
+    /// Stored fixes older than this (server time of storage) are deleted; `None` keeps them.
+    pub track_retention: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -252,6 +261,7 @@ impl ServeArgs {
                 fix_burst_per_driver: self.max_fix_burst_per_driver,
                 osmand_per_device_per_s: self.osmand_per_device_per_s,
                 sockets_per_driver: self.max_sockets_per_driver.max(1),
+                sockets_per_watcher: self.max_watch_sockets_per_identity.max(1),
                 conns_per_ip_per_s: self.conn_rate_per_ip,
                 conn_burst_per_ip: self.conn_burst_per_ip,
                 trust_forwarded_for: self.trust_forwarded_for,
@@ -260,6 +270,7 @@ impl ServeArgs {
                 arrival,
                 presence_timeout_ms: self.presence_timeout_s as i64 * 1000,
                 max_future_ms: self.max_future_s as i64 * 1000,
+                ..HubConfig::default()
             },
             flush_interval_ms: self.flush_interval_ms.max(1),
             idle_timeout_s: self.idle_timeout_s.max(3),
@@ -281,6 +292,8 @@ impl ServeArgs {
                 tile_attribution: self.map_tile_attribution.clone(),
             },
             drain_timeout: Duration::from_secs(self.drain_timeout_s),
+            track_retention: (self.track_retention_days > 0)
+                .then(|| Duration::from_secs(self.track_retention_days.saturating_mul(86_400))),
         }
     }
 }
@@ -312,6 +325,7 @@ impl ServerConfig {
             webhooks: WebhookConfig::default(),
             map: MapConfig::default(),
             drain_timeout: Duration::from_secs(10),
+            track_retention: None,
         }
     }
 }

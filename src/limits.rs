@@ -27,6 +27,9 @@ pub struct LimitsConfig {
     pub msg_burst: u32,
     /// Open driver sockets per driver (a phone reconnecting while its old socket times out).
     pub sockets_per_driver: u32,
+    /// Open watcher sockets and streams (WebSocket and SSE) per identity (fleet and token
+    /// `sub`): a dispatcher's tabs and a service's consumers, not an unbounded number.
+    pub sockets_per_watcher: u32,
     /// New sockets per second from one client IP, sustained.
     pub conns_per_ip_per_s: u32,
     /// New sockets from one client IP in a burst (a replay or a NAT full of phones reconnecting).
@@ -44,7 +47,8 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     /// 20 msg/s (burst 40) per socket: a phone sends ~1/s and a map a few subscribes per pan.
-    /// 4 sockets per driver. 100 new sockets/s per IP, burst 1,000 (a fleet replay from one host).
+    /// 4 sockets per driver; 32 watcher sockets and streams per identity (a dispatcher with a
+    /// dozen tabs, a service with a consumer per partition). 100 new sockets/s per IP, burst 1,000 (a fleet replay from one host).
     /// 50 fixes/s per driver, burst 20,000 (5.5 hours of 1 Hz fixes buffered offline), so one
     /// token cannot flood the shared history writer (issue 16: 20 frames/s × 1,000 fixes × 4
     /// sockets was 80,000 fixes/s). 20 `/osmand` requests/s per device, burst 200 (Traccar
@@ -54,6 +58,7 @@ impl Default for LimitsConfig {
             msgs_per_s: 20,
             msg_burst: 40,
             sockets_per_driver: 4,
+            sockets_per_watcher: 32,
             conns_per_ip_per_s: 100,
             conn_burst_per_ip: 1_000,
             trust_forwarded_for: false,
@@ -70,6 +75,8 @@ pub struct Limits {
     pub cfg: LimitsConfig,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     driver_sockets: DashMap<DriverKey, u32>,
+    /// Open watcher sockets and streams per (fleet, sub).
+    watcher_sockets: DashMap<DriverKey, u32>,
     driver_fixes: Option<DefaultKeyedRateLimiter<DriverKey>>,
     device_requests: Option<DefaultKeyedRateLimiter<String>>,
 }
@@ -86,6 +93,7 @@ impl Limits {
             cfg,
             per_ip: quota(cfg.conns_per_ip_per_s, cfg.conn_burst_per_ip).map(RateLimiter::keyed),
             driver_sockets: DashMap::new(),
+            watcher_sockets: DashMap::new(),
             driver_fixes: quota(cfg.fixes_per_driver_per_s, cfg.fix_burst_per_driver)
                 .map(RateLimiter::keyed),
             device_requests: quota(
@@ -129,15 +137,48 @@ impl Limits {
     /// Reserves one of the driver's sockets; `None` when it already has the maximum open. The
     /// permit frees the slot when dropped (the socket ends).
     pub fn driver_socket(self: &Arc<Self>, who: &DriverKey) -> Option<SocketPermit> {
-        let mut open = self.driver_sockets.entry(who.clone()).or_insert(0);
-        if *open >= self.cfg.sockets_per_driver {
+        self.reserve(SocketKind::Driver, who)
+    }
+
+    /// Reserves one of an identity's watcher sockets or streams (`who`: its fleet and token
+    /// `sub`); `None` when it already has [`LimitsConfig::sockets_per_watcher`] open.
+    pub fn watcher_socket(self: &Arc<Self>, who: &DriverKey) -> Option<SocketPermit> {
+        self.reserve(SocketKind::Watcher, who)
+    }
+
+    fn reserve(self: &Arc<Self>, kind: SocketKind, who: &DriverKey) -> Option<SocketPermit> {
+        let (map, max) = self.sockets(kind);
+        let mut open = map.entry(who.clone()).or_insert(0);
+        if *open >= max {
             return None;
         }
         *open += 1;
         Some(SocketPermit {
             limits: self.clone(),
+            kind,
             who: who.clone(),
         })
+    }
+
+    fn sockets(&self, kind: SocketKind) -> (&DashMap<DriverKey, u32>, u32) {
+        match kind {
+            SocketKind::Driver => (&self.driver_sockets, self.cfg.sockets_per_driver),
+            SocketKind::Watcher => (&self.watcher_sockets, self.cfg.sockets_per_watcher),
+        }
+    }
+
+    /// The `too_many_sockets` message for `kind`.
+    pub fn too_many_sockets_message(&self, kind: SocketKind) -> String {
+        match kind {
+            SocketKind::Driver => format!(
+                "this driver already has {} open sockets",
+                self.cfg.sockets_per_driver
+            ),
+            SocketKind::Watcher => format!(
+                "this token's identity already has {} open watcher sockets and streams; close one",
+                self.cfg.sockets_per_watcher
+            ),
+        }
     }
 
     /// A fresh message-rate bucket for one socket; `None` when unlimited.
@@ -191,17 +232,29 @@ impl Limits {
     }
 }
 
-/// One open driver socket, counted against [`LimitsConfig::sockets_per_driver`].
+/// Which per-identity socket count a permit holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    /// `/v1/ws/driver`, per driver.
+    Driver,
+    /// `/v1/ws/watch`, `/v1/ws/stream` and `/v1/stream` (SSE), per (fleet, sub).
+    Watcher,
+}
+
+/// One open socket, counted against [`LimitsConfig::sockets_per_driver`] or
+/// [`LimitsConfig::sockets_per_watcher`] until dropped.
 #[derive(Debug)]
 pub struct SocketPermit {
     limits: Arc<Limits>,
+    kind: SocketKind,
     who: DriverKey,
 }
 
 impl Drop for SocketPermit {
     fn drop(&mut self) {
         self.limits
-            .driver_sockets
+            .sockets(self.kind)
+            .0
             .remove_if_mut(&self.who, |_, open| {
                 *open = open.saturating_sub(1);
                 *open == 0

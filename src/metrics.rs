@@ -71,6 +71,8 @@ pub const WEBHOOK_SECONDS: &str = "trackhub_webhook_request_seconds";
 pub const WEBHOOK_LAG_SECONDS: &str = "trackhub_webhook_delivery_lag_seconds";
 /// Events deleted by retention.
 pub const EVENTS_PRUNED: &str = "trackhub_events_pruned_total";
+/// Stored fixes deleted by track retention.
+pub const FIXES_PRUNED: &str = "trackhub_fixes_pruned_total";
 
 /// Installs the process-wide recorder once and returns the handle that renders it.
 pub fn handle() -> PrometheusHandle {

@@ -207,14 +207,15 @@ impl EventReader {
                     return true;
                 }
             };
-            let full = page.len() as i64 == self.query.limit;
-            for event in page {
-                self.query.since = event.id.unwrap_or(self.query.since);
+            let full = page.events.len() as i64 == self.query.limit;
+            for event in page.events {
                 metrics::counter!(crate::metrics::STREAM_EVENTS).increment(1);
                 if tx.send(StreamItem::Event(Arc::new(event))).await.is_err() {
                     return false;
                 }
             }
+            // Past the rows the filter skipped too, not only past the last event sent.
+            self.query.since = page.next_since;
             if !full {
                 return true;
             }

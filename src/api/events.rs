@@ -25,9 +25,11 @@ pub(crate) struct EventsParams {
 }
 
 /// `GET /v1/events?since=ID&limit=N&types=a,b&drivers=x,y` (admin, service) →
-/// `{"events":[{"id","type","ts",…}]}`: events with `id > since` (default 0) in id order, at most
-/// `limit` (default 100, at most 1,000). Resume with the last id received. 410 when `since` is
-/// older than retention kept (events after it were deleted): start again from the `detail`'s id.
+/// `{"events":[{"id","type","ts",…}],"next_since":N}`: events with `id > since` (default 0) in id
+/// order, at most `limit` (default 100, at most 1,000). Resume with `next_since`: the last id
+/// received, or past the events the filters skipped when the page is not full. 410 when `since`
+/// is older than retention kept (events after it were deleted): start again from the `detail`'s
+/// id.
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -53,7 +55,7 @@ pub async fn list(
     }
     check_retained(&app, since).await?;
     let types = match types {
-        Some(None) => return Ok(Json(json!({ "events": [] }))), // `types=none`
+        Some(None) => return Ok(Json(json!({ "events": [], "next_since": since }))), // `types=none`
         Some(list) => list,
         None => None,
     };
@@ -63,15 +65,11 @@ pub async fn list(
         types,
         drivers,
     };
-    let events: Vec<EventView> = app
-        .hub
-        .store
-        .events(&caller.0.fleet, &query)
-        .await?
-        .iter()
-        .map(EventView::from)
-        .collect();
-    Ok(Json(json!({ "events": events })))
+    let page = app.hub.store.events(&caller.0.fleet, &query).await?;
+    let events: Vec<EventView> = page.events.iter().map(EventView::from).collect();
+    Ok(Json(
+        json!({ "events": events, "next_since": page.next_since }),
+    ))
 }
 
 /// 410 when events after `since` may have been deleted by retention.

@@ -30,6 +30,7 @@ use crate::auth::{Caller, Claims, Role};
 use crate::error::{ApiError, FieldError};
 use crate::fanout::{Combine, Scope};
 use crate::geo::BBox;
+use crate::limits::{SocketKind, SocketPermit};
 use crate::protocol::{EventView, PositionView};
 use crate::stream::{self, EventFilter, Mode, StreamItem, StreamSettings, StreamSpec};
 
@@ -174,8 +175,14 @@ pub async fn sse(
     }
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let sub = stream_spec(&app, &caller.0, q, last_event_id).await?;
+    let permit = app
+        .limits
+        .watcher_socket(&crate::ws::watcher_identity(&caller.0))
+        .ok_or_else(|| {
+            ApiError::TooManyRequests(app.limits.too_many_sockets_message(SocketKind::Watcher))
+        })?;
     let rx = sub.start(&app);
-    Ok(Sse::new(sse_events(rx, caller.0.expiry_deadline()))
+    Ok(Sse::new(sse_events(rx, caller.0.expiry_deadline(), permit))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
@@ -185,16 +192,20 @@ pub async fn sse(
 fn sse_events(
     rx: tokio::sync::mpsc::Receiver<StreamItem>,
     expiry: tokio::time::Instant,
+    permit: SocketPermit,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     struct State {
         rx: tokio::sync::mpsc::Receiver<StreamItem>,
         expiry: tokio::time::Instant,
         first: bool,
         ended: bool,
+        /// Counts this stream against its identity's cap until the response body is dropped.
+        _permit: SocketPermit,
     }
     let state = State {
         rx,
         expiry,
+        _permit: permit,
         first: true,
         ended: false,
     };

@@ -43,6 +43,12 @@ pub struct HubConfig {
     pub presence_timeout_ms: i64,
     /// How far ahead of server time a fix's `ts` may be, ms. Default 60,000.
     pub max_future_ms: i64,
+    /// An offline driver's in-memory slot (seq window, arrival state) is evicted this long after
+    /// its last fix (server time), ms. Default 3,600,000 (1 h). A returning driver is hydrated
+    /// again from the database (active trips, recent track), as after a restart; the track's
+    /// primary key keeps a resent fix a no-op. Without eviction every driver ever seen stayed in
+    /// memory until the node restarted (issue 16).
+    pub slot_idle_ms: i64,
 }
 
 impl Default for HubConfig {
@@ -51,6 +57,7 @@ impl Default for HubConfig {
             arrival: ArrivalConfig::default(),
             presence_timeout_ms: 120_000,
             max_future_ms: 60_000,
+            slot_idle_ms: 3_600_000,
         }
     }
 }
@@ -758,7 +765,34 @@ impl Hub {
         if self.bus.is_shared() {
             self.sweep_remote(now_ms);
         }
+        self.evict_idle_slots(now_ms);
         gone.len()
+    }
+
+    /// Drops the slots of drivers offline and silent for [`HubConfig::slot_idle_ms`] that nobody
+    /// holds (no frame in progress: the map's is the only reference; `retain` holds the shard's
+    /// lock, so none is taken meanwhile). Returns how many were dropped.
+    fn evict_idle_slots(&self, now_ms: i64) -> usize {
+        let before = self.drivers.len();
+        self.drivers.retain(|_, slot| {
+            // A frame holds the slot, or only its order lock (taken before the slot is read).
+            if Arc::strong_count(slot) > 1 || Arc::strong_count(&slot.frame) > 1 {
+                return true;
+            }
+            let state = lock(&slot.state);
+            state.online || now_ms - state.last_seen_ms <= self.cfg.slot_idle_ms
+        });
+        let evicted = before.saturating_sub(self.drivers.len());
+        if evicted > 0 {
+            tracing::debug!(evicted, "idle driver slots evicted");
+        }
+        evicted
+    }
+
+    /// Drivers this node holds in memory (online, or offline for less than
+    /// [`HubConfig::slot_idle_ms`]).
+    pub fn driver_slots(&self) -> usize {
+        self.drivers.len()
     }
 
     fn sweep_remote(&self, now_ms: i64) {

@@ -100,24 +100,102 @@ pub(crate) async fn append_event(
     Ok(id)
 }
 
+/// One read of the log: the matching events, and where the next read starts.
+#[derive(Debug, Default)]
+pub struct EventPage {
+    /// Matching events, in id order, each with its `id`.
+    pub events: Vec<Event>,
+    /// The cursor for the next read: the last event returned when the page is full, else the
+    /// newest id of the fleet's log when the read began, so a filtered reader moves past the rows
+    /// it skipped instead of scanning them again at every read (issue 16).
+    pub next_since: i64,
+}
+
+/// Up to this many drivers are matched with `IN (…)`, which the `events_by_fleet_driver` index
+/// serves; longer lists fall back to one comma-set parameter scanned per row.
+const MAX_DRIVERS_IN_LIST: usize = 256;
+
+/// `$first, $first+1, …` for `n` parameters.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Store {
-    /// Events of `fleet` matching `q`, in id order. Each carries its `id`.
-    pub async fn events(&self, fleet: &str, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
-        let find = find_fn(self.backend);
-        let rows = sqlx::query(&format!(
-            "SELECT id, payload FROM events WHERE fleet = $1 AND id > $2 \
-             AND ($3 IS NULL OR {find}($3, ',' || type || ',') > 0) \
-             AND ($4 IS NULL OR {find}($4, ',' || driver_id || ',') > 0) \
-             ORDER BY id LIMIT $5"
-        ))
-        .bind(fleet)
-        .bind(q.since)
-        .bind(comma_set(&q.types))
-        .bind(comma_set(&q.drivers))
-        .bind(q.limit.clamp(1, MAX_EVENTS_PER_READ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
+    /// Events of `fleet` matching `q`, in id order, and the cursor to read on from
+    /// ([`EventPage::next_since`]).
+    ///
+    /// The fleet's newest id is read first and bounds the query: appends commit in id order
+    /// (module docs), so every event up to it is visible, and none after it is returned.
+    pub async fn events(&self, fleet: &str, q: &EventQuery) -> Result<EventPage, StoreError> {
+        let head: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM events WHERE fleet = $1")
+            .bind(fleet)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        if head <= q.since {
+            return Ok(EventPage {
+                events: Vec::new(),
+                next_since: q.since,
+            });
+        }
+        let limit = q.limit.clamp(1, MAX_EVENTS_PER_READ);
+        let mut sql = String::from(
+            "SELECT id, payload FROM events WHERE fleet = $1 AND id > $2 AND id <= $3 ",
+        );
+        let mut next = 4;
+        if let Some(types) = &q.types {
+            sql += &format!("AND type IN ({}) ", placeholders(next, types.len().max(1)));
+            next += types.len().max(1);
+        }
+        let drivers_in_list = q
+            .drivers
+            .as_ref()
+            .filter(|d| d.len() <= MAX_DRIVERS_IN_LIST);
+        match (&q.drivers, drivers_in_list) {
+            (_, Some(drivers)) => {
+                sql += &format!(
+                    "AND driver_id IN ({}) ",
+                    placeholders(next, drivers.len().max(1))
+                );
+                next += drivers.len().max(1);
+            }
+            (Some(_), None) => {
+                let find = find_fn(self.backend);
+                sql += &format!("AND {find}(${next}, ',' || driver_id || ',') > 0 ");
+                next += 1;
+            }
+            (None, None) => {}
+        }
+        sql += &format!("ORDER BY id LIMIT ${next}");
+        let mut query = sqlx::query(&sql).bind(fleet).bind(q.since).bind(head);
+        // An empty list matches nothing: bound as one value no type or id equals.
+        let list = |items: &Vec<String>| {
+            if items.is_empty() {
+                vec![String::new()]
+            } else {
+                items.clone()
+            }
+        };
+        if let Some(types) = &q.types {
+            for t in list(types) {
+                query = query.bind(t);
+            }
+        }
+        match (&q.drivers, drivers_in_list) {
+            (_, Some(drivers)) => {
+                for d in list(drivers) {
+                    query = query.bind(d);
+                }
+            }
+            (Some(_), None) => query = query.bind(comma_set(&q.drivers)),
+            (None, None) => {}
+        }
+        let rows = query.bind(limit).fetch_all(&self.pool).await?;
+        let events = rows
+            .iter()
             .map(|r| {
                 let id: i64 = r.try_get("id")?;
                 let payload: String = r.try_get("payload")?;
@@ -128,7 +206,12 @@ impl Store {
                 event.id = Some(id);
                 Ok(event)
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let next_since = match events.last() {
+            Some(last) if events.len() as i64 == limit => last.id.unwrap_or(q.since),
+            _ => head,
+        };
+        Ok(EventPage { events, next_since })
     }
 
     /// The newest event id of the whole log (0 when empty): "now" for a consumer that does not

@@ -244,7 +244,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO trips (id, fleet, driver_id, status, created_at) VALUES ($1, $2, $3, 'active', $4) \
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (fleet, id) DO NOTHING",
         )
         .bind(&trip.id)
         .bind(&trip.fleet)
@@ -257,8 +257,8 @@ impl Store {
         }
         for (i, s) in trip.stops.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO stops (trip_id, id, position, name, lat, lon, radius_m, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
+                "INSERT INTO stops (fleet, trip_id, id, position, name, lat, lon, radius_m, status) \
+                 VALUES ($8, $1, $2, $3, $4, $5, $6, $7, 'pending')",
             )
             .bind(&trip.id)
             .bind(&s.id)
@@ -267,6 +267,7 @@ impl Store {
             .bind(s.lat)
             .bind(s.lon)
             .bind(s.radius_m)
+            .bind(&trip.fleet)
             .execute(&mut *tx)
             .await?;
         }
@@ -287,7 +288,7 @@ impl Store {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut trip = trip_from_row(&row)?;
-        trip.stops = self.stops_of(&trip.id).await?;
+        trip.stops = self.stops_of(&trip.fleet, &trip.id).await?;
         Ok(Some(trip))
     }
 
@@ -309,17 +310,18 @@ impl Store {
         let mut trips = Vec::with_capacity(rows.len());
         for row in rows {
             let mut trip = trip_from_row(&row)?;
-            trip.stops = self.stops_of(&trip.id).await?;
+            trip.stops = self.stops_of(&trip.fleet, &trip.id).await?;
             trips.push(trip);
         }
         Ok(trips)
     }
 
-    async fn stops_of(&self, trip_id: &str) -> Result<Vec<StopRecord>, StoreError> {
+    async fn stops_of(&self, fleet: &str, trip_id: &str) -> Result<Vec<StopRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, position, name, lat, lon, radius_m, status, arrived_at, checked_in_at, departed_at \
-             FROM stops WHERE trip_id = $1 ORDER BY position",
+             FROM stops WHERE fleet = $1 AND trip_id = $2 ORDER BY position",
         )
+        .bind(fleet)
         .bind(trip_id)
         .fetch_all(&self.pool)
         .await?;
@@ -353,7 +355,8 @@ impl Store {
             "SELECT s.trip_id, s.id, s.position, s.name, s.lat, s.lon, s.radius_m, s.status, \
                     s.arrived_at, s.checked_in_at, s.departed_at \
              FROM stops s JOIN (SELECT id FROM trips WHERE fleet = $1 AND ($2 = '' OR status = $2) \
-                                ORDER BY created_at DESC, id LIMIT $3) t ON t.id = s.trip_id \
+                                ORDER BY created_at DESC, id LIMIT $3) t \
+                  ON s.fleet = $1 AND s.trip_id = t.id \
              ORDER BY s.trip_id, s.position",
         )
         .bind(fleet)
@@ -404,14 +407,15 @@ impl Store {
         // it each saw the other pending and `trip.completed` was never written (issue 16).
         // SQLite needs none: its single writer lock, taken by the INSERT below, serializes them.
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT id FROM trips WHERE id = $1 FOR UPDATE")
+            sqlx::query("SELECT id FROM trips WHERE fleet = $1 AND id = $2 FOR UPDATE")
+                .bind(fleet)
                 .bind(&*key.trip_id)
                 .fetch_optional(&mut *tx)
                 .await?;
         }
         let row = sqlx::query(
             "INSERT INTO checkins (fleet, trip_id, stop_id, driver_id, arrived_at, checked_in_at, source) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (trip_id, stop_id) DO NOTHING RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (fleet, trip_id, stop_id) DO NOTHING RETURNING id",
         )
         .bind(fleet)
         .bind(&*key.trip_id)
@@ -432,28 +436,33 @@ impl Store {
         let id: i64 = row.try_get(0)?;
         sqlx::query(
             "UPDATE stops SET status = 'arrived', arrived_at = $3, checked_in_at = $4 \
-             WHERE trip_id = $1 AND id = $2 AND status = 'pending'",
+             WHERE fleet = $5 AND trip_id = $1 AND id = $2 AND status = 'pending'",
         )
         .bind(&*key.trip_id)
         .bind(&*key.stop_id)
         .bind(arrived_at_ms)
         .bind(checked_in_at_ms)
+        .bind(fleet)
         .execute(&mut *tx)
         .await?;
-        let pending: i64 =
-            sqlx::query("SELECT COUNT(*) FROM stops WHERE trip_id = $1 AND status = 'pending'")
-                .bind(&*key.trip_id)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
+        let pending: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM stops WHERE fleet = $1 AND trip_id = $2 AND status = 'pending'",
+        )
+        .bind(fleet)
+        .bind(&*key.trip_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
         let event_id = append_event(&mut tx, self.backend, event, now_ms()).await?;
         let mut trip_completed = None;
         if pending == 0 {
             let done = sqlx::query(
-                "UPDATE trips SET status = 'completed', completed_at = $2 WHERE id = $1 AND status = 'active'",
+                "UPDATE trips SET status = 'completed', completed_at = $2 \
+                 WHERE fleet = $3 AND id = $1 AND status = 'active'",
             )
             .bind(&*key.trip_id)
             .bind(checked_in_at_ms)
+            .bind(fleet)
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
@@ -496,21 +505,26 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
-            "UPDATE stops SET status = 'departed', departed_at = $3 WHERE trip_id = $1 AND id = $2 AND status = 'arrived'",
+            "UPDATE stops SET status = 'departed', departed_at = $3 \
+             WHERE fleet = $4 AND trip_id = $1 AND id = $2 AND status = 'arrived'",
         )
         .bind(&*key.trip_id)
         .bind(&*key.stop_id)
         .bind(departed_at_ms)
+        .bind(&*event.fleet)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
             return Ok(None);
         }
-        sqlx::query("UPDATE checkins SET departed_at = $3 WHERE trip_id = $1 AND stop_id = $2")
-            .bind(&*key.trip_id)
-            .bind(&*key.stop_id)
-            .bind(departed_at_ms)
-            .execute(&mut *tx)
+        sqlx::query(
+            "UPDATE checkins SET departed_at = $3 WHERE fleet = $4 AND trip_id = $1 AND stop_id = $2",
+        )
+        .bind(&*key.trip_id)
+        .bind(&*key.stop_id)
+        .bind(departed_at_ms)
+        .bind(&*event.fleet)
+        .execute(&mut *tx)
             .await?;
         let id = append_event(&mut tx, self.backend, event, now_ms()).await?;
         tx.commit().await?;

@@ -41,6 +41,7 @@ pub struct DeliveryRecord {
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
     pub id: i64,
+    pub fleet: String,
     pub url: String,
     pub secret: String,
     pub event_id: i64,
@@ -51,6 +52,10 @@ pub struct DueDelivery {
     pub attempts: i64,
     pub window_start: i64,
 }
+
+/// Most webhooks one fleet may register (Stripe's limit per account, for the same reason: each
+/// event fans out to every one of them).
+pub const MAX_WEBHOOKS_PER_FLEET: i64 = 16;
 
 /// `["a","b"]` as stored: `,a,b,`; `["*"]` as `*`.
 fn events_column(events: &[String]) -> String {
@@ -97,10 +102,13 @@ fn delivery_from_row(r: &AnyRow) -> Result<DeliveryRecord, StoreError> {
 }
 
 impl Store {
-    /// Stores a webhook; events stored from now on are delivered to it.
+    /// Stores a webhook; events stored from now on are delivered to it. `Conflict` when the
+    /// fleet already has [`MAX_WEBHOOKS_PER_FLEET`] (checked in the insert itself).
     pub async fn insert_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO webhooks (id, fleet, url, events, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        let inserted = sqlx::query(
+            "INSERT INTO webhooks (id, fleet, url, events, secret, created_at) \
+             SELECT $1, $2, $3, $4, $5, $6 \
+             WHERE (SELECT COUNT(*) FROM webhooks WHERE fleet = $2) < $7",
         )
         .bind(&w.id)
         .bind(&w.fleet)
@@ -108,8 +116,14 @@ impl Store {
         .bind(events_column(&w.events))
         .bind(&w.secret)
         .bind(w.created_at)
+        .bind(MAX_WEBHOOKS_PER_FLEET)
         .execute(&self.pool)
         .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "the fleet has {MAX_WEBHOOKS_PER_FLEET} webhooks, the most allowed; delete one first"
+            )));
+        }
         Ok(())
     }
 
@@ -158,29 +172,47 @@ impl Store {
         Ok(deleted > 0)
     }
 
-    /// Claims up to `limit` pending deliveries due at `now` that no node holds, for this node
-    /// until `lease_until`. Safe to run on several nodes at once: the outer conditions are
-    /// re-checked on the locked row (PostgreSQL) or under the single writer (SQLite), so a row
-    /// goes to one claimer.
+    /// Claims pending deliveries due at `now` that no node holds, for this node until
+    /// `lease_until`: at most `limit`, **at most one per fleet**, the most overdue of each, and
+    /// none of the fleets in `skip` (those at their in-flight cap). Claiming one per fleet per
+    /// call is the fairness: a fleet with a backlog, or a receiver that answers slowly (a
+    /// tarpit), gets its turn beside the others instead of taking every slot in due order
+    /// (issue 16). Safe to run on several nodes at once: the outer conditions are re-checked on
+    /// the locked row (PostgreSQL) or under the single writer (SQLite), so a row goes to one
+    /// claimer.
     pub async fn claim_deliveries(
         &self,
         now: i64,
         lease_until: i64,
         limit: i64,
+        skip: &[String],
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let rows = sqlx::query(
+        let skip_clause = if skip.is_empty() {
+            String::new()
+        } else {
+            let list = (0..skip.len())
+                .map(|i| format!("${}", i + 4))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("AND fleet NOT IN ({list}) ")
+        };
+        let sql = format!(
             "UPDATE webhook_deliveries SET locked_until = $2 \
-             WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' \
+             WHERE id IN (SELECT id FROM ( \
+                 SELECT id, next_attempt_at, ROW_NUMBER() OVER ( \
+                     PARTITION BY fleet ORDER BY next_attempt_at, id) AS turn \
+                 FROM webhook_deliveries WHERE status = 'pending' \
                  AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until < $1) \
-                 ORDER BY next_attempt_at, id LIMIT $3) \
+                 {skip_clause}) due \
+               WHERE turn = 1 ORDER BY next_attempt_at, id LIMIT $3) \
              AND status = 'pending' AND (locked_until IS NULL OR locked_until < $1) \
-             RETURNING id, webhook_id, event_id, event_type, body, attempts, window_start",
-        )
-        .bind(now)
-        .bind(lease_until)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+             RETURNING id, webhook_id, fleet, event_id, event_type, body, attempts, window_start"
+        );
+        let mut query = sqlx::query(&sql).bind(now).bind(lease_until).bind(limit);
+        for fleet in skip {
+            query = query.bind(fleet);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         let mut due = Vec::with_capacity(rows.len());
         let mut hooks: Vec<(String, String, String)> = Vec::new(); // (id, url, secret)
         for r in &rows {
@@ -202,6 +234,7 @@ impl Store {
             };
             due.push(DueDelivery {
                 id: r.try_get("id")?,
+                fleet: r.try_get("fleet")?,
                 url,
                 secret,
                 event_id: r.try_get("event_id")?,

@@ -15,11 +15,12 @@
 pub mod signature;
 pub mod target;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::protocol::time::now_ms;
@@ -40,6 +41,9 @@ pub struct WebhookConfig {
     pub give_up_after: Duration,
     /// Requests in flight at once, per node. Default 16.
     pub concurrency: usize,
+    /// Requests in flight at once for one fleet, per node. Default 4: a fleet whose receiver
+    /// answers slowly (or never, until the timeout) holds a quarter of the slots, not all.
+    pub fleet_concurrency: usize,
     /// How often due retries are looked for when no new event wakes the dispatcher. Default 1 s.
     pub poll: Duration,
     /// Deliver to private, loopback and link-local addresses too (`--webhook-allow-private`):
@@ -56,6 +60,7 @@ impl Default for WebhookConfig {
             retry_max: Duration::from_secs(3_600),
             give_up_after: Duration::from_secs(86_400),
             concurrency: 16,
+            fleet_concurrency: 4,
             poll: Duration::from_secs(1),
             allow_private: false,
         }
@@ -110,16 +115,36 @@ pub async fn run(
             return;
         }
     };
-    let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    let mut in_flight = JoinSet::new();
+    let (total, per_fleet) = (cfg.concurrency.max(1), cfg.fleet_concurrency.max(1));
+    // Requests in flight, each task returning its fleet; and how many each fleet has.
+    let mut in_flight: JoinSet<String> = JoinSet::new();
+    let mut busy: HashMap<String, usize> = HashMap::new();
+    let release = |busy: &mut HashMap<String, usize>, done: Result<String, _>| {
+        if let Ok(fleet) = done {
+            if let Some(n) = busy.get_mut(&fleet) {
+                *n -= 1;
+                if *n == 0 {
+                    busy.remove(&fleet);
+                }
+            }
+        }
+    };
     loop {
-        let free = slots.available_permits();
+        while let Some(done) = in_flight.try_join_next() {
+            release(&mut busy, done);
+        }
+        let free = total.saturating_sub(in_flight.len());
         let claimed = if free == 0 {
             Vec::new()
         } else {
+            let full: Vec<String> = busy
+                .iter()
+                .filter(|(_, n)| **n >= per_fleet)
+                .map(|(fleet, _)| fleet.clone())
+                .collect();
             let lease_until = now_ms() + cfg.lease().as_millis() as i64;
             match store
-                .claim_deliveries(now_ms(), lease_until, free as i64)
+                .claim_deliveries(now_ms(), lease_until, free as i64, &full)
                 .await
             {
                 Ok(c) => c,
@@ -131,23 +156,22 @@ pub async fn run(
         };
         let idle = claimed.is_empty();
         for delivery in claimed {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
+            *busy.entry(delivery.fleet.clone()).or_default() += 1;
             let (store, http) = (store.clone(), http.clone());
             in_flight.spawn(async move {
+                let fleet = delivery.fleet.clone();
                 attempt(&store, &http, &cfg, delivery).await;
-                drop(permit);
+                fleet
             });
         }
-        while in_flight.try_join_next().is_some() {}
         if !idle {
+            // One delivery per fleet per claim: claim again while slots are free.
             continue;
         }
         tokio::select! {
             _ = wake.changed() => {}
             _ = tokio::time::sleep(cfg.poll) => {}
-            Some(_) = in_flight.join_next() => {}
+            Some(done) = in_flight.join_next() => release(&mut busy, done),
             _ = crate::app::draining(&mut stop) => {
                 // In-flight requests are abandoned; their leases lapse and they are retried.
                 in_flight.shutdown().await;

@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::hub::{Commit, DriverKey, Hub};
+use crate::limits::SocketKind;
 use crate::protocol::driver::{DriverMsg, DriverOut, Ping, Rejection};
 use crate::protocol::time::now_ms;
 use crate::store::track::WriterStopped;
@@ -129,10 +130,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
         driver_id: admitted.claims.sub.as_str().into(),
     };
     let Some(_permit) = app.limits.driver_socket(&who) else {
-        let message = format!(
-            "this driver already has {} open sockets",
-            app.limits.cfg.sockets_per_driver
-        );
+        let message = app.limits.too_many_sockets_message(SocketKind::Driver);
         let refusal = error("too_many_sockets", message, None);
         conn.refuse(codec.encode_driver(&refusal), policy, "too many sockets")
             .await;

@@ -15,6 +15,7 @@ use governor::DefaultDirectRateLimiter;
 use crate::app::AppState;
 use crate::auth::{Caller, Claims, Role};
 use crate::error::ApiError;
+use crate::hub::DriverKey;
 use crate::protocol::codec::{Codec, Frame, Wire, PROTOCOLS};
 
 /// Largest message accepted from a client (64 KiB); larger closes with 1009.
@@ -57,6 +58,17 @@ pub struct Admitted {
     pub claims: Claims,
     pub codec: Codec,
     pub ip: IpAddr,
+}
+
+/// The identity a watcher socket or stream counts against ([`LimitsConfig::sockets_per_watcher`]):
+/// its token's fleet and `sub`.
+///
+/// [`LimitsConfig::sockets_per_watcher`]: crate::limits::LimitsConfig::sockets_per_watcher
+pub fn watcher_identity(claims: &Claims) -> DriverKey {
+    DriverKey {
+        fleet: claims.fleet.as_str().into(),
+        driver_id: claims.sub.as_str().into(),
+    }
 }
 
 /// Checks an upgrade before it happens: 403 for a browser `Origin` not allowed, 401 without a

@@ -12,14 +12,14 @@ use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc;
 
 use super::{admit, close_for_restart, Admitted, Conn, Received};
-use crate::api::streams::{stream_spec, StreamParams};
+use crate::api::streams::{stream_spec, StreamParams, Subscription};
 use crate::api::ApiQuery;
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
+use crate::limits::SocketKind;
 use crate::protocol::watch::WatchOut;
 use crate::stream::StreamItem;
 
@@ -52,19 +52,11 @@ pub async fn upgrade(
         Ok(sub) => sub,
         Err(refused) => return refused.into_response(),
     };
-    ws.on_upgrade(move |socket| async move {
-        let rx = sub.start(&app);
-        session(app, admitted, socket, rx).await
-    })
-    .into_response()
+    ws.on_upgrade(move |socket| session(app, admitted, socket, sub))
+        .into_response()
 }
 
-async fn session(
-    app: AppState,
-    admitted: Admitted,
-    socket: WebSocket,
-    mut rx: mpsc::Receiver<StreamItem>,
-) {
+async fn session(app: AppState, admitted: Admitted, socket: WebSocket, sub: Subscription) {
     let _guard = app.session_guard.clone();
     let mut conn = Conn::new(&app, socket, &admitted, "stream");
     let codec = conn.codec;
@@ -78,6 +70,21 @@ async fn session(
         .await;
         return;
     }
+    let Some(_permit) = app
+        .limits
+        .watcher_socket(&super::watcher_identity(&admitted.claims))
+    else {
+        let message = app.limits.too_many_sockets_message(SocketKind::Watcher);
+        let refusal = WatchOut::error("too_many_sockets", message);
+        conn.refuse(
+            codec.encode_watch(&refusal),
+            super::close::POLICY,
+            "too many sockets",
+        )
+        .await;
+        return;
+    };
+    let mut rx = sub.start(&app);
     let token_expiry = conn.token_expiry();
     loop {
         let frame = tokio::select! {

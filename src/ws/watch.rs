@@ -14,11 +14,17 @@ use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::fanout::{Scope, WatcherHandle};
 use crate::geo::BBox;
+use crate::limits::SocketKind;
 use crate::protocol::codec::{DecodeError, Wire};
 use crate::protocol::watch::{WatchIn, WatchOut};
 
 /// Most queued events written to a watcher's socket with one flush.
 const EVENTS_PER_WRITE: usize = 256;
+
+/// Least time between two snapshots of one socket. A snapshot reads every matching driver of the
+/// fleet, so a client re-subscribing in a loop would make the hub do that work without bound
+/// (issue 16); a map sending a subscribe per pan frame still gets its last view 250 ms later.
+const SNAPSHOT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Most driver ids in one subscription.
 pub const MAX_SUBSCRIBED_DRIVERS: usize = 10_000;
@@ -58,10 +64,23 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
             .await;
         return;
     }
+    let Some(_permit) = app
+        .limits
+        .watcher_socket(&super::watcher_identity(&admitted.claims))
+    else {
+        let message = app.limits.too_many_sockets_message(SocketKind::Watcher);
+        let refusal = WatchOut::error("too_many_sockets", message);
+        conn.refuse(codec.encode_watch(&refusal), policy, "too many sockets")
+            .await;
+        return;
+    };
     let fleet = admitted.claims.fleet;
     let mut shutdown = app.shutdown.clone();
     let token_expiry = conn.token_expiry();
     let mut handle: WatcherHandle = app.hub.fanout.register(fleet.as_str().into());
+    // Snapshot throttling: at most one per SNAPSHOT_INTERVAL; a subscribe sent sooner waits.
+    let mut next_snapshot = tokio::time::Instant::now();
+    let mut deferred: Option<WatchIn> = None;
     loop {
         // Each arm yields the frame to send; `continue` when there is none.
         let frame: Wire = tokio::select! {
@@ -77,7 +96,31 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
                     }
                 };
                 let Some(frame) = data.frame() else { continue };
-                let reply = handle_subscribe(&app, &fleet, &handle, codec.decode_watch(frame))
+                let subscribe = match codec.decode_watch(frame) {
+                    Ok(subscribe) => subscribe,
+                    Err(e) => {
+                        let reply = WatchOut::error(e.code, e.message);
+                        if !conn.send(codec.encode_watch(&reply)).await {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                if tokio::time::Instant::now() < next_snapshot {
+                    // Too soon after the last snapshot: this one waits, replacing any that
+                    // waited before it (a panning map only needs its last view).
+                    deferred = Some(subscribe);
+                    continue;
+                }
+                next_snapshot = tokio::time::Instant::now() + SNAPSHOT_INTERVAL;
+                let reply = handle_subscribe(&app, &fleet, &handle, subscribe)
+                    .unwrap_or_else(|e| WatchOut::error(e.code, e.message));
+                codec.encode_watch(&reply)
+            }
+            _ = tokio::time::sleep_until(next_snapshot), if deferred.is_some() => {
+                let subscribe = deferred.take().expect("guarded by the arm's condition");
+                next_snapshot = tokio::time::Instant::now() + SNAPSHOT_INTERVAL;
+                let reply = handle_subscribe(&app, &fleet, &handle, subscribe)
                     .unwrap_or_else(|e| WatchOut::error(e.code, e.message));
                 codec.encode_watch(&reply)
             }
@@ -143,14 +186,14 @@ fn handle_subscribe(
     app: &AppState,
     fleet: &str,
     handle: &WatcherHandle,
-    decoded: Result<WatchIn, DecodeError>,
+    subscribe: WatchIn,
 ) -> Result<WatchOut, DecodeError> {
     let refuse = |code, message: String| DecodeError {
         code,
         message,
         seq: None,
     };
-    let WatchIn::Subscribe { bbox, drivers } = decoded?;
+    let WatchIn::Subscribe { bbox, drivers } = subscribe;
     if bbox.is_none() && drivers.as_ref().is_none_or(|d| d.is_empty()) {
         return Err(refuse(
             "invalid_subscription",

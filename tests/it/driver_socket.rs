@@ -278,3 +278,39 @@ async fn a_silent_socket_is_pinged_then_closed_with_1001() {
     assert!(started.elapsed() >= std::time::Duration::from_secs(3));
     hub.stop().await;
 }
+
+/// Issue 16: the in-memory slot of every driver ever seen (seq window, arrival state) stayed
+/// until the node restarted. A driver offline and silent for `slot_idle_ms` is evicted; when it
+/// comes back it is loaded again like after a restart, and its fixes are taken.
+#[tokio::test]
+async fn idle_driver_slots_are_evicted_and_a_returning_driver_is_served() {
+    let hub = TestHub::start_with(|c| {
+        c.hub.presence_timeout_ms = 300;
+        c.hub.slot_idle_ms = 600;
+    })
+    .await;
+    let slots = || hub.running.as_ref().unwrap().state.hub.driver_slots();
+    let t = now_ms() - 10_000;
+    for i in 0..20 {
+        let mut d = hub.driver(&format!("D{i}"), "f1").await;
+        d.ping_acked(ping(1, t, LAT, LON)).await;
+        d.close().await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while slots() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} slots never evicted",
+            slots()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // D0 returns (a reinstalled app: seq 1 again) with a newer fix: served and stored.
+    let mut d = hub.driver("D0", "f1").await;
+    d.ping_acked(ping(1, t + 1_000, LAT + 0.001, LON)).await;
+    let (_, pos) = hub.get("/v1/drivers/D0", "f1").await;
+    assert_eq!(pos["lat"], LAT + 0.001);
+    hub.wait_track(&format!("/v1/drivers/D0/track?from={}", t - 1), "f1", 2)
+        .await;
+    hub.stop().await;
+}

@@ -242,6 +242,27 @@ async fn the_event_log_is_per_fleet_validated_and_complete() {
     assert_eq!(only["events"].as_array().unwrap().len(), 2);
     let (_, other_driver) = hub.get("/v1/events?drivers=D9", "f1").await;
     assert_eq!(other_driver["events"], json!([]));
+    // A filtered read's cursor moves past the rows it skipped (issue 16: it stayed at `since`,
+    // and a filtered stream scanned the same rows at every read). Full pages resume after their
+    // last event instead.
+    let newest = all["events"][4]["id"].as_i64().unwrap();
+    assert_eq!(other_driver["next_since"], newest);
+    let (_, page) = hub
+        .get("/v1/events?types=stop.checked_in&limit=1", "f1")
+        .await;
+    assert_eq!(page["next_since"], all["events"][1]["id"]);
+    let (_, rest) = hub
+        .get(
+            &format!(
+                "/v1/events?types=stop.checked_in&since={}",
+                page["next_since"]
+            ),
+            "f1",
+        )
+        .await;
+    assert_eq!(rest["events"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["events"][0]["id"], all["events"][3]["id"]);
+    assert_eq!(rest["next_since"], newest);
     // Ids are matched literally: `%` and `_` are not wildcards.
     let mut odd = hub.driver("D%_", "f1").await;
     odd.ping_acked(ping(1, t0, LAT, LON)).await;
@@ -337,5 +358,90 @@ async fn events_past_retention_answer_410_instead_of_a_silent_gap() {
     assert_eq!(upgrade_status(&url, &[]).await, 410);
     let (status, _) = Sse::connect(&hub.http, &hub.url("/v1/stream"), &token, Some(0)).await;
     assert_eq!(status, 410);
+    hub.stop().await;
+}
+
+/// A departure whose write fails is decided again and stored once the database takes it (issue
+/// 16: it was logged and dropped, and the stop stayed `arrived` for good). The fault is a
+/// trigger in the hub's own database that refuses to mark a stop departed, on either engine.
+#[tokio::test]
+async fn a_departure_that_failed_to_store_is_retried() {
+    let hub = hub().await;
+    assert_eq!(
+        hub.post("/v1/trips", "f1", &chain_trip("t1", "D1", 2))
+            .await
+            .0,
+        201
+    );
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&hub.cfg.database_url).await.unwrap();
+    let postgres = hub.cfg.database_url.starts_with("postgres");
+    let fault: &[&str] = if postgres {
+        &[
+            "CREATE FUNCTION refuse_departure() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$",
+            "CREATE TRIGGER refuse_departure BEFORE UPDATE ON stops FOR EACH ROW \
+             WHEN (NEW.status = 'departed') EXECUTE FUNCTION refuse_departure()",
+        ]
+    } else {
+        &["CREATE TRIGGER refuse_departure BEFORE UPDATE ON stops \
+           WHEN NEW.status = 'departed' BEGIN SELECT RAISE(ABORT, 'injected fault'); END"]
+    };
+    for statement in fault {
+        sqlx::query(statement).execute(&db).await.unwrap();
+    }
+
+    let mut d = hub.driver("D1", "f1").await;
+    let t0 = now_ms() - 3_600_000;
+    let mut seq = 1;
+    assert_eq!(visit(&mut d, 0..1, t0, &mut seq).await, ["s0"]);
+    // Two fixes 400 m south of s0 (its exit ring is 150 m): the departure is decided, and its
+    // write refused.
+    let away = |seq: u64, dt: i64, south_m: f64| {
+        let (lat, lon) = offset(stop_position(0).0, LON, -south_m, 0.0);
+        ping(seq, t0 + 150_000 + dt, lat, lon)
+    };
+    d.send(&json!({"type":"batch","pings":[away(seq, 0, 400.0), away(seq + 1, 5_000, 420.0)]}))
+        .await;
+    d.until_ack(seq + 1).await;
+    seq += 2;
+    let (_, trip) = hub.get("/v1/trips/t1", "f1").await;
+    assert_eq!(trip["stops"][0]["status"], "arrived");
+    let departed = |log: &Value| {
+        log["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "stop.departed")
+            .count()
+    };
+    assert_eq!(departed(&hub.get("/v1/events", "f1").await.1), 0);
+
+    // The database takes it again; the next fixes outside the stop decide the departure anew.
+    let repair = if postgres {
+        "DROP TRIGGER refuse_departure ON stops"
+    } else {
+        "DROP TRIGGER refuse_departure"
+    };
+    sqlx::query(repair).execute(&db).await.unwrap();
+    d.send(
+        &json!({"type":"batch","pings":[away(seq, 10_000, 440.0), away(seq + 1, 15_000, 460.0)]}),
+    )
+    .await;
+    d.until_ack(seq + 1).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, trip) = hub.get("/v1/trips/t1", "f1").await;
+        if trip["stops"][0]["status"] == "departed" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never departed: {trip}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(departed(&hub.get("/v1/events", "f1").await.1), 1);
+    db.close().await;
     hub.stop().await;
 }

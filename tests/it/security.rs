@@ -297,6 +297,47 @@ async fn nobody_reads_or_writes_what_is_not_theirs() {
     hub.stop().await;
 }
 
+/// Issue 16: trip ids were one global key, so fleet f2 creating `t1` got 409 and learned that
+/// another fleet had a trip `t1`. Ids are scoped per fleet: both fleets have their own `t1`, and
+/// a check-in of one touches nothing of the other.
+#[tokio::test]
+async fn trip_ids_are_scoped_per_fleet() {
+    let hub = TestHub::start().await;
+    let trip = |driver: &str| json!({"id":"t1","driver_id":driver,"stops":[{"id":"s1","lat":LAT,"lon":LON},{"id":"s2","lat":LAT+0.01,"lon":LON}]});
+    assert_eq!(hub.post("/v1/trips", "f1", &trip("D1")).await.0, 201);
+    let (status, body) = hub.post("/v1/trips", "f2", &trip("D9")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(hub.post("/v1/trips", "f1", &trip("D1")).await.0, 409);
+    assert_eq!(hub.get("/v1/trips/t1", "f2").await.1["driver_id"], "D9");
+
+    let (status, _) = hub
+        .post("/v1/trips/t1/stops/s1/checkin", "f2", &json!({}))
+        .await;
+    assert_eq!(status, 201);
+    let (_, f1_trip) = hub.get("/v1/trips/t1", "f1").await;
+    assert_eq!(f1_trip["stops"][0]["status"], "pending");
+    assert_eq!(hub.get("/v1/checkins", "f1").await.1["checkins"], json!([]));
+    // f1 checks in its own s1 once (the check-in of f2's s1 did not take its place).
+    let (status, _) = hub
+        .post("/v1/trips/t1/stops/s1/checkin", "f1", &json!({}))
+        .await;
+    assert_eq!(status, 201);
+    let (_, f2_checkins) = hub.get("/v1/checkins", "f2").await;
+    assert_eq!(f2_checkins["checkins"].as_array().unwrap().len(), 1);
+    // Both fleets complete their own trip.
+    for fleet in ["f1", "f2"] {
+        let (status, _) = hub
+            .post("/v1/trips/t1/stops/s2/checkin", fleet, &json!({}))
+            .await;
+        assert_eq!(status, 201);
+        assert_eq!(
+            hub.get("/v1/trips/t1", fleet).await.1["status"],
+            "completed"
+        );
+    }
+    hub.stop().await;
+}
+
 #[tokio::test]
 async fn oversize_frames_and_floods_are_closed_with_the_right_code() {
     let hub = TestHub::start().await;
@@ -356,6 +397,85 @@ async fn sockets_per_driver_and_connections_per_ip_are_capped() {
     let mut e = hub.watcher("f1").await;
     assert_eq!(e.json().await["code"], "rate_limited");
     assert_eq!(e.close_code().await, Some(1008));
+    hub.stop().await;
+}
+
+/// Issue 16: a watcher identity could open any number of sockets and streams, and every
+/// subscribe built a full snapshot. Now: a cap per (fleet, sub) over watch sockets, stream
+/// sockets and SSE together, and at most one snapshot per 250 ms per socket, the last subscribe
+/// of a burst winning.
+#[tokio::test]
+async fn watcher_sockets_are_capped_per_identity_and_snapshots_throttled() {
+    let hub = TestHub::start_with(|c| {
+        c.limits = LimitsConfig {
+            sockets_per_watcher: 3,
+            ..Default::default()
+        }
+    })
+    .await;
+    let mut a = hub.driver("A", "f1").await;
+    a.ping_acked(ping(1, now_ms() - 1000, LAT, LON)).await;
+    let mut b = hub.driver("B", "f1").await;
+    b.ping_acked(ping(1, now_ms() - 1000, LAT + 1.0, LON)).await;
+
+    let mut w = hub.watcher("f1").await;
+    // A burst of 9 subscribes around A, then one around B.
+    let around =
+        |lat: f64| json!({"type":"subscribe","bbox":[LON - 0.1, lat - 0.1, LON + 0.1, lat + 0.1]});
+    for _ in 0..9 {
+        w.send(&around(LAT)).await;
+    }
+    w.send(&around(LAT + 1.0)).await;
+    let mut snapshots_of_a = 0;
+    loop {
+        let f = w.until(|f| f["type"] == "snapshot").await;
+        let ids: Vec<&str> = f["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["driver_id"].as_str().unwrap())
+            .collect();
+        if ids == ["B"] {
+            break;
+        }
+        assert_eq!(ids, ["A"]);
+        snapshots_of_a += 1;
+    }
+    assert!(
+        snapshots_of_a <= 2,
+        "{snapshots_of_a} snapshots built for a burst of 9 (one immediately, the rest coalesced)"
+    );
+
+    // Same identity ("admin" of f1): a stream and an SSE stream fill the cap of 3.
+    let mut s = hub.stream("f1", "mode=latest").await; // "billing": another identity
+    assert_eq!(s.json().await["type"], "snapshot");
+    let admin = hub.token(Role::Admin, "admin", "f1");
+    let stream_url = format!("{}&mode=none", hub.ws_url("/v1/ws/stream", &admin));
+    let _s2 = Ws::connect(&stream_url).await;
+    let sse_url = hub.url("/v1/stream?mode=none");
+    let (status, sse) = common::sse::Sse::connect(&hub.http, &sse_url, &admin, None).await;
+    assert_eq!(status, 200);
+    let mut over = hub.watcher("f1").await;
+    assert_eq!(over.json().await["code"], "too_many_sockets");
+    assert_eq!(over.close_code().await, Some(1008));
+    let mut over = Ws::connect(&stream_url).await;
+    assert_eq!(over.json().await["code"], "too_many_sockets");
+    let (status, _) = common::sse::Sse::connect(&hub.http, &sse_url, &admin, None).await;
+    assert_eq!(status, 429);
+    // Closing one frees its place (the hub notices the closed SSE response asynchronously).
+    drop(sse);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, _) = common::sse::Sse::connect(&hub.http, &sse_url, &admin, None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the SSE slot was never freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     hub.stop().await;
 }
 

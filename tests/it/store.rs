@@ -180,3 +180,22 @@ async fn concurrent_last_checkins_complete_the_trip_on_postgres() {
 async fn concurrent_last_checkins_complete_the_trip_on_sqlite() {
     concurrent_last_checkins_complete_the_trip(&sqlite_url()).await;
 }
+
+/// Track retention (issue 16: `track_points` was never deleted): fixes stored longer ago than
+/// the retention are deleted by the hub's retention task; newer ones stay.
+#[tokio::test]
+async fn track_retention_deletes_old_fixes_and_keeps_new_ones() {
+    use common::*;
+    let hub = TestHub::start_with(|c| c.track_retention = Some(Duration::from_secs(2))).await;
+    let mut d = hub.driver("D1", "f1").await;
+    let t = now_ms() - 60_000;
+    d.ping_acked(ping(1, t, 41.15, -8.61)).await;
+    d.ping_acked(ping(2, t + 1_000, 41.15, -8.61)).await;
+    let path = format!("/v1/drivers/D1/track?from={}", t - 1);
+    hub.wait_track(&path, "f1", 2).await;
+    // Stored more than 2 s ago: gone within a few retention passes (every 0.5 s).
+    hub.wait_track(&path, "f1", 0).await;
+    d.ping_acked(ping(3, t + 2_000, 41.15, -8.61)).await;
+    hub.wait_track(&path, "f1", 1).await;
+    hub.stop().await;
+}

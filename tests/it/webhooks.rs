@@ -301,6 +301,73 @@ async fn webhooks_are_validated_listed_without_secrets_and_deleted() {
     assert_eq!(delete(hub.token(Role::Admin, "a", "f1")).await, 204);
     assert_eq!(delete(hub.token(Role::Admin, "a", "f1")).await, 404);
     assert_eq!(hub.get("/v1/webhooks", "f1").await.1["webhooks"], json!([]));
+
+    // At most 16 webhooks per fleet (issue 16: unlimited); the 17th is a 409, other fleets are
+    // not affected.
+    for i in 0..16 {
+        let body = json!({"url": format!("http://127.0.0.1:9/h{i}"), "events": ["*"]});
+        assert_eq!(hub.post("/v1/webhooks", "f1", &body).await.0, 201, "{i}");
+    }
+    let (status, problem) = hub.post("/v1/webhooks", "f1", &body).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("16 webhooks"));
+    assert_eq!(hub.post("/v1/webhooks", "f2", &body).await.0, 201);
+    hub.stop().await;
+}
+
+/// A fleet whose receiver never answers (a tarpit) with a backlog of deliveries does not hold
+/// up another fleet's (issue 16: deliveries were claimed in global due order, so a tarpit fleet
+/// filled every request slot until its timeouts). Fleet f1's 30 events are due first; f2's one
+/// event is still delivered long before f1's requests time out.
+#[tokio::test]
+async fn a_tarpit_fleet_does_not_starve_another_fleets_webhooks() {
+    let hub = TestHub::start_with(|c| {
+        c.webhooks.timeout = Duration::from_secs(60);
+        c.webhooks.poll = Duration::from_millis(50);
+    })
+    .await;
+    // Accepts connections and reads requests, never answers.
+    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tarpit_url = format!("http://{}/hook", tarpit.local_addr().unwrap());
+    let held = Arc::new(AtomicUsize::new(0));
+    let counter = held.clone();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = tarpit.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            open.push(socket);
+        }
+    });
+    let (fast, fast_url) = Receiver::start(0, false).await;
+    for (fleet, url) in [("f1", &tarpit_url), ("f2", &fast_url)] {
+        let body = json!({"url": url, "events": ["driver.online"]});
+        assert_eq!(hub.post("/v1/webhooks", fleet, &body).await.0, 201);
+    }
+    let mut drivers = Vec::new();
+    for i in 0..30 {
+        let mut d = hub.driver(&format!("D{i}"), "f1").await;
+        d.ping_acked(ping(1, now_ms() - 1000, 41.15, -8.61)).await;
+        drivers.push(d);
+    }
+    // f1's deliveries are in flight (the tarpit holds them) before f2's event exists.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while held.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tarpit never called"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut f2 = hub.driver("E1", "f2").await;
+    f2.ping_acked(ping(1, now_ms() - 1000, 41.15, -8.61)).await;
+    // Within WAIT (10 s), far inside f1's 60 s timeouts.
+    let got = fast.wait_for(1).await;
+    assert!(got[0].body.contains("\"E1\""), "{}", got[0].body);
+    let in_tarpit = held.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&in_tarpit),
+        "f1 holds {in_tarpit} requests; its cap is 4"
+    );
     hub.stop().await;
 }
 
