@@ -117,14 +117,21 @@ impl Keys {
                 path.display()
             );
         }
-        if keys.verify.len() > 1 && keys.audience.is_none() {
-            // An identity provider signs tokens for many applications; without an audience
-            // check, a token it issued for any of them is accepted here (RFC 7519 §4.1.3).
+        if keys.accepts_any_audience() {
             tracing::warn!(
-                "identity-provider keys are configured without --jwt-audience: tokens the provider                  issued for ANY application are accepted. Set --jwt-audience to this hub's audience"
+                "identity-provider keys are configured without --jwt-audience: tokens the \
+                 provider issued for ANY application are accepted. Set --jwt-audience to this \
+                 hub's audience"
             );
         }
         Ok(keys)
+    }
+
+    /// True when identity-provider keys are configured without an audience: a provider signs
+    /// tokens for many applications, and without the `aud` check a token it issued for any of
+    /// them is accepted here (RFC 7519 §4.1.3). The hub starts anyway, with a warning.
+    pub fn accepts_any_audience(&self) -> bool {
+        self.verify.len() > 1 && self.audience.is_none()
     }
 
     /// Signs an HS256 token for `sub` with `role` in `fleet`, valid for `ttl_s` seconds, with
@@ -277,6 +284,34 @@ fn check_id(claim: &str, value: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::auth::Role;
+
+    #[test]
+    fn identity_provider_keys_without_an_audience_are_flagged() {
+        let fixture = |name: &str| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/keys")
+                .join(name)
+        };
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let jwks = AuthConfig {
+            jwks_file: Some(fixture("jwks.json")),
+            ..AuthConfig::default()
+        };
+        assert!(Keys::from_config(secret, &jwks)
+            .unwrap()
+            .accepts_any_audience());
+        let scoped = AuthConfig {
+            audience: Some("trackhub".into()),
+            ..jwks
+        };
+        assert!(!Keys::from_config(secret, &scoped)
+            .unwrap()
+            .accepts_any_audience());
+        assert!(
+            !Keys::from_secret(secret).accepts_any_audience(),
+            "HS256 only: our own tokens"
+        );
+    }
 
     #[test]
     fn sub_and_fleet_must_be_printable_and_bounded() {
