@@ -5,12 +5,13 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use trackhub::geo::arrival::{ArrivalConfig, ArrivalTracker, Geofence, StopKey, StopPhase};
-use trackhub::geo::index::{LiveIndex, LivePosition};
-use trackhub::geo::{BBox, Fix};
+use trackhub::geo::arrival::{ArrivalConfig, ArrivalTracker, Geofence, StopPhase};
+use trackhub::geo::index::LiveIndex;
+use trackhub::geo::BBox;
 
 mod common;
 use common::points;
+use trackhub::model::{Fix, LivePosition, StopKey};
 
 fn fix(lat: f64, lon: f64, ts_ms: i64) -> Fix {
     Fix {

@@ -29,9 +29,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use trackhub::auth::{load_secret, Keys, Role};
+use trackhub::model::now_ms;
 use trackhub::protocol::codec::{Codec, JSON_PROTOCOL, PROTO_PROTOCOL};
 use trackhub::protocol::pb;
-use trackhub::protocol::time::{now_ms, parse_ts};
+use trackhub::protocol::time::parse_ts;
 
 use net::Sources;
 use paths::{Path, Route};

@@ -17,7 +17,7 @@ use crate::fanout::Fanout;
 use crate::hub::presence::{Emitter, PresenceLog};
 use crate::hub::Hub;
 use crate::limits::Limits;
-use crate::protocol::time::now_ms;
+use crate::model::now_ms;
 use crate::store::track::TrackWriter;
 use crate::store::Store;
 

@@ -19,6 +19,7 @@ pub mod geo;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod model;
 pub mod osmand;
 pub mod protocol;
 pub mod replay;

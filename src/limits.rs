@@ -11,12 +11,11 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::model::DriverKey;
 use axum::http::HeaderMap;
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-use crate::hub::DriverKey;
 
 /// Limits, all configurable on `trackhub serve`; 0 turns a rate limit off.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -14,9 +14,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::fanout::{Delivery, Scope};
-use crate::geo::index::LivePosition;
-use crate::hub::events::Event;
+
 use crate::hub::Hub;
+use crate::model::Event;
+use crate::model::LivePosition;
 use crate::store::events::EventQuery;
 
 /// Events read from the log per query.

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use trackhub::geo::arrival::{ArrivalConfig, Geofence, StopKey};
+use trackhub::geo::arrival::{ArrivalConfig, Geofence};
 use trackhub::geo::arrival_invariants::run_and_check;
-use trackhub::geo::Fix;
+use trackhub::model::Fix;
+use trackhub::model::StopKey;
 
 #[derive(Debug, Arbitrary)]
 struct Input {

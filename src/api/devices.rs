@@ -13,10 +13,12 @@ use super::ApiJson;
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
-use crate::hub::{Commit, DriverKey, IngestStatus};
+use crate::hub::{Commit, IngestStatus};
+use crate::model::now_ms;
+use crate::model::DriverKey;
 use crate::osmand::{self, Report};
 use crate::protocol::driver::Ping;
-use crate::protocol::time::{format_ts, now_ms, WireTs};
+use crate::protocol::time::{format_ts, WireTs};
 use crate::store::devices::DeviceRecord;
 use crate::store::track::WriterStopped;
 

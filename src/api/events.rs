@@ -9,7 +9,7 @@ use super::ApiQuery;
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
-use crate::hub::events::EVENT_TYPES;
+use crate::model::EVENT_TYPES;
 use crate::protocol::EventView;
 use crate::store::events::{EventQuery, MAX_EVENTS_PER_READ};
 

@@ -21,7 +21,8 @@ use crate::auth::{Caller, Role};
 use crate::bus::BusStatus;
 use crate::error::{ApiError, FieldError};
 use crate::geo::BBox;
-use crate::protocol::time::{format_ts, now_ms, parse_ts};
+use crate::model::now_ms;
+use crate::protocol::time::{format_ts, parse_ts};
 use crate::protocol::PositionView;
 
 /// Most drivers one nearby query returns.

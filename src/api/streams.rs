@@ -249,7 +249,7 @@ fn sse_events(
     })
 }
 
-fn positions_event(name: &str, positions: &[crate::geo::index::LivePosition]) -> SseEvent {
+fn positions_event(name: &str, positions: &[crate::model::LivePosition]) -> SseEvent {
     let views: Vec<PositionView> = positions.iter().map(PositionView::from).collect();
     SseEvent::default()
         .event(name)

@@ -10,7 +10,8 @@ use super::{ApiJson, ApiQuery};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
-use crate::protocol::time::{format_ts, now_ms};
+use crate::model::now_ms;
+use crate::protocol::time::format_ts;
 use crate::store::{CheckinFilter, CheckinRecord, NewStop, NewTrip, StopRecord, TripRecord};
 
 /// Default geofence radius, m: geocoded addresses sit a median 48 m (p90 ~480 m) from where

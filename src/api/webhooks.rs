@@ -12,8 +12,9 @@ use super::{ApiJson, ApiQuery};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
-use crate::hub::events::EVENT_TYPES;
-use crate::protocol::time::{format_ts, now_ms};
+use crate::model::now_ms;
+use crate::model::EVENT_TYPES;
+use crate::protocol::time::format_ts;
 use crate::store::webhooks::{DeliveryRecord, WebhookRecord};
 use crate::webhooks::target;
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::{Incoming, Outgoing};
-use crate::geo::index::LivePosition;
-use crate::geo::Fix;
-use crate::hub::events::Event;
+
+use crate::model::Event;
+use crate::model::Fix;
+use crate::model::LivePosition;
 use crate::protocol::pb;
 
 /// Channel of a fleet's positions: `trackhub:{fleet}:pos`.
@@ -166,8 +167,8 @@ fn position_from_pb(p: &pb::Position) -> LivePosition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geo::arrival::StopKey;
-    use crate::hub::events::{CheckinSource, EventKind};
+
+    use crate::model::{CheckinSource, EventKind, StopKey};
 
     fn pos(id: &str, ts_ms: i64) -> LivePosition {
         LivePosition {

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::geo::index::{DriverId, LivePosition};
-use crate::hub::events::Event;
+use crate::model::Event;
+use crate::model::{DriverId, LivePosition};
 
 /// What a node tells the others.
 #[derive(Debug, Clone)]

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 use chrono::NaiveDateTime;
 
-use crate::geo::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopKey, StopPhase};
+use crate::geo::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopPhase};
 use crate::geo::distance::EARTH_RADIUS_M;
-use crate::geo::Fix;
+use crate::model::Fix;
+use crate::model::StopKey;
 
 /// Shortest `OnFoot` stretch that makes a positive stop, ms.
 pub const MIN_ON_FOOT_MS: i64 = 60_000;

@@ -26,9 +26,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::geo::index::{DriverId, LivePosition};
 use crate::geo::BBox;
-use crate::hub::events::Event;
+use crate::model::Event;
+use crate::model::{DriverId, LivePosition};
 use crate::protocol::codec;
 
 /// Events a watcher may have queued before it counts as too far behind.
@@ -470,8 +470,8 @@ impl Fanout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geo::Fix;
-    use crate::hub::events::EventKind;
+    use crate::model::EventKind;
+    use crate::model::Fix;
 
     fn pos(id: &str, lat: f64, lon: f64, ts_ms: i64) -> LivePosition {
         LivePosition {

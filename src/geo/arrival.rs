@@ -30,11 +30,11 @@
 //! - 100 m radius: geocoded addresses sit a median 48 m from where couriers really are (LaDe).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use rstar::{primitives::GeomWithData, primitives::Rectangle, RTree};
 
-use super::{haversine_m, BBox, Fix};
+use super::{haversine_m, BBox};
+use crate::model::{Fix, StopKey};
 
 /// Detection parameters. See the module docs for where each default comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,13 +70,6 @@ impl Default for ArrivalConfig {
             exit_confirm_fixes: 2,
         }
     }
-}
-
-/// Identifies one stop of one trip.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StopKey {
-    pub trip_id: Arc<str>,
-    pub stop_id: Arc<str>,
 }
 
 /// The zone around a stop: centre (degrees WGS84) and radius (m).

@@ -10,8 +10,10 @@
 
 use std::collections::HashSet;
 
-use super::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopKey, StopPhase};
-use super::{haversine_m, Fix};
+use super::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopPhase};
+use super::haversine_m;
+use crate::model::Fix;
+use crate::model::StopKey;
 
 /// Runs `fixes` in order through a fresh tracker holding `fences` (all pending); returns the
 /// decisions, or a description of the first broken promise.

@@ -1,27 +1,15 @@
 //! The live index: the latest fix of every online driver of one fleet, in an R-tree.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use rstar::{primitives::GeomWithData, Envelope, RTree, SelectionFunction, AABB};
 
-use super::{haversine_m, BBox, Fix};
-
-/// A driver id shared between the index, fan-out and the hub without copying the string.
-pub type DriverId = Arc<str>;
+use super::{haversine_m, BBox};
+use crate::model::{DriverId, LivePosition};
 
 /// A tree leaf: the driver's `[lon, lat]` (degrees) with its whole position, so a query answers
 /// borrowed positions straight from the leaves, with no second lookup per result.
 type Entry = GeomWithData<[f64; 2], LivePosition>;
-
-/// The latest position of one driver together with the server time it was received.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LivePosition {
-    pub driver_id: DriverId,
-    pub fix: Fix,
-    /// Server receive time, unix ms UTC (used for presence, never for detection).
-    pub received_ms: i64,
-}
 
 /// A position with its great-circle distance from a query point, in metres.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +161,7 @@ impl LiveIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Fix;
 
     fn pos(id: &str, lat: f64, lon: f64) -> LivePosition {
         LivePosition {

@@ -12,7 +12,6 @@
 //! in the middle of a dwell without losing it, and the `UNIQUE (trip_id, stop_id)` of check-ins
 //! keeps a race between two nodes to one check-in.
 
-pub mod events;
 pub mod presence;
 
 use std::collections::HashMap;
@@ -24,15 +23,16 @@ use tokio::sync::OnceCell;
 use crate::bus::{Bus, Incoming, Outgoing};
 use crate::fanout::feed::EventFeed;
 use crate::fanout::{Combine, Fanout, Scope};
-use crate::geo::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopKey, StopPhase};
-use crate::geo::index::{DriverId, LiveIndex, LivePosition, Nearby};
+use crate::geo::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopPhase};
+use crate::geo::index::{LiveIndex, Nearby};
 use crate::geo::seq_window::SeqWindow;
-use crate::geo::{BBox, Fix};
+use crate::geo::BBox;
 use crate::metrics as m;
-use crate::protocol::time::now_ms;
+use crate::model::now_ms;
+use crate::model::{CheckinSource, Event, EventKind};
+use crate::model::{DriverId, DriverKey, Fix, LivePosition, StopKey};
 use crate::store::track::{TrackPoint, TrackWriter, WriterStopped};
 use crate::store::{CheckinOutcome, Store, StoreError, TripRecord};
-use events::{CheckinSource, Event, EventKind};
 use presence::{Emitter, PresenceLog};
 
 /// Tunables of the pipeline.
@@ -60,13 +60,6 @@ impl Default for HubConfig {
             slot_idle_ms: 3_600_000,
         }
     }
-}
-
-/// Who is sending: the token's fleet and subject.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DriverKey {
-    pub fleet: Arc<str>,
-    pub driver_id: DriverId,
 }
 
 /// What happened to one fix.

@@ -14,10 +14,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::events::Event;
 use crate::bus::{Bus, Outgoing};
 use crate::fanout::feed::EventFeed;
 use crate::fanout::Fanout;
+use crate::model::Event;
 use crate::store::Store;
 
 /// Most events appended in one transaction.

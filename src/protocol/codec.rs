@@ -13,7 +13,7 @@ use super::time::{format_ts, WireTs};
 use super::watch::{WatchIn, WatchOut};
 use super::{pb, EventView, PositionView};
 use crate::fanout::Change;
-use crate::geo::index::LivePosition;
+use crate::model::LivePosition;
 
 /// Subprotocol name of the JSON codec.
 pub const JSON_PROTOCOL: &str = "trackhub.v1.json";
@@ -389,8 +389,7 @@ enum WatchOutJson<'a> {
 
 impl<'a> From<&'a WatchOut> for WatchOutJson<'a> {
     fn from(out: &'a WatchOut) -> Self {
-        let views =
-            |ps: &[crate::geo::index::LivePosition]| ps.iter().map(PositionView::from).collect();
+        let views = |ps: &[crate::model::LivePosition]| ps.iter().map(PositionView::from).collect();
         match out {
             WatchOut::Snapshot { positions } => WatchOutJson::Snapshot {
                 positions: views(positions),
@@ -426,9 +425,9 @@ mod tests {
 
     #[test]
     fn positions_from_shared_changes_are_the_same_bytes_as_a_whole_frame() {
-        let fix = |ts_ms, lat, lon| crate::geo::Fix {
+        let fix = |ts_ms, lat, lon| crate::model::Fix {
             speed_mps: Some(3.5),
-            ..crate::geo::Fix::at(ts_ms, lat, lon)
+            ..crate::model::Fix::at(ts_ms, lat, lon)
         };
         let positions = vec![
             LivePosition {
@@ -438,7 +437,7 @@ mod tests {
             },
             LivePosition {
                 driver_id: "d\"2".into(),
-                fix: crate::geo::Fix::at(1_790_000_001_000, -33.9, 151.2),
+                fix: crate::model::Fix::at(1_790_000_001_000, -33.9, 151.2),
                 received_ms: 5,
             },
         ];
@@ -532,7 +531,7 @@ mod tests {
 
     #[test]
     fn events_carry_their_log_id_in_both_codecs() {
-        use crate::hub::events::{Event, EventKind};
+        use crate::model::{Event, EventKind};
         let event = WatchOut::Event {
             event: std::sync::Arc::new(Event {
                 id: Some(7),

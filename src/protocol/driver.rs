@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::time::WireTs;
-use crate::geo::Fix;
+use crate::model::Fix;
 
 /// Most pings accepted in one `batch` frame.
 pub const MAX_BATCH: usize = 1_000;

@@ -11,8 +11,8 @@ pub mod watch;
 
 use serde::Serialize;
 
-use crate::geo::index::LivePosition;
-use crate::hub::events::Event;
+use crate::model::Event;
+use crate::model::LivePosition;
 use time::{format_ts, parse_ts};
 
 /// A driver's position as sent to watchers and REST clients.

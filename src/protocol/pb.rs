@@ -3,9 +3,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/trackhub.v1.rs"));
 
-use crate::geo::arrival::StopKey;
-use crate::geo::index::LivePosition;
-use crate::hub::events::{CheckinSource, Event as DomainEvent, EventKind};
+use crate::model::{CheckinSource, Event as DomainEvent, EventKind};
+use crate::model::{LivePosition, StopKey};
 
 /// A protobuf (or stored) event that lacks a field its type requires.
 #[derive(Debug, thiserror::Error)]

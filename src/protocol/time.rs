@@ -20,11 +20,6 @@ pub fn parse_ts(text: &str) -> Result<i64, String> {
         .map_err(|e| format!("`{text}` is neither RFC 3339 nor unix milliseconds: {e}"))
 }
 
-/// Current server time, unix ms UTC.
-pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
 /// A timestamp as sent by a client: RFC 3339 string or unix ms number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WireTs(pub i64);

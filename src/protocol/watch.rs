@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::geo::index::LivePosition;
-use crate::hub::events::Event;
+use crate::model::Event;
+use crate::model::LivePosition;
 
 /// A message from a watcher (admin map or service).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]

@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use crate::eval::amazon;
-use crate::geo::Fix;
+use crate::model::Fix;
 use crate::protocol::time::parse_ts;
 
 /// One driver's recorded fixes (time as recorded, before any replay shift), in time order.

@@ -21,12 +21,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth::{load_secret, Keys, Role};
 use crate::eval::amazon;
+use crate::model::now_ms;
 use crate::protocol::codec::{Codec, JSON_PROTOCOL, PROTO_PROTOCOL};
 use crate::protocol::driver::MAX_BATCH;
-use crate::protocol::time::now_ms;
 use formats::Trace;
 
-use crate::geo::Fix;
+use crate::model::Fix;
 
 /// Flags of `trackhub replay`.
 #[derive(Debug, Clone, clap::Args)]

@@ -12,7 +12,7 @@
 use sqlx::Row;
 
 use super::{Backend, Store, StoreError};
-use crate::hub::events::Event;
+use crate::model::Event;
 use crate::protocol::EventView;
 
 /// Key of the PostgreSQL advisory lock that orders event appends ("trackhub" in ASCII, folded).

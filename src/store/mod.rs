@@ -14,9 +14,9 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::geo::arrival::StopKey;
-use crate::hub::events::{Event, EventKind};
-use crate::protocol::time::now_ms;
+use crate::model::now_ms;
+use crate::model::StopKey;
+use crate::model::{Event, EventKind};
 use events::append_event;
 
 /// Errors from the store.

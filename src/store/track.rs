@@ -7,7 +7,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Backend, Store, StoreError};
-use crate::geo::Fix;
+use crate::model::Fix;
 
 /// Fixes waiting for the writer (≈ 0.65 s at 100k fixes/s, ≈ 8 MB). When it is full, ingest waits
 /// for room (backpressure), counted in `trackhub_track_backpressure_total`. It also bounds a

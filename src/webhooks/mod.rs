@@ -23,7 +23,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::protocol::time::now_ms;
+use crate::model::now_ms;
 use crate::store::webhooks::DueDelivery;
 use crate::store::Store;
 

@@ -15,7 +15,8 @@ use governor::DefaultDirectRateLimiter;
 use crate::app::AppState;
 use crate::auth::{Caller, Claims, Role};
 use crate::error::ApiError;
-use crate::hub::DriverKey;
+
+use crate::model::DriverKey;
 use crate::protocol::codec::{Codec, Frame, Wire, PROTOCOLS};
 
 /// Largest message accepted from a client (64 KiB); larger closes with 1009.

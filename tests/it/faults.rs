@@ -327,7 +327,7 @@ async fn assert_history_complete(
 async fn sigkill_loses_no_acked_fix(database_url: String, dir: PathBuf, store_name: &str) {
     const PHONES: usize = 40;
     let mut hub = Hub::start(&dir, &database_url).await;
-    let t0 = trackhub::protocol::time::now_ms() - 86_400_000;
+    let t0 = trackhub::model::now_ms() - 86_400_000;
     let stop = Arc::new(AtomicBool::new(false));
     // 40 phones × 50 fixes/s = 2,000 fixes/s, one fix per frame.
     let phones = phones(
@@ -567,7 +567,7 @@ async fn fault_postgres_down_for_minutes_loses_no_fix() {
     let pg = OwnPostgres::start();
     let dir = temp_dir();
     let mut hub = Hub::start(&dir, &pg.url()).await;
-    let t0 = trackhub::protocol::time::now_ms() - 86_400_000;
+    let t0 = trackhub::model::now_ms() - 86_400_000;
     // A Traccar Client phone too (OsmAnd protocol), registered before the outage.
     let keys = Keys::from_secret(SECRET.as_bytes());
     let admin = keys.mint("ops", Role::Admin, FLEET, 3600);
@@ -740,7 +740,7 @@ async fn cluster_fault_node_killed_while_drivers_move_and_redis_restarts() {
         json!({"id": "trip-p", "driver_id": "P", "stops": [{"id": "s1", "lat": lat, "lon": lon}]});
     assert_eq!(c.post(0, "/v1/trips", FLEET, &trip).await.0, 201);
 
-    let t0 = trackhub::protocol::time::now_ms() - 86_400_000;
+    let t0 = trackhub::model::now_ms() - 86_400_000;
     let stop = Arc::new(AtomicBool::new(false));
     let mut phones = Vec::new();
     for i in 0..=PHONES {

@@ -5,9 +5,10 @@
 use proptest::prelude::*;
 use prost::Message as _;
 use std::sync::Arc;
-use trackhub::geo::arrival::{ArrivalConfig, Geofence, StopKey};
+use trackhub::geo::arrival::{ArrivalConfig, Geofence};
 use trackhub::geo::arrival_invariants::run_and_check;
-use trackhub::geo::{haversine_m, Fix};
+use trackhub::geo::haversine_m;
+use trackhub::model::{Fix, StopKey};
 use trackhub::osmand;
 use trackhub::protocol::codec::{Codec, Frame};
 use trackhub::protocol::driver::{DriverMsg, Ping};

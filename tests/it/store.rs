@@ -12,7 +12,8 @@ use crate::common;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use trackhub::geo::Fix;
+use trackhub::model::Fix;
+use trackhub::model::StopKey;
 use trackhub::store::track::{TrackPoint, TrackWriter};
 use trackhub::store::Store;
 
@@ -109,8 +110,7 @@ async fn history_keeps_optional_fields_mixed_on_postgres() {
 /// the trip exactly once: before the trip row was locked, each transaction counted the other's
 /// stop as pending, and on PostgreSQL the trip stayed active with no `trip.completed` (issue 16).
 async fn concurrent_last_checkins_complete_the_trip(url: &str) {
-    use trackhub::geo::arrival::StopKey;
-    use trackhub::hub::events::{CheckinSource, Event, EventKind};
+    use trackhub::model::{CheckinSource, Event, EventKind};
     use trackhub::store::{NewStop, NewTrip};
 
     let store = Store::connect(url).await.expect("store");

@@ -442,7 +442,7 @@ pub async fn upgrade_status(url: &str, headers: &[(&str, &str)]) -> u16 {
 
 /// Unix ms now.
 pub fn now_ms() -> i64 {
-    trackhub::protocol::time::now_ms()
+    trackhub::model::now_ms()
 }
 
 /// A ping frame.

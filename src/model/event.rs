@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::geo::arrival::StopKey;
+use super::StopKey;
 
 /// How a check-in was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

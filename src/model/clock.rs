@@ -1,0 +1,8 @@
+//! The server clock.
+
+use chrono::Utc;
+
+/// Current server time, unix ms UTC.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}

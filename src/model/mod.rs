@@ -1,0 +1,18 @@
+//! The domain model: the types every layer may import, and that import nothing of the crate
+//! but each other. Coordinates are WGS84 degrees, distances metres, times unix ms UTC.
+//!
+//! Layers, imports pointing down only: edges (`api`, `ws`, `stream`, `protocol`, `web`, `admin`,
+//! `replay`) → `hub` (the ingest pipeline) → core (`geo`, `fanout`, `store`, `bus`, `webhooks`,
+//! `limits`) → `model`. `tests/it/layers.rs` checks it.
+
+pub mod clock;
+pub mod event;
+pub mod fix;
+pub mod ids;
+pub mod position;
+
+pub use clock::now_ms;
+pub use event::{CheckinSource, Event, EventFields, EventKind, EVENT_TYPES};
+pub use fix::Fix;
+pub use ids::{DriverId, DriverKey, StopKey};
+pub use position::LivePosition;
