@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::auth::{load_secret, Keys};
@@ -18,6 +18,7 @@ use crate::hub::presence::{Emitter, PresenceLog};
 use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::model::now_ms;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::track::TrackWriter;
 use crate::store::Store;
 
@@ -30,7 +31,7 @@ pub struct AppState {
     /// Connection and message-rate limits of the socket edges.
     pub limits: Arc<Limits>,
     /// Flips to true when the server drains: sockets close with 1012.
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: Shutdown,
     /// Held by each open socket; the drain waits until every clone is dropped.
     pub session_guard: mpsc::Sender<()>,
 }
@@ -40,14 +41,14 @@ pub struct Running {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
     pub state: AppState,
-    shutdown_tx: watch::Sender<bool>,
+    shutdown_tx: ShutdownTrigger,
     sessions_rx: mpsc::Receiver<()>,
     server: JoinHandle<std::io::Result<()>>,
     /// Tasks that end by themselves when `shutdown` turns true: presence sweeper, webhook
     /// dispatcher, event retention.
     background: Vec<JoinHandle<()>>,
     bus_tasks: Option<(bus::redis::BusTasks, JoinHandle<()>)>,
-    writer_stop: watch::Sender<bool>,
+    writer_stop: ShutdownTrigger,
     writer: crate::store::track::WriterHandle,
     presence_writer: JoinHandle<()>,
 }
@@ -58,9 +59,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     let secret = load_secret(&cfg.data_dir, cfg.jwt_secret.as_deref(), true)?;
     crate::metrics::handle();
     let store = Store::connect(&cfg.database_url).await?;
-    let (writer_stop, writer_stop_rx) = watch::channel(false);
-    let (track, writer) = TrackWriter::spawn(store.clone(), writer_stop_rx.clone());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let writer_stop = ShutdownTrigger::new();
+    let (track, writer) = TrackWriter::spawn(store.clone(), writer_stop.subscribe());
+    let shutdown_tx = ShutdownTrigger::new();
+    let shutdown_rx = shutdown_tx.subscribe();
     let (bus, incoming) = match &cfg.redis_url {
         Some(url) => {
             let (bus, incoming, tasks) = bus::redis::start(url, shutdown_rx.clone())?;
@@ -79,7 +81,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         shutdown_rx.clone(),
     ));
     let (presence, presence_writer) =
-        PresenceLog::spawn(store.clone(), emitter.clone(), writer_stop_rx.clone());
+        PresenceLog::spawn(store.clone(), emitter.clone(), writer_stop.subscribe());
     let hub = Arc::new(Hub::new(cfg.hub, store, track, presence, emitter));
     let bus_tasks =
         incoming.map(|(rx, tasks)| (tasks, tokio::spawn(apply_incoming(hub.clone(), rx))));
@@ -103,7 +105,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(async move { draining(&mut stop).await })
+        .with_graceful_shutdown(async move { stop.recv().await })
         .await
     });
     let webhooks = tokio::spawn(crate::webhooks::run(
@@ -207,12 +209,7 @@ fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub async fn draining(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
-}
-
-async fn presence_sweeper(hub: Arc<Hub>, limits: Arc<Limits>, mut shutdown: watch::Receiver<bool>) {
+async fn presence_sweeper(hub: Arc<Hub>, limits: Arc<Limits>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks = 0u64;
     loop {
@@ -225,7 +222,7 @@ async fn presence_sweeper(hub: Arc<Hub>, limits: Arc<Limits>, mut shutdown: watc
                     crate::metrics::activity().log_and_reset("60s");
                 }
             }
-            _ = draining(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         }
     }
 }
@@ -236,7 +233,7 @@ async fn retention(
     store: Store,
     events: Duration,
     track: Option<Duration>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let shortest = track.map_or(events, |t| t.min(events));
     let every = (shortest / 4).clamp(Duration::from_millis(250), Duration::from_secs(3_600));
@@ -263,7 +260,7 @@ async fn retention(
                     Err(e) => tracing::warn!(error = %e, "track retention failed; retrying later"),
                 }
             }
-            _ = draining(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         }
     }
 }
@@ -294,7 +291,7 @@ impl Running {
             presence_writer,
             ..
         } = self;
-        let _ = shutdown_tx.send(true);
+        shutdown_tx.trigger();
         let store = state.hub.store.clone();
         drop(state);
         let drained = tokio::time::timeout(grace, async {
@@ -312,7 +309,7 @@ impl Running {
             tasks.join().await;
             let _ = applier.await;
         }
-        let _ = writer_stop.send(true);
+        writer_stop.trigger();
         writer.join().await;
         let _ = presence_writer.await;
         store.close().await;

@@ -23,6 +23,7 @@ pub mod model;
 pub mod osmand;
 pub mod protocol;
 pub mod replay;
+pub mod shutdown;
 pub mod store;
 pub mod stream;
 pub mod web;

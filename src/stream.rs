@@ -18,6 +18,7 @@ use crate::fanout::{Delivery, Scope};
 use crate::hub::Hub;
 use crate::model::Event;
 use crate::model::LivePosition;
+use crate::shutdown::Shutdown;
 use crate::store::events::EventQuery;
 
 /// Events read from the log per query.
@@ -89,7 +90,7 @@ pub fn spawn(
     settings: StreamSettings,
     spec: StreamSpec,
     start_id: i64,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> mpsc::Receiver<StreamItem> {
     let (tx, rx) = mpsc::channel(HANDOFF);
     tokio::spawn(produce(hub, settings, spec, start_id, tx, shutdown));
@@ -102,7 +103,7 @@ async fn produce(
     spec: StreamSpec,
     start_id: i64,
     tx: mpsc::Sender<StreamItem>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let delivery = match spec.mode {
         Mode::All => Some(Delivery::All {
@@ -146,7 +147,7 @@ async fn produce(
     loop {
         let item = tokio::select! {
             _ = tx.closed() => return,
-            _ = crate::app::draining(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
             _ = async { watcher.as_ref().unwrap().wake.notified().await }, if watcher.is_some() => {
                 StreamItem::Overflow
             }

@@ -96,7 +96,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     if let Err(e) = &database {
         tracing::warn!(error = %e, "readiness: database down");
     }
-    let draining = *app.shutdown.borrow();
+    let draining = app.shutdown.is_shutdown();
     // A node without Redis still serves its own drivers and watchers: degraded, yet ready.
     let (code, status) = match (&database, draining, bus) {
         (Err(_), _, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -20,13 +20,13 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use deadpool_redis::{PoolConfig, Runtime, Timeouts};
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::codec::{self, CONTROL_CHANNEL, PATTERNS};
 use super::{Bus, Incoming, Link, Outgoing};
-use crate::app::draining;
 use crate::metrics as m;
+use crate::shutdown::Shutdown;
 
 /// Longest a queued message waits for its batch to fill.
 pub const BATCH_DELAY: Duration = Duration::from_millis(2);
@@ -55,7 +55,7 @@ impl BusTasks {
 /// unreachable Redis is retried in the background while the node serves on its own.
 pub fn start(
     url: &str,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<(Bus, mpsc::Receiver<Incoming>, BusTasks)> {
     let client = ::redis::Client::open(url)?;
     let pool = deadpool_redis::Config {
@@ -112,13 +112,13 @@ async fn publish_loop(
     pool: deadpool_redis::Pool,
     node_id: String,
     mut rx: mpsc::Receiver<Outgoing>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let n = tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => n,
-            _ = draining(&mut shutdown) => {
+            _ = shutdown.recv() => {
                 // Last flush of what the drain left queued, then stop.
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
@@ -185,7 +185,7 @@ async fn subscribe_loop(
     node_id: String,
     tx: mpsc::Sender<Incoming>,
     connected: Arc<AtomicBool>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let backoff = ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(50))
@@ -204,7 +204,7 @@ async fn subscribe_loop(
                 .retry(backoff)
                 .sleep(tokio::time::sleep)
                 .notify(|e, delay| tracing::debug!(error = %e, ?delay, "redis unreachable; retrying")) => r,
-            _ = draining(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         };
         let Ok(pubsub) = pubsub else { continue };
         connected.store(true, Ordering::Relaxed);
@@ -219,7 +219,7 @@ async fn subscribe_loop(
         loop {
             let msg = tokio::select! {
                 msg = stream.next() => msg,
-                _ = draining(&mut shutdown) => return,
+                _ = shutdown.recv() => return,
             };
             let Some(msg) = msg else { break };
             match codec::decode(&node_id, msg.get_channel_name(), msg.get_payload_bytes()) {

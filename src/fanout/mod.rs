@@ -24,12 +24,13 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 
 use crate::geo::BBox;
 use crate::model::Event;
 use crate::model::{DriverId, LivePosition};
 use crate::protocol::codec;
+use crate::shutdown::Shutdown;
 
 /// Events a watcher may have queued before it counts as too far behind.
 pub const EVENT_QUEUE: usize = 1_024;
@@ -436,17 +437,13 @@ impl Fanout {
 
     /// Flushes every `interval` until `shutdown` turns true or the fan-out is dropped. Watchers
     /// all flush on this one clock, so a fix waits at most one interval before it is sent.
-    pub async fn run_flusher(
-        fanout: Weak<Self>,
-        interval: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn run_flusher(fanout: Weak<Self>, interval: Duration, mut shutdown: Shutdown) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = crate::app::draining(&mut shutdown) => return,
+                _ = shutdown.recv() => return,
             }
             let Some(fanout) = fanout.upgrade() else {
                 return;

@@ -11,13 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::bus::{Bus, Outgoing};
 use crate::fanout::feed::EventFeed;
 use crate::fanout::Fanout;
 use crate::model::Event;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// Most events appended in one transaction.
@@ -62,11 +63,7 @@ enum Queued {
 
 impl PresenceLog {
     /// Starts the writer. When `stop` turns true it stores what is queued and ends.
-    pub fn spawn(
-        store: Store,
-        emitter: Emitter,
-        stop: watch::Receiver<bool>,
-    ) -> (Self, JoinHandle<()>) {
+    pub fn spawn(store: Store, emitter: Emitter, stop: Shutdown) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Self { tx }, tokio::spawn(run(store, emitter, rx, stop)))
     }
@@ -92,14 +89,14 @@ async fn run(
     store: Store,
     emitter: Emitter,
     mut rx: mpsc::UnboundedReceiver<Queued>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Shutdown,
 ) {
     let mut queued = Vec::with_capacity(BATCH);
     let mut events = Vec::with_capacity(BATCH);
     loop {
         let received = tokio::select! {
             n = rx.recv_many(&mut queued, BATCH) => n,
-            _ = crate::app::draining(&mut stop), if !rx.is_closed() => { rx.close(); continue; }
+            _ = stop.recv(), if !rx.is_closed() => { rx.close(); continue; }
         };
         if received == 0 {
             return;

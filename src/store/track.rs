@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Backend, Store, StoreError};
 use crate::model::Fix;
+use crate::shutdown::Shutdown;
 
 /// Fixes waiting for the writer (≈ 0.65 s at 100k fixes/s, ≈ 8 MB). When it is full, ingest waits
 /// for room (backpressure), counted in `trackhub_track_backpressure_total`. It also bounds a
@@ -93,7 +94,7 @@ impl TrackWriter {
     /// 10,000-row batch took 0.58 s while the hub used 0.63 cores, and with acks waiting for
     /// commits that wait set the whole hub's throughput (BENCHMARKS.md, durable acks: 10k
     /// fixes/s acked on the shared runtime, 27.6k on its own thread, same load).
-    pub fn spawn(store: Store, stop: watch::Receiver<bool>) -> (Self, WriterHandle) {
+    pub fn spawn(store: Store, stop: Shutdown) -> (Self, WriterHandle) {
         let (tx, rx) = mpsc::channel(TRACK_QUEUE);
         let (stuck_tx, stuck) = watch::channel(false);
         let thread = std::thread::Builder::new()
@@ -172,7 +173,7 @@ impl TrackWriter {
 async fn run(
     store: Store,
     mut rx: mpsc::Receiver<Queued>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Shutdown,
     stuck: watch::Sender<bool>,
 ) {
     let mut queued = Vec::with_capacity(BATCH_ROWS);
@@ -182,7 +183,7 @@ async fn run(
         // Batches form by themselves: while one INSERT runs, the next fixes queue up.
         let received = tokio::select! {
             n = rx.recv_many(&mut queued, BATCH_ROWS) => n,
-            _ = crate::app::draining(&mut stop), if !rx.is_closed() => { rx.close(); continue; }
+            _ = stop.recv(), if !rx.is_closed() => { rx.close(); continue; }
         };
         if received == 0 {
             return;

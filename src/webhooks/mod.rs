@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::model::now_ms;
+use crate::shutdown::Shutdown;
 use crate::store::webhooks::DueDelivery;
 use crate::store::Store;
 
@@ -95,7 +96,7 @@ pub async fn run(
     store: Store,
     cfg: WebhookConfig,
     mut wake: watch::Receiver<i64>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Shutdown,
 ) {
     let mut builder = reqwest::Client::builder()
         .timeout(cfg.timeout)
@@ -172,7 +173,7 @@ pub async fn run(
             _ = wake.changed() => {}
             _ = tokio::time::sleep(cfg.poll) => {}
             Some(done) = in_flight.join_next() => release(&mut busy, done),
-            _ = crate::app::draining(&mut stop) => {
+            _ = stop.recv() => {
                 // In-flight requests are abandoned; their leases lapse and they are retried.
                 in_flight.shutdown().await;
                 return;

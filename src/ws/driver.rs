@@ -191,7 +191,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
                 conn.refuse(codec.encode_driver(&refusal), super::close::UNAUTHENTICATED, "token expired").await;
                 return;
             }
-            _ = crate::app::draining(&mut shutdown) => {
+            _ = shutdown.recv() => {
                 // The acks already owed go out first: the writer is still running (it stops
                 // after the sockets), so they come within a commit cycle.
                 if send_owed_acks(&mut conn, &mut acks).await {

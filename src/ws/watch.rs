@@ -161,7 +161,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
                 conn.refuse(codec.encode_watch(&refusal), super::close::UNAUTHENTICATED, "token expired").await;
                 return;
             }
-            _ = crate::app::draining(&mut shutdown) => {
+            _ = shutdown.recv() => {
                 close_for_restart(&mut conn.socket).await;
                 return;
             }

@@ -11,9 +11,9 @@ use crate::common;
 
 use std::time::Duration;
 
-use tokio::sync::watch;
 use trackhub::model::Fix;
 use trackhub::model::StopKey;
+use trackhub::shutdown::ShutdownTrigger;
 use trackhub::store::track::{TrackPoint, TrackWriter};
 use trackhub::store::Store;
 
@@ -44,8 +44,8 @@ fn point(
 /// it was sent.
 async fn mixed_batches_round_trip(url: &str) {
     let store = Store::connect_with(url, 1).await.expect("store");
-    let (_stop_tx, stop) = watch::channel(false);
-    let (writer, _task) = TrackWriter::spawn(store.clone(), stop);
+    let stop = ShutdownTrigger::new();
+    let (writer, _task) = TrackWriter::spawn(store.clone(), stop.subscribe());
     let t0 = 1_795_000_000_000;
     let batches: Vec<Vec<TrackPoint>> = vec![
         // First: every optional field absent, so the statement is prepared with NULLs.
