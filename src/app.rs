@@ -19,22 +19,9 @@ use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::model::now_ms;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::state::AppState;
 use crate::store::track::TrackWriter;
 use crate::store::Store;
-
-/// Shared by every handler; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub hub: Arc<Hub>,
-    pub keys: Arc<Keys>,
-    pub cfg: Arc<ServerConfig>,
-    /// Connection and message-rate limits of the socket edges.
-    pub limits: Arc<Limits>,
-    /// Flips to true when the server drains: sockets close with 1012.
-    pub shutdown: Shutdown,
-    /// Held by each open socket; the drain waits until every clone is dropped.
-    pub session_guard: mpsc::Sender<()>,
-}
 
 /// A started server.
 pub struct Running {

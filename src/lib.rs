@@ -24,6 +24,7 @@ pub mod osmand;
 pub mod protocol;
 pub mod replay;
 pub mod shutdown;
+pub mod state;
 pub mod store;
 pub mod stream;
 pub mod web;

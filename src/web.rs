@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// An embedded file of `web/`: where it is served, its bytes and `Content-Type`.
 struct Asset {

@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::ApiJson;
-use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
 use crate::hub::{Commit, IngestStatus};
@@ -19,6 +18,7 @@ use crate::model::DriverKey;
 use crate::osmand::{self, Report};
 use crate::protocol::driver::Ping;
 use crate::protocol::time::{format_ts, WireTs};
+use crate::state::AppState;
 use crate::store::devices::DeviceRecord;
 use crate::store::track::WriterStopped;
 

@@ -6,11 +6,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiQuery;
-use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
 use crate::model::EVENT_TYPES;
 use crate::protocol::EventView;
+use crate::state::AppState;
 use crate::store::events::{EventQuery, MAX_EVENTS_PER_READ};
 
 /// Most driver ids in one filter.

@@ -16,7 +16,6 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::bus::BusStatus;
 use crate::error::{ApiError, FieldError};
@@ -24,6 +23,7 @@ use crate::geo::BBox;
 use crate::model::now_ms;
 use crate::protocol::time::{format_ts, parse_ts};
 use crate::protocol::PositionView;
+use crate::state::AppState;
 
 /// Most drivers one nearby query returns.
 pub const MAX_NEARBY: usize = 1_000;

@@ -25,13 +25,13 @@ use serde_json::json;
 
 use super::events::{check_retained, parse_drivers, parse_types};
 use super::ApiQuery;
-use crate::app::AppState;
 use crate::auth::{Caller, Claims, Role};
 use crate::error::{ApiError, FieldError};
 use crate::fanout::{Combine, Scope};
 use crate::geo::BBox;
 use crate::limits::{SocketKind, SocketPermit};
 use crate::protocol::{EventView, PositionView};
+use crate::state::AppState;
 use crate::stream::{self, EventFilter, Mode, StreamItem, StreamSettings, StreamSpec};
 
 /// Query of both stream transports.

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ApiJson, ApiQuery};
-use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
 use crate::model::now_ms;
 use crate::protocol::time::format_ts;
+use crate::state::AppState;
 use crate::store::{CheckinFilter, CheckinRecord, NewStop, NewTrip, StopRecord, TripRecord};
 
 /// Default geofence radius, m: geocoded addresses sit a median 48 m (p90 ~480 m) from where

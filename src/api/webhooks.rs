@@ -9,12 +9,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiJson, ApiQuery};
-use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
 use crate::model::now_ms;
 use crate::model::EVENT_TYPES;
 use crate::protocol::time::format_ts;
+use crate::state::AppState;
 use crate::store::webhooks::{DeliveryRecord, WebhookRecord};
 use crate::webhooks::target;
 

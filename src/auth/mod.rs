@@ -8,12 +8,12 @@ pub mod keys;
 pub use keys::{AuthConfig, Keys};
 
 use std::path::Path;
+use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::error::ApiError;
 
 /// The fleet of a token that names none.
@@ -195,17 +195,19 @@ fn token_from(parts: &Parts) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// Any state that can hand out the verifying keys (`FromRef`): the extractor needs nothing else.
+impl<S> FromRequestParts<S> for Caller
+where
+    Arc<Keys>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token = token_from(parts)
             .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-        let claims = state
-            .keys
+        let keys = Arc::<Keys>::from_ref(state);
+        let claims = keys
             .verify(&token)
             .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
         Ok(Caller(claims))

@@ -12,7 +12,6 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use super::{admit, close, close_for_restart, Admitted, Conn, Received};
-use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::hub::{Commit, Hub};
@@ -20,6 +19,7 @@ use crate::limits::SocketKind;
 use crate::model::now_ms;
 use crate::model::DriverKey;
 use crate::protocol::driver::{DriverMsg, DriverOut, Ping, Rejection};
+use crate::state::AppState;
 use crate::store::track::WriterStopped;
 
 /// Upgrade handler: 403 for a foreign browser origin, 401 without a valid token, 403 unless the

@@ -12,9 +12,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{header, HeaderMap};
 use governor::DefaultDirectRateLimiter;
 
-use crate::app::AppState;
 use crate::auth::{Caller, Claims, Role};
 use crate::error::ApiError;
+use crate::state::AppState;
 
 use crate::model::DriverKey;
 use crate::protocol::codec::{Codec, Frame, Wire, PROTOCOLS};

@@ -16,11 +16,11 @@ use axum::response::{IntoResponse, Response};
 use super::{admit, close_for_restart, Admitted, Conn, Received};
 use crate::api::streams::{stream_spec, StreamParams, Subscription};
 use crate::api::ApiQuery;
-use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::limits::SocketKind;
 use crate::protocol::watch::WatchOut;
+use crate::state::AppState;
 use crate::stream::StreamItem;
 
 /// Upgrade handler: the socket checks of the watcher (origin, token, role `admin` or `service`),

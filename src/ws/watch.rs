@@ -9,7 +9,6 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::{admit, close, close_for_restart, Admitted, Conn, Received};
-use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::fanout::{Scope, WatcherHandle};
@@ -17,6 +16,7 @@ use crate::geo::BBox;
 use crate::limits::SocketKind;
 use crate::protocol::codec::{DecodeError, Wire};
 use crate::protocol::watch::{WatchIn, WatchOut};
+use crate::state::AppState;
 
 /// Most queued events written to a watcher's socket with one flush.
 const EVENTS_PER_WRITE: usize = 256;
