@@ -103,19 +103,6 @@ impl Change {
         }
     }
 
-    /// The position as one JSON object of a `positions` frame.
-    pub fn json(&self) -> &str {
-        self.json
-            .get_or_init(|| codec::position_json(&self.position))
-    }
-
-    /// The position as one entry of a protobuf `Positions` message (field key and length
-    /// included), ready to concatenate.
-    pub fn proto(&self) -> &[u8] {
-        self.proto
-            .get_or_init(|| codec::position_pb_entry(&self.position))
-    }
-
     fn in_scope(&self, scope: &Scope) -> bool {
         let p = &self.position;
         scope.matches(&p.driver_id, p.fix.lat, p.fix.lon)
@@ -123,6 +110,19 @@ impl Change {
             || self
                 .before
                 .is_some_and(|[lat, lon]| scope.matches(&p.driver_id, lat, lon))
+    }
+}
+
+/// Each change is encoded at most once per codec, on first use, and shared by every watcher.
+impl codec::EncodedPosition for Change {
+    fn json(&self) -> &str {
+        self.json
+            .get_or_init(|| codec::position_json(&self.position))
+    }
+
+    fn proto(&self) -> &[u8] {
+        self.proto
+            .get_or_init(|| codec::position_pb_entry(&self.position))
     }
 }
 
@@ -469,6 +469,7 @@ mod tests {
     use super::*;
     use crate::model::EventKind;
     use crate::model::Fix;
+    use crate::protocol::codec::EncodedPosition;
 
     fn pos(id: &str, lat: f64, lon: f64, ts_ms: i64) -> LivePosition {
         LivePosition {

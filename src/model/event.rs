@@ -111,6 +111,64 @@ impl EventKind {
     }
 }
 
+/// An event that cannot be rebuilt from its name and fields: an unknown name, or a field its
+/// kind requires is absent.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("event {kind:?} lacks {missing}")]
+pub struct EventDecodeError {
+    pub kind: String,
+    pub missing: &'static str,
+}
+
+impl EventKind {
+    /// The kind named `name` (as [`EventKind::name`]) with fields `f` (as [`EventKind::fields`]):
+    /// the inverse of those two, for every format that stores or carries events flattened.
+    /// A check-in without a `source` counts as automatic.
+    pub fn from_fields(name: &str, f: EventFields) -> Result<Self, EventDecodeError> {
+        let missing = |what| EventDecodeError {
+            kind: name.to_string(),
+            missing: what,
+        };
+        let key = |f: &EventFields| -> Result<StopKey, EventDecodeError> {
+            Ok(StopKey {
+                trip_id: f.trip_id.clone().ok_or_else(|| missing("trip_id"))?,
+                stop_id: f.stop_id.clone().ok_or_else(|| missing("stop_id"))?,
+            })
+        };
+        Ok(match name {
+            "driver.online" => Self::DriverOnline,
+            "driver.offline" => Self::DriverOffline,
+            "stop.checked_in" => Self::StopCheckedIn {
+                key: key(&f)?,
+                arrived_at_ms: f.arrived_at_ms.ok_or_else(|| missing("arrived_at_ms"))?,
+                checked_in_at_ms: f
+                    .checked_in_at_ms
+                    .ok_or_else(|| missing("checked_in_at_ms"))?,
+                source: f.source.unwrap_or(CheckinSource::Auto),
+            },
+            "stop.departed" => Self::StopDeparted {
+                key: key(&f)?,
+                departed_at_ms: f.departed_at_ms.ok_or_else(|| missing("departed_at_ms"))?,
+            },
+            "trip.completed" => Self::TripCompleted {
+                trip_id: f.trip_id.ok_or_else(|| missing("trip_id"))?,
+            },
+            _ => return Err(missing("a known type")),
+        })
+    }
+}
+
+impl CheckinSource {
+    /// `auto` or `manual` (as [`CheckinSource::as_str`]).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "auto" => Some(Self::Auto),
+            "manual" => Some(Self::Manual),
+            _ => None,
+        }
+    }
+}
+
 /// One event of one fleet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {

@@ -12,7 +12,6 @@ use super::driver::{BadPing, DriverMsg, DriverOut, Ping, MAX_BATCH};
 use super::time::{format_ts, WireTs};
 use super::watch::{WatchIn, WatchOut};
 use super::{pb, EventView, PositionView};
-use crate::fanout::Change;
 use crate::model::LivePosition;
 
 /// Subprotocol name of the JSON codec.
@@ -111,10 +110,11 @@ impl Codec {
         self.expect(frame, decode_watch_json, decode_watch_proto)
     }
 
-    /// Encodes a `positions` frame from shared changes, by concatenating each change's cached
-    /// encoding: the same bytes as [`Codec::encode_watch`] of `WatchOut::Positions` (JSON:
-    /// `{"type":"positions","positions":[…]}`; protobuf: `WatchOut.positions`, field 2).
-    pub fn encode_positions(self, changes: &[Arc<Change>]) -> Wire {
+    /// Encodes a `positions` frame from positions encoded beforehand (each once, shared by every
+    /// watcher that gets it), by concatenation: the same bytes as [`Codec::encode_watch`] of
+    /// `WatchOut::Positions` (JSON: `{"type":"positions","positions":[…]}`; protobuf:
+    /// `WatchOut.positions`, field 2).
+    pub fn encode_positions<P: EncodedPosition>(self, changes: &[P]) -> Wire {
         match self {
             Codec::Json => {
                 let len = changes.iter().map(|c| c.json().len() + 1).sum::<usize>();
@@ -153,6 +153,24 @@ impl Codec {
             Codec::Json => Wire::Text(to_json(&WatchOutJson::from(out))),
             Codec::Proto => Wire::Binary(watch_out_pb(out).encode_to_vec()),
         }
+    }
+}
+
+/// A position already encoded for a `positions` frame, in both codecs: what
+/// [`Codec::encode_positions`] concatenates.
+pub trait EncodedPosition {
+    /// One JSON object of the frame's array ([`position_json`]).
+    fn json(&self) -> &str;
+    /// One protobuf `Positions` entry, key and length included ([`position_pb_entry`]).
+    fn proto(&self) -> &[u8];
+}
+
+impl<T: EncodedPosition> EncodedPosition for Arc<T> {
+    fn json(&self) -> &str {
+        (**self).json()
+    }
+    fn proto(&self) -> &[u8] {
+        (**self).proto()
     }
 }
 
@@ -441,9 +459,18 @@ mod tests {
                 received_ms: 5,
             },
         ];
-        let changes: Vec<Arc<Change>> = positions
+        struct Encoded(Box<str>, Box<[u8]>);
+        impl EncodedPosition for Encoded {
+            fn json(&self) -> &str {
+                &self.0
+            }
+            fn proto(&self) -> &[u8] {
+                &self.1
+            }
+        }
+        let changes: Vec<Encoded> = positions
             .iter()
-            .map(|p| Arc::new(Change::new(p.clone(), None)))
+            .map(|p| Encoded(position_json(p), position_pb_entry(p)))
             .collect();
         for codec in [Codec::Json, Codec::Proto] {
             let whole = codec.encode_watch(&WatchOut::Positions {
@@ -451,7 +478,7 @@ mod tests {
             });
             assert_eq!(codec.encode_positions(&changes), whole, "{codec:?}");
             assert_eq!(
-                codec.encode_positions(&[]),
+                codec.encode_positions::<Encoded>(&[]),
                 codec.encode_watch(&WatchOut::Positions { positions: vec![] })
             );
         }

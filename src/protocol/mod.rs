@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::model::Event;
 use crate::model::LivePosition;
-use time::{format_ts, parse_ts};
+use time::format_ts;
 
 /// A driver's position as sent to watchers and REST clients.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -46,10 +46,10 @@ impl From<&LivePosition> for PositionView {
     }
 }
 
-/// An event as it appears on the wire and in the event log:
+/// An event as it appears on the wire (`/v1/events`, streams, watchers, webhooks):
 /// `{"id":42,"type":"stop.checked_in","ts":"2026-…Z","fleet":…,"driver_id":…,…}`. Times RFC 3339
 /// UTC, coordinates degrees WGS84. `id` is absent on an event that was not stored.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EventView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,
@@ -95,30 +95,5 @@ impl From<&Event> for EventView {
             departed_at: f.departed_at_ms.map(format_ts),
             source: f.source.map(|s| s.as_str().to_string()),
         }
-    }
-}
-
-impl TryFrom<EventView> for Event {
-    type Error = String;
-
-    /// Reads back an event from its wire form (the event log stores that form).
-    fn try_from(v: EventView) -> Result<Self, String> {
-        let ms = |t: Option<String>| t.map(|t| parse_ts(&t)).transpose();
-        let m = pb::Event {
-            id: v.id,
-            r#type: v.kind,
-            ts_ms: parse_ts(&v.ts)?,
-            fleet: v.fleet,
-            driver_id: v.driver_id,
-            lat: v.lat,
-            lon: v.lon,
-            trip_id: v.trip_id,
-            stop_id: v.stop_id,
-            arrived_at_ms: ms(v.arrived_at)?,
-            checked_in_at_ms: ms(v.checked_in_at)?,
-            departed_at_ms: ms(v.departed_at)?,
-            source: v.source,
-        };
-        Event::try_from(m).map_err(|e| e.to_string())
     }
 }

@@ -3,16 +3,9 @@
 
 include!(concat!(env!("OUT_DIR"), "/trackhub.v1.rs"));
 
-use crate::model::{CheckinSource, Event as DomainEvent, EventKind};
-use crate::model::{LivePosition, StopKey};
+use crate::model::{CheckinSource, Event as DomainEvent, EventFields, EventKind, LivePosition};
 
-/// A protobuf (or stored) event that lacks a field its type requires.
-#[derive(Debug, thiserror::Error)]
-#[error("event {kind:?} lacks {missing}")]
-pub struct EventDecodeError {
-    pub kind: String,
-    pub missing: &'static str,
-}
+pub use crate::model::event::EventDecodeError;
 
 impl From<&LivePosition> for Position {
     fn from(p: &LivePosition) -> Self {
@@ -54,51 +47,15 @@ impl TryFrom<Event> for DomainEvent {
     type Error = EventDecodeError;
 
     fn try_from(m: Event) -> Result<Self, Self::Error> {
-        let missing = |what| EventDecodeError {
-            kind: m.r#type.clone(),
-            missing: what,
+        let fields = EventFields {
+            trip_id: m.trip_id.as_deref().map(Into::into),
+            stop_id: m.stop_id.as_deref().map(Into::into),
+            arrived_at_ms: m.arrived_at_ms,
+            checked_in_at_ms: m.checked_in_at_ms,
+            departed_at_ms: m.departed_at_ms,
+            source: m.source.as_deref().and_then(CheckinSource::parse),
         };
-        let key = || -> Result<StopKey, EventDecodeError> {
-            Ok(StopKey {
-                trip_id: m
-                    .trip_id
-                    .as_deref()
-                    .ok_or_else(|| missing("trip_id"))?
-                    .into(),
-                stop_id: m
-                    .stop_id
-                    .as_deref()
-                    .ok_or_else(|| missing("stop_id"))?
-                    .into(),
-            })
-        };
-        let kind = match m.r#type.as_str() {
-            "driver.online" => EventKind::DriverOnline,
-            "driver.offline" => EventKind::DriverOffline,
-            "stop.checked_in" => EventKind::StopCheckedIn {
-                key: key()?,
-                arrived_at_ms: m.arrived_at_ms.ok_or_else(|| missing("arrived_at_ms"))?,
-                checked_in_at_ms: m
-                    .checked_in_at_ms
-                    .ok_or_else(|| missing("checked_in_at_ms"))?,
-                source: match m.source.as_deref() {
-                    Some("manual") => CheckinSource::Manual,
-                    _ => CheckinSource::Auto,
-                },
-            },
-            "stop.departed" => EventKind::StopDeparted {
-                key: key()?,
-                departed_at_ms: m.departed_at_ms.ok_or_else(|| missing("departed_at_ms"))?,
-            },
-            "trip.completed" => EventKind::TripCompleted {
-                trip_id: m
-                    .trip_id
-                    .as_deref()
-                    .ok_or_else(|| missing("trip_id"))?
-                    .into(),
-            },
-            _ => return Err(missing("a known type")),
-        };
+        let kind = EventKind::from_fields(&m.r#type, fields)?;
         Ok(DomainEvent {
             id: m.id,
             fleet: m.fleet.as_str().into(),

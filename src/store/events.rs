@@ -11,9 +11,8 @@
 
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError};
+use super::{event_record, Backend, Store, StoreError};
 use crate::model::Event;
-use crate::protocol::EventView;
 
 /// Key of the PostgreSQL advisory lock that orders event appends ("trackhub" in ASCII, folded).
 const APPEND_LOCK: i64 = 0x7472_6163_6b68_7562;
@@ -62,13 +61,8 @@ pub(crate) async fn append_event(
             .execute(&mut **tx)
             .await?;
     }
-    let mut view = EventView::from(event);
     // The log keeps the id in its own column; the delivery body carries it.
-    view.id = None;
-    let json = |view: &EventView| {
-        serde_json::to_string(view).map_err(|_| StoreError::Invalid("event not serializable"))
-    };
-    let payload = json(&view)?;
+    let payload = event_record::encode(event, None)?;
     let id: i64 = sqlx::query(
         "INSERT INTO events (fleet, type, ts, driver_id, payload, recorded_at) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -82,8 +76,7 @@ pub(crate) async fn append_event(
     .fetch_one(&mut **tx)
     .await?
     .try_get(0)?;
-    view.id = Some(id);
-    let body = json(&view)?;
+    let body = event_record::encode(event, Some(id))?;
     let find = find_fn(backend);
     sqlx::query(&format!(
         "INSERT INTO webhook_deliveries (webhook_id, fleet, event_id, event_type, body, next_attempt_at, window_start) \
@@ -199,10 +192,7 @@ impl Store {
             .map(|r| {
                 let id: i64 = r.try_get("id")?;
                 let payload: String = r.try_get("payload")?;
-                let view: EventView = serde_json::from_str(&payload)
-                    .map_err(|_| StoreError::Invalid("stored event payload is not an event"))?;
-                let mut event = Event::try_from(view)
-                    .map_err(|_| StoreError::Invalid("stored event payload is not an event"))?;
+                let mut event = event_record::decode(&payload)?;
                 event.id = Some(id);
                 Ok(event)
             })

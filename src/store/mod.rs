@@ -5,6 +5,7 @@
 //! UTC and every coordinate DOUBLE PRECISION degrees, which both engines store natively.
 
 pub mod devices;
+pub mod event_record;
 pub mod events;
 pub mod track;
 pub mod webhooks;

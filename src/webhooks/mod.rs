@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::model::now_ms;
+use crate::protocol::EventView;
 use crate::shutdown::Shutdown;
 use crate::store::webhooks::DueDelivery;
 use crate::store::Store;
@@ -208,22 +209,32 @@ async fn attempt(store: &Store, http: &reqwest::Client, cfg: &WebhookConfig, d: 
     record(store, cfg, &d, failure).await;
 }
 
+/// The request body: the event as on the wire (`/v1/events`), from the stored delivery. A body
+/// the store cannot read back is sent as stored (the same shape, written by an older version).
+fn wire_body(d: &DueDelivery) -> String {
+    match crate::store::event_record::decode(&d.body) {
+        Ok(event) => serde_json::to_string(&EventView::from(&event)).unwrap_or(d.body.clone()),
+        Err(e) => {
+            tracing::warn!(delivery = d.id, error = %e, "webhook body not readable; sent as stored");
+            d.body.clone()
+        }
+    }
+}
+
 /// The POST of one delivery, signed.
 async fn send(
     http: &reqwest::Client,
     d: &DueDelivery,
     t: i64,
 ) -> reqwest::Result<reqwest::Response> {
+    let body = wire_body(d);
     http.post(&d.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(
-            "Trackhub-Signature",
-            signature::header(&d.secret, t, &d.body),
-        )
+        .header("Trackhub-Signature", signature::header(&d.secret, t, &body))
         .header("Trackhub-Event-Id", d.event_id.to_string())
         .header("Trackhub-Event-Type", &d.event_type)
         .header("Trackhub-Delivery-Id", d.id.to_string())
-        .body(d.body.clone())
+        .body(body)
         .send()
         .await
 }
