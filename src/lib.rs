@@ -20,7 +20,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod model;
-pub mod osmand;
+
 pub mod protocol;
 pub mod replay;
 pub mod shutdown;

@@ -13,11 +13,9 @@ use super::ApiJson;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
 use crate::hub::{Commit, IngestStatus};
-use crate::model::now_ms;
-use crate::model::DriverKey;
-use crate::osmand::{self, Report};
-use crate::protocol::driver::Ping;
-use crate::protocol::time::{format_ts, WireTs};
+use crate::model::{now_ms, DriverKey, Fix};
+use crate::protocol::osmand::{self, Report};
+use crate::protocol::time::format_ts;
 use crate::state::AppState;
 use crate::store::devices::DeviceRecord;
 use crate::store::track::WriterStopped;
@@ -155,11 +153,18 @@ fn parse(
         }
         osmand::parse_params(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     };
-    parsed.map_err(ApiError::Invalid)
+    parsed.map_err(|errors| {
+        ApiError::Invalid(
+            errors
+                .into_iter()
+                .map(|e| FieldError::new(e.field, e.message))
+                .collect(),
+        )
+    })
 }
 
 /// `GET|POST /osmand`: a registered device reports positions (OsmAnd protocol, see
-/// [`crate::osmand`]). Each report is validated like a socket ping and takes the same pipeline.
+/// [`crate::protocol::osmand`]). Each report is validated like a socket ping and takes the same pipeline.
 /// 200 `{"accepted","late"}`; 401 for an unknown device or a wrong key (the same answer, so ids
 /// cannot be probed); 422 with the field errors for an invalid report.
 pub async fn report(
@@ -196,8 +201,9 @@ pub async fn report(
     let mut fixes = Vec::with_capacity(request.reports.len());
     let mut errors = Vec::new();
     for (i, r) in request.reports.iter().enumerate() {
-        match to_ping(r, now).validate(now, app.hub.cfg.max_future_ms) {
-            Ok(fix) => fixes.push(fix),
+        let fix = to_fix(r, now);
+        match fix.validate(now, app.hub.cfg.max_future_ms) {
+            Ok(()) => fixes.push(fix),
             Err(rejection) => {
                 crate::metrics::fix_rejected(rejection.code);
                 // Named as the client sent it (issue 20: the code used to stand as the field).
@@ -285,16 +291,15 @@ fn osmand_field(ping_field: &'static str) -> &'static str {
     }
 }
 
-/// A report as a ping, so it is validated by the same rules as socket fixes.
-fn to_ping(r: &Report, now_ms: i64) -> Ping {
-    Ping {
-        seq: 0,
-        ts: WireTs(r.ts_ms.unwrap_or(now_ms)),
+/// A report as a fix, validated by the same rules as socket fixes ([`Fix::validate`]); a report
+/// without a time is taken at the server's receive time.
+fn to_fix(r: &Report, now_ms: i64) -> Fix {
+    Fix {
+        ts_ms: r.ts_ms.unwrap_or(now_ms),
         lat: r.lat,
         lon: r.lon,
         accuracy_m: r.accuracy_m,
         speed_mps: r.speed_mps,
         heading_deg: r.heading_deg,
-        driver_id: None,
     }
 }

@@ -50,87 +50,28 @@ pub struct Ping {
     pub driver_id: Option<String>,
 }
 
-/// Why a ping was refused; `code` goes on the wire as the error frame's `code`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    pub code: &'static str,
-    /// The ping field at fault: `lat`, `lon`, `ts`, `accuracy_m`, `speed_mps`, `heading_deg`.
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl Rejection {
-    pub fn new(code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            field,
-            message: message.into(),
-        }
-    }
-}
+/// Why a ping was refused: the model's [`InvalidFix`], whose `code` goes on the wire as the
+/// error frame's `code` and whose `field` names the ping field at fault.
+pub use crate::model::fix::InvalidFix as Rejection;
 
 impl Ping {
-    /// Validates the ping into a domain [`Fix`]: finite lat/lon in range, `ts` no more than
-    /// `max_future_ms` ahead of `now_ms` and not before 2000-01-01, accuracy and speed ≥ 0,
-    /// heading in [0, 360).
-    pub fn validate(&self, now_ms: i64, max_future_ms: i64) -> Result<Fix, Rejection> {
-        const Y2000_MS: i64 = 946_684_800_000;
-        if !self.lat.is_finite() || !(-90.0..=90.0).contains(&self.lat) {
-            return Err(Rejection::new(
-                "invalid_coordinates",
-                "lat",
-                "lat must be a number within [-90, 90]",
-            ));
-        }
-        if !self.lon.is_finite() || !(-180.0..=180.0).contains(&self.lon) {
-            return Err(Rejection::new(
-                "invalid_coordinates",
-                "lon",
-                "lon must be a number within [-180, 180]",
-            ));
-        }
-        if self.ts.0 > now_ms + max_future_ms {
-            return Err(Rejection::new(
-                "timestamp_in_future",
-                "ts",
-                format!(
-                    "ts is {} ms ahead of server time (limit {max_future_ms} ms)",
-                    self.ts.0 - now_ms
-                ),
-            ));
-        }
-        if self.ts.0 < Y2000_MS {
-            return Err(Rejection::new(
-                "invalid_timestamp",
-                "ts",
-                "ts is before 2000-01-01",
-            ));
-        }
-        let non_negative = |v: Option<f64>, code: &'static str, name: &'static str| match v {
-            Some(x) if !x.is_finite() || x < 0.0 => {
-                Err(Rejection::new(code, name, format!("{name} must be ≥ 0")))
-            }
-            _ => Ok(()),
-        };
-        non_negative(self.accuracy_m, "invalid_accuracy", "accuracy_m")?;
-        non_negative(self.speed_mps, "invalid_speed", "speed_mps")?;
-        if let Some(h) = self.heading_deg {
-            if !h.is_finite() || !(0.0..360.0).contains(&h) {
-                return Err(Rejection::new(
-                    "invalid_heading",
-                    "heading_deg",
-                    "heading_deg must be within [0, 360)",
-                ));
-            }
-        }
-        Ok(Fix {
+    /// The fix this ping carries, not yet validated.
+    pub fn fix(&self) -> Fix {
+        Fix {
             ts_ms: self.ts.0,
             lat: self.lat,
             lon: self.lon,
             accuracy_m: self.accuracy_m,
             speed_mps: self.speed_mps,
             heading_deg: self.heading_deg,
-        })
+        }
+    }
+
+    /// The ping's fix, validated ([`Fix::validate`]).
+    pub fn validate(&self, now_ms: i64, max_future_ms: i64) -> Result<Fix, Rejection> {
+        let fix = self.fix();
+        fix.validate(now_ms, max_future_ms)?;
+        Ok(fix)
     }
 }
 

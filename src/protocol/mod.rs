@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod driver;
+pub mod osmand;
 pub mod pb;
 pub mod time;
 pub mod watch;

@@ -9,9 +9,9 @@ use trackhub::geo::arrival::{ArrivalConfig, Geofence};
 use trackhub::geo::arrival_invariants::run_and_check;
 use trackhub::geo::haversine_m;
 use trackhub::model::{Fix, StopKey};
-use trackhub::osmand;
 use trackhub::protocol::codec::{Codec, Frame};
 use trackhub::protocol::driver::{DriverMsg, Ping};
+use trackhub::protocol::osmand;
 use trackhub::protocol::pb;
 use trackhub::protocol::time::WireTs;
 
