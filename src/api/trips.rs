@@ -128,7 +128,7 @@ fn trip_json(t: &TripRecord) -> serde_json::Value {
         "id": t.id,
         "driver_id": t.driver_id,
         "fleet": t.fleet,
-        "status": t.status,
+        "status": t.status.as_str(),
         "created_at": format_ts(t.created_at),
         "completed_at": t.completed_at.map(format_ts),
         "stops": stops,
@@ -142,7 +142,7 @@ fn stop_view(s: &StopRecord) -> StopView<'_> {
         lat: s.lat,
         lon: s.lon,
         radius_m: s.radius_m,
-        status: &s.status,
+        status: s.status.as_str(),
         arrived_at: s.arrived_at.map(format_ts),
         checked_in_at: s.checked_in_at.map(format_ts),
         departed_at: s.departed_at.map(format_ts),
@@ -158,7 +158,7 @@ fn checkin_json(c: &CheckinRecord) -> serde_json::Value {
         "arrived_at": format_ts(c.arrived_at),
         "checked_in_at": format_ts(c.checked_in_at),
         "departed_at": c.departed_at.map(format_ts),
-        "source": c.source,
+        "source": c.source.as_str(),
     })
 }
 

@@ -28,9 +28,10 @@ use crate::geo::index::{LiveIndex, Nearby};
 use crate::geo::seq_window::SeqWindow;
 use crate::geo::BBox;
 use crate::metrics as m;
-use crate::model::now_ms;
-use crate::model::{CheckinSource, Event, EventKind};
-use crate::model::{DriverId, DriverKey, Fix, LivePosition, StopKey};
+use crate::model::{
+    now_ms, CheckinSource, DriverId, DriverKey, Event, EventKind, Fix, LivePosition, StopKey,
+    StopStatus,
+};
 use crate::store::track::{TrackPoint, TrackWriter, WriterStopped};
 use crate::store::{CheckinOutcome, Store, StoreError, TripRecord};
 use presence::{Emitter, PresenceLog};
@@ -276,7 +277,7 @@ impl Hub {
                 .await?;
             let detecting = trips
                 .iter()
-                .any(|t| t.stops.iter().any(|s| s.status != "departed"));
+                .any(|t| t.stops.iter().any(|s| s.status != StopStatus::Departed));
             let recent = if detecting {
                 self.store
                     .recent_track(&who.fleet, &who.driver_id, HYDRATE_MAX_FIXES)
@@ -625,11 +626,7 @@ impl Hub {
 
     fn publish_checkin(&self, event: Event, outcome: CheckinOutcome) {
         if let Some(c) = &outcome.checkin {
-            let source = if c.source == "manual" {
-                "manual"
-            } else {
-                "auto"
-            };
+            let source = c.source.as_str();
             metrics::counter!(crate::metrics::CHECKINS, "source" => source).increment(1);
             tracing::info!(
                 driver = %c.driver_id,
@@ -1048,9 +1045,9 @@ impl Hub {
 fn add_trip_to(state: &mut DriverState, trip: &TripRecord, cfg: &ArrivalConfig) {
     let trip_id: Arc<str> = trip.id.as_str().into();
     for s in &trip.stops {
-        let phase = match (s.status.as_str(), s.arrived_at) {
-            ("pending", _) => StopPhase::Pending,
-            ("arrived", Some(at)) => StopPhase::Arrived { arrived_at_ms: at },
+        let phase = match (s.status, s.arrived_at) {
+            (StopStatus::Pending, _) => StopPhase::Pending,
+            (StopStatus::Arrived, Some(at)) => StopPhase::Arrived { arrived_at_ms: at },
             _ => continue, // departed: nothing left to detect
         };
         let key = StopKey {

@@ -10,9 +10,11 @@ pub mod event;
 pub mod fix;
 pub mod ids;
 pub mod position;
+pub mod status;
 
 pub use clock::now_ms;
 pub use event::{CheckinSource, Event, EventFields, EventKind, EVENT_TYPES};
 pub use fix::Fix;
 pub use ids::{DriverId, DriverKey, StopKey};
 pub use position::LivePosition;
+pub use status::{StopStatus, TripStatus};

@@ -15,9 +15,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::model::now_ms;
-use crate::model::StopKey;
-use crate::model::{Event, EventKind};
+use crate::model::{now_ms, CheckinSource, Event, EventKind, StopKey, StopStatus, TripStatus};
 use events::append_event;
 
 /// Errors from the store.
@@ -86,8 +84,7 @@ pub struct StopRecord {
     pub lat: f64,
     pub lon: f64,
     pub radius_m: f64,
-    /// `pending` | `arrived` | `departed`.
-    pub status: String,
+    pub status: StopStatus,
     pub arrived_at: Option<i64>,
     pub checked_in_at: Option<i64>,
     pub departed_at: Option<i64>,
@@ -99,8 +96,7 @@ pub struct TripRecord {
     pub id: String,
     pub fleet: String,
     pub driver_id: String,
-    /// `active` | `completed`.
-    pub status: String,
+    pub status: TripStatus,
     pub created_at: i64,
     pub completed_at: Option<i64>,
     pub stops: Vec<StopRecord>,
@@ -117,8 +113,7 @@ pub struct CheckinRecord {
     pub arrived_at: i64,
     pub checked_in_at: i64,
     pub departed_at: Option<i64>,
-    /// `auto` | `manual`.
-    pub source: String,
+    pub source: CheckinSource,
 }
 
 /// What recording a check-in did.
@@ -489,7 +484,7 @@ impl Store {
                 arrived_at: arrived_at_ms,
                 checked_in_at: checked_in_at_ms,
                 departed_at: None,
-                source: source.as_str().to_string(),
+                source,
             }),
             event_id: Some(event_id),
             trip_completed,
@@ -572,7 +567,8 @@ impl Store {
                     arrived_at: r.try_get("arrived_at")?,
                     checked_in_at: r.try_get("checked_in_at")?,
                     departed_at: r.try_get("departed_at")?,
-                    source: r.try_get("source")?,
+                    source: CheckinSource::parse(&r.try_get::<String, _>("source")?)
+                        .ok_or(StoreError::Invalid("unknown check-in source"))?,
                 })
             })
             .collect()
@@ -587,7 +583,8 @@ fn stop_from_row(r: &AnyRow) -> Result<StopRecord, StoreError> {
         lat: r.try_get("lat")?,
         lon: r.try_get("lon")?,
         radius_m: r.try_get("radius_m")?,
-        status: r.try_get("status")?,
+        status: StopStatus::parse(&r.try_get::<String, _>("status")?)
+            .ok_or(StoreError::Invalid("unknown stop status"))?,
         arrived_at: r.try_get("arrived_at")?,
         checked_in_at: r.try_get("checked_in_at")?,
         departed_at: r.try_get("departed_at")?,
@@ -599,7 +596,8 @@ fn trip_from_row(row: &AnyRow) -> Result<TripRecord, StoreError> {
         id: row.try_get("id")?,
         fleet: row.try_get("fleet")?,
         driver_id: row.try_get("driver_id")?,
-        status: row.try_get("status")?,
+        status: TripStatus::parse(&row.try_get::<String, _>("status")?)
+            .ok_or(StoreError::Invalid("unknown trip status"))?,
         created_at: row.try_get("created_at")?,
         completed_at: row.try_get("completed_at")?,
         stops: Vec::new(),

@@ -163,7 +163,7 @@ async fn concurrent_last_checkins_complete_the_trip(url: &str) {
             "trip {trip}: one of its last two check-ins completes it"
         );
         let stored = store.trip(FLEET, &trip).await.expect("read").expect("trip");
-        assert_eq!(stored.status, "completed", "trip {trip}");
+        assert_eq!(stored.status.as_str(), "completed", "trip {trip}");
     }
     store.close().await;
 }
