@@ -1,0 +1,170 @@
+//! Hydration: a driver's state built from the database when its first fix reaches this node
+//! (active trips, the last minutes of its track replayed), and trips added while it is served.
+
+use std::sync::{Arc, Mutex};
+
+use super::{lock, CheckinNotice, DriverSlot, DriverState, Hub};
+use crate::bus::Outgoing;
+use crate::geo::arrival::{ArrivalConfig, Geofence, StopPhase};
+use crate::model::{now_ms, DriverKey, StopKey, StopStatus};
+use crate::store::{StoreError, TripRecord};
+
+/// How far back (device time, before the newest stored fix) hydration replays a driver's track:
+/// several dwell times, so a dwell in progress is rebuilt whole. Milliseconds.
+pub const HYDRATE_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Most stored fixes hydration replays (15 min at 1 fix/s is 900).
+pub const HYDRATE_MAX_FIXES: i64 = 1_000;
+
+/// Longest a fix waits for hydration before it is processed without it, and how long the driver's
+/// later fixes skip hydration after such a failure (the database is down or slow). Milliseconds.
+///
+/// 10 s, was 2 s: with acks that wait for commits, a fix cannot be acked while the database is
+/// unreachable anyway, so waiting longer for the driver's trips costs no acks; and on a loaded
+/// PostgreSQL the pool took 2-3 s to hand out a connection, so 2 s left a parked driver
+/// without its trip, unchecked-in, for a minute (`tests/it/drain.rs` on PostgreSQL).
+pub(super) const HYDRATE_TIMEOUT_MS: u64 = 10_000;
+pub(super) const HYDRATE_RETRY_MS: i64 = 5_000;
+
+impl Hub {
+    /// The slot of a driver this node serves, hydrated from the database on first use. When the
+    /// database cannot be read the fix is still processed (live position, history queue) and the
+    /// next fix tries again.
+    /// Also returns the check-ins that hydration's replay decided, for the frame that caused it
+    /// to tell the driver (issue 16: a check-in decided while loading a driver, e.g. after a
+    /// slow first load, was stored but never announced to the phone).
+    pub(super) async fn ready_slot(
+        &self,
+        who: &DriverKey,
+    ) -> (Arc<DriverSlot>, Vec<CheckinNotice>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let slot = self.slot(who);
+        if slot.ready.initialized() || now_ms() < slot.retry_after_ms.load(Relaxed) {
+            return (slot, Vec::new());
+        }
+        let told = Mutex::new(Vec::new());
+        let hydrated = slot
+            .ready
+            .get_or_try_init(|| async {
+                let notices = self.hydrate(who, &slot).await?;
+                *lock(&told) = notices;
+                Ok::<(), String>(())
+            })
+            .await;
+        if let Err(e) = hydrated {
+            slot.retry_after_ms
+                .store(now_ms() + HYDRATE_RETRY_MS, Relaxed);
+            tracing::warn!(error = %e, driver = %who.driver_id, "driver state not loaded from the database; fixes go on without trips until it is");
+        }
+        let told = told.into_inner().unwrap_or_else(|e| e.into_inner());
+        (slot, told)
+    }
+
+    /// Loads a driver's active trips and replays its recent track through arrival detection, so a
+    /// dwell begun on another node (or before a restart) continues here. Decisions the replay
+    /// reaches are applied like live ones: the store makes them idempotent.
+    pub(super) async fn hydrate(
+        &self,
+        who: &DriverKey,
+        slot: &DriverSlot,
+    ) -> Result<Vec<CheckinNotice>, String> {
+        // Only the reads are bounded in time: once they are in, the replay and its decisions run
+        // to the end, so no decision is lost half-way.
+        let limit = std::time::Duration::from_millis(HYDRATE_TIMEOUT_MS);
+        let load = async {
+            let trips = self
+                .store
+                .active_trips_of(&who.fleet, &who.driver_id)
+                .await?;
+            let detecting = trips
+                .iter()
+                .any(|t| t.stops.iter().any(|s| s.status != StopStatus::Departed));
+            let recent = if detecting {
+                self.store
+                    .recent_track(&who.fleet, &who.driver_id, HYDRATE_MAX_FIXES)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, StoreError>((trips, recent))
+        };
+        let (trips, recent) = match tokio::time::timeout(limit, load).await {
+            Ok(loaded) => loaded.map_err(|e| e.to_string())?,
+            Err(_) => return Err(format!("no answer within {HYDRATE_TIMEOUT_MS} ms")),
+        };
+        let decisions = {
+            let mut state = lock(&slot.state);
+            for trip in &trips {
+                add_trip_to(&mut state, trip, &self.cfg.arrival);
+            }
+            let mut decisions = Vec::new();
+            if let Some(newest) = recent.last().map(|f| f.ts_ms) {
+                for fix in recent
+                    .iter()
+                    .filter(|f| f.ts_ms >= newest - HYDRATE_WINDOW_MS)
+                {
+                    for d in state.arrival.observe(fix, &self.cfg.arrival) {
+                        decisions.push((d, *fix));
+                    }
+                }
+                // Fixes already stored (resent after a reconnect) are late, not new.
+                state.newest_ts_ms = state.newest_ts_ms.max(Some(newest));
+            }
+            decisions
+        };
+        let mut notices = Vec::new();
+        for (decision, fix) in decisions {
+            notices.extend(self.apply_decision(who, &fix, decision).await);
+        }
+        Ok(notices)
+    }
+
+    /// A trip was just stored: detection starts for it here if this node serves its driver, and
+    /// the other nodes are told so that the node serving the driver loads it.
+    pub fn trip_created(&self, trip: &TripRecord) {
+        self.add_trip(trip);
+        self.bus.publish(Outgoing::Trip {
+            fleet: trip.fleet.as_str().into(),
+            trip_id: trip.id.clone(),
+            driver_id: trip.driver_id.clone(),
+        });
+    }
+
+    /// Starts detecting arrivals for a stored trip's stops, if this node serves its driver (a
+    /// driver not served yet gets its trips when it is hydrated).
+    pub(super) fn add_trip(&self, trip: &TripRecord) {
+        let key = DriverKey {
+            fleet: trip.fleet.as_str().into(),
+            driver_id: trip.driver_id.as_str().into(),
+        };
+        if let Some(slot) = self.drivers.get(&key).map(|s| s.clone()) {
+            add_trip_to(&mut lock(&slot.state), trip, &self.cfg.arrival);
+        }
+    }
+}
+
+/// Adds a stored trip's stops to a driver's detector, in their stored phase. Stops already tracked
+/// keep their state (hydration and a bus announcement may both bring the same trip).
+pub(super) fn add_trip_to(state: &mut DriverState, trip: &TripRecord, cfg: &ArrivalConfig) {
+    let trip_id: Arc<str> = trip.id.as_str().into();
+    for s in &trip.stops {
+        let phase = match (s.status, s.arrived_at) {
+            (StopStatus::Pending, _) => StopPhase::Pending,
+            (StopStatus::Arrived, Some(at)) => StopPhase::Arrived { arrived_at_ms: at },
+            _ => continue, // departed: nothing left to detect
+        };
+        let key = StopKey {
+            trip_id: trip_id.clone(),
+            stop_id: s.id.as_str().into(),
+        };
+        if state.arrival.phase(&key).is_some() {
+            continue;
+        }
+        let fence = Geofence {
+            key,
+            lat: s.lat,
+            lon: s.lon,
+            radius_m: s.radius_m,
+        };
+        state.arrival.add_stop(fence, phase, cfg);
+    }
+}
