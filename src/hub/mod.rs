@@ -202,3 +202,6 @@ impl Hub {
     }
 }
 
+
+#[cfg(test)]
+mod tests;
