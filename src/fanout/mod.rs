@@ -17,266 +17,28 @@
 //! disconnected with a reason, never silently thinned.
 
 pub mod feed;
+mod scope;
+mod shared;
+mod watcher;
 
-use std::collections::{HashMap, HashSet};
+pub use scope::{Combine, Scope};
+pub use shared::{Change, SharedEvent};
+pub use watcher::{Delivery, Watcher, WatcherHandle};
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::{mpsc, Notify};
 
-use crate::geo::BBox;
 use crate::model::Event;
 use crate::model::{DriverId, LivePosition};
-use crate::protocol::codec;
 use crate::shutdown::Shutdown;
 
 /// Events a watcher may have queued before it counts as too far behind.
 pub const EVENT_QUEUE: usize = 1_024;
-
-/// How a [`Scope`]'s bbox and drivers combine.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Combine {
-    /// A map's viewport: inside the bbox, or one of the drivers wherever they are. Nothing when
-    /// both are empty (before the first `subscribe`).
-    #[default]
-    Union,
-    /// A stream's filter: inside the bbox (if any) and one of the drivers (if any). Everything of
-    /// the fleet when both are empty.
-    Intersection,
-}
-
-/// What a subscriber wants to see: positions inside `bbox` and/or of the listed drivers.
-#[derive(Debug, Clone, Default)]
-pub struct Scope {
-    pub bbox: Option<BBox>,
-    pub drivers: HashSet<String>,
-    pub combine: Combine,
-}
-
-impl Scope {
-    /// True when a driver at (lat, lon) is in scope.
-    pub fn matches(&self, driver_id: &str, lat: f64, lon: f64) -> bool {
-        let in_box = |b: &BBox| b.contains(lat, lon);
-        match self.combine {
-            Combine::Union => {
-                self.drivers.contains(driver_id) || self.bbox.is_some_and(|b| in_box(&b))
-            }
-            Combine::Intersection => {
-                (self.drivers.is_empty() || self.drivers.contains(driver_id))
-                    && self.bbox.is_none_or(|b| in_box(&b))
-            }
-        }
-    }
-}
-
-/// How a subscriber receives positions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// Coalesced: the latest position per driver, once per flush interval.
-    Latest,
-    /// Every position, in order per driver, through a queue of this many positions.
-    All { queue: usize },
-}
-
-/// One driver's latest position in a flush interval, shared by every watcher that sees it. Each
-/// wire form is encoded once, by the first watcher that sends it.
-#[derive(Debug)]
-pub struct Change {
-    pub position: LivePosition,
-    /// Where the driver was when the interval began (`[lat, lon]` degrees; `None`: it was not
-    /// in the index): a watcher whose scope held that point learns the driver left it.
-    before: Option<[f64; 2]>,
-    json: OnceLock<Box<str>>,
-    proto: OnceLock<Box<[u8]>>,
-}
-
-impl Change {
-    /// A change with nothing encoded yet.
-    pub fn new(position: LivePosition, before: Option<[f64; 2]>) -> Self {
-        Self {
-            position,
-            before,
-            json: OnceLock::new(),
-            proto: OnceLock::new(),
-        }
-    }
-
-    fn in_scope(&self, scope: &Scope) -> bool {
-        let p = &self.position;
-        scope.matches(&p.driver_id, p.fix.lat, p.fix.lon)
-            // Leaving the scope is news too: the watcher learns the marker went out.
-            || self
-                .before
-                .is_some_and(|[lat, lon]| scope.matches(&p.driver_id, lat, lon))
-    }
-}
-
-/// Each change is encoded at most once per codec, on first use, and shared by every watcher.
-impl codec::EncodedPosition for Change {
-    fn json(&self) -> &str {
-        self.json
-            .get_or_init(|| codec::position_json(&self.position))
-    }
-
-    fn proto(&self) -> &[u8] {
-        self.proto
-            .get_or_init(|| codec::position_pb_entry(&self.position))
-    }
-}
-
-/// One event on its way to every map watcher in scope, encoded at most once per codec (a fleet's
-/// connect storm sends a `driver.online` per driver to each whole-city map).
-#[derive(Debug)]
-pub struct SharedEvent {
-    pub event: Arc<Event>,
-    /// The `event` frame, by codec: `[json, proto]`.
-    frames: [OnceLock<codec::Wire>; 2],
-}
-
-impl SharedEvent {
-    pub fn new(event: Arc<Event>) -> Self {
-        Self {
-            event,
-            frames: [OnceLock::new(), OnceLock::new()],
-        }
-    }
-
-    /// The `event` frame in `codec`, encoded by the first watcher that asks.
-    pub fn frame(&self, codec: codec::Codec) -> codec::Wire {
-        let slot = match codec {
-            codec::Codec::Json => &self.frames[0],
-            codec::Codec::Proto => &self.frames[1],
-        };
-        slot.get_or_init(|| {
-            codec.encode_watch(&crate::protocol::watch::WatchOut::Event {
-                event: self.event.clone(),
-            })
-        })
-        .clone()
-    }
-}
-
-/// The shared half of one watcher: written by the flusher (or ingest, for `all` streams),
-/// drained by the socket task.
-#[derive(Debug)]
-pub struct Watcher {
-    pub id: u64,
-    pub fleet: Arc<str>,
-    scope: RwLock<Scope>,
-    pending: Mutex<HashMap<DriverId, Arc<Change>>>,
-    /// `Delivery::All`: every position goes here instead of `pending`.
-    every: Option<mpsc::Sender<LivePosition>>,
-    /// Live events (maps); `None` for streams, which read the event log instead.
-    events: Option<mpsc::Sender<Arc<SharedEvent>>>,
-    lagging: AtomicBool,
-    /// Wakes the socket task when the watcher starts lagging.
-    pub wake: Notify,
-    /// Wakes the socket task when a flush left changes pending.
-    pub ready: Notify,
-}
-
-impl Watcher {
-    /// Replaces the scope and forgets pending positions (a snapshot follows).
-    pub fn set_scope(&self, scope: Scope) {
-        *self.scope.write().unwrap_or_else(|e| e.into_inner()) = scope;
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-    }
-
-    pub fn scope(&self) -> Scope {
-        self.scope.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Takes the coalesced changes gathered since the last take.
-    pub fn take_pending(&self) -> Vec<Arc<Change>> {
-        let taken: Vec<Arc<Change>> = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.drain().map(|(_, c)| c).collect()
-        };
-        if !taken.is_empty() {
-            metrics::counter!(crate::metrics::FANOUT_FRAMES).increment(1);
-            metrics::counter!(crate::metrics::FANOUT_POSITIONS).increment(taken.len() as u64);
-        }
-        taken
-    }
-
-    /// True once an event could not be queued: the watcher must be closed.
-    pub fn is_lagging(&self) -> bool {
-        self.lagging.load(Ordering::Relaxed)
-    }
-
-    /// Adds the changes in scope to `pending` (latest wins) and wakes the socket task.
-    fn offer_changes(&self, changes: &[Arc<Change>]) {
-        let scope = self.scope.read().unwrap_or_else(|e| e.into_inner());
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let mut offered = false;
-        for change in changes.iter().filter(|c| c.in_scope(&scope)) {
-            pending.insert(change.position.driver_id.clone(), change.clone());
-            offered = true;
-        }
-        if offered {
-            self.ready.notify_one();
-        }
-    }
-
-    /// `Delivery::All`: queues the position if it is in scope; a full queue marks the stream
-    /// lagging.
-    fn offer_every(&self, pos: &LivePosition, queue: &mpsc::Sender<LivePosition>) {
-        let in_scope = self
-            .scope
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .matches(&pos.driver_id, pos.fix.lat, pos.fix.lon);
-        if !in_scope {
-            return;
-        }
-        if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(pos.clone()) {
-            if !self.lagging.swap(true, Ordering::Relaxed) {
-                metrics::counter!(crate::metrics::STREAM_OVERFLOWS).increment(1);
-            }
-            self.wake.notify_one();
-        }
-    }
-
-    fn offer_event(&self, shared: &Arc<SharedEvent>) {
-        let Some(events) = &self.events else { return };
-        let event = &shared.event;
-        let in_scope = {
-            let scope = self.scope.read().unwrap_or_else(|e| e.into_inner());
-            scope.drivers.contains(&*event.driver_id)
-                || event
-                    .position
-                    .is_some_and(|(lat, lon)| scope.bbox.is_some_and(|b| b.contains(lat, lon)))
-        };
-        if in_scope
-            && events.try_send(shared.clone()).is_err()
-            && !self.lagging.swap(true, Ordering::Relaxed)
-        {
-            metrics::counter!(crate::metrics::FANOUT_LAGGING).increment(1);
-            self.wake.notify_one();
-        }
-    }
-}
-
-/// The receiving half of a watcher, owned by its socket task.
-pub struct WatcherHandle {
-    pub watcher: Arc<Watcher>,
-    /// Live events; closed at once for a stream (it reads the event log).
-    pub events: mpsc::Receiver<Arc<SharedEvent>>,
-    /// Every position, for `Delivery::All`.
-    pub every: Option<mpsc::Receiver<LivePosition>>,
-    fanout: Arc<Fanout>,
-}
-
-impl Drop for WatcherHandle {
-    fn drop(&mut self) {
-        self.fanout.remove(&self.watcher);
-    }
-}
 
 /// A driver's entry in its fleet's change set.
 #[derive(Debug)]

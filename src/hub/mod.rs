@@ -202,6 +202,5 @@ impl Hub {
     }
 }
 
-
 #[cfg(test)]
 mod tests;
