@@ -229,6 +229,7 @@ impl Fanout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geo::BBox;
     use crate::model::EventKind;
     use crate::model::Fix;
     use crate::protocol::codec::EncodedPosition;
