@@ -173,7 +173,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::api::metrics))
         .route("/v1/ws/driver", get(crate::ws::driver::upgrade))
         .route("/v1/ws/watch", get(crate::ws::watch::upgrade))
-        .route("/v1/ws/stream", get(crate::ws::stream::upgrade))
+        .route("/v1/ws/stream", get(crate::stream::ws::upgrade))
         .merge(crate::web::routes())
         .merge(crate::api::routes().layer(cors(&state.cfg.allowed_origins)))
         .with_state(state)

@@ -8,13 +8,10 @@ use serde_json::json;
 use super::ApiQuery;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
-use crate::model::EVENT_TYPES;
 use crate::protocol::EventView;
 use crate::state::AppState;
 use crate::store::events::{EventQuery, MAX_EVENTS_PER_READ};
-
-/// Most driver ids in one filter.
-pub const MAX_FILTER_DRIVERS: usize = 10_000;
+use crate::stream::query::{check_retained, parse_drivers, parse_types};
 
 #[derive(Deserialize)]
 pub(crate) struct EventsParams {
@@ -70,69 +67,4 @@ pub async fn list(
     Ok(Json(
         json!({ "events": events, "next_since": page.next_since }),
     ))
-}
-
-/// 410 when events after `since` may have been deleted by retention.
-pub(crate) async fn check_retained(app: &AppState, since: i64) -> Result<(), ApiError> {
-    let pruned = app.hub.store.pruned_through().await?;
-    if since < pruned {
-        return Err(ApiError::Gone(format!(
-            "events up to id {pruned} were deleted by retention; resume from since={pruned} \
-             knowing that events before it are lost"
-        )));
-    }
-    Ok(())
-}
-
-/// `types=a,b`: `None` absent (every type), `Some(None)` for `none` (no events), else the list.
-pub(crate) fn parse_types(
-    text: Option<&str>,
-    errors: &mut Vec<FieldError>,
-) -> Option<Option<Vec<String>>> {
-    let text = text?;
-    if text.trim() == "none" {
-        return Some(None);
-    }
-    let types = split_list(text);
-    for t in &types {
-        if !EVENT_TYPES.contains(&t.as_str()) {
-            errors.push(FieldError::new(
-                "types",
-                format!(
-                    "unknown event type `{t}`; known: {}",
-                    EVENT_TYPES.join(", ")
-                ),
-            ));
-        }
-    }
-    if types.is_empty() {
-        errors.push(FieldError::new(
-            "types",
-            "must name at least one event type, or `none`",
-        ));
-    }
-    Some(Some(types))
-}
-
-/// `drivers=a,b`: the listed driver ids, `None` when absent.
-pub(crate) fn parse_drivers(
-    text: Option<&str>,
-    errors: &mut Vec<FieldError>,
-) -> Option<Vec<String>> {
-    let drivers = split_list(text?);
-    if drivers.is_empty() || drivers.len() > MAX_FILTER_DRIVERS {
-        errors.push(FieldError::new(
-            "drivers",
-            format!("must list 1 to {MAX_FILTER_DRIVERS} driver ids, comma-separated"),
-        ));
-    }
-    Some(drivers)
-}
-
-fn split_list(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
 }

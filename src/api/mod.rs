@@ -3,7 +3,6 @@
 
 mod devices;
 mod events;
-pub mod streams;
 mod trips;
 mod webhooks;
 
@@ -78,7 +77,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/devices/{id}", axum::routing::delete(devices::delete))
         .route("/osmand", get(devices::report).post(devices::report))
         .route("/v1/events", get(events::list))
-        .route("/v1/stream", get(streams::sse))
+        .route("/v1/stream", get(crate::stream::sse::sse))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))

@@ -32,7 +32,7 @@ impl Hub {
     /// fix budget). Acks are cumulative ("drop everything up to `seq`"), so until these are
     /// processed every ack of the driver stays below the lowest of them: a later frame's ack
     /// must not tell the phone to drop fixes the hub never took. A refused seq not resent
-    /// within [`REFUSED_TTL_MS`] stops holding acks back (a phone that dropped it anyway).
+    /// within `REFUSED_TTL_MS` stops holding acks back (a phone that dropped it anyway).
     pub fn note_refused(&self, who: &DriverKey, seqs: impl IntoIterator<Item = u64>) {
         let slot = self.slot(who);
         let mut state = lock(&slot.state);
@@ -72,7 +72,7 @@ impl Hub {
 
     /// `Some(retry after)` when the edges should refuse new fixes instead of taking them: the
     /// history queue is nearly full or the database refuses writes (see
-    /// [`TrackWriter::pressure`]).
+    /// [`TrackWriter::pressure`](crate::store::track::TrackWriter::pressure)).
     pub fn pressure(&self) -> Option<std::time::Duration> {
         self.track.pressure()
     }

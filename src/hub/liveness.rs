@@ -65,7 +65,7 @@ impl Hub {
         gone.len()
     }
 
-    /// Drops the slots of drivers offline and silent for [`HubConfig::slot_idle_ms`] that nobody
+    /// Drops the slots of drivers offline and silent for [`HubConfig::slot_idle_ms`](super::HubConfig::slot_idle_ms) that nobody
     /// holds (no frame in progress: the map's is the only reference; `retain` holds the shard's
     /// lock, so none is taken meanwhile). Returns how many were dropped.
     pub(super) fn evict_idle_slots(&self, now_ms: i64) -> usize {
@@ -86,7 +86,7 @@ impl Hub {
     }
 
     /// Drivers this node holds in memory (online, or offline for less than
-    /// [`HubConfig::slot_idle_ms`]).
+    /// [`HubConfig::slot_idle_ms`](super::HubConfig::slot_idle_ms)).
     pub fn driver_slots(&self) -> usize {
         self.drivers.len()
     }

@@ -50,7 +50,7 @@ pub struct Ping {
     pub driver_id: Option<String>,
 }
 
-/// Why a ping was refused: the model's [`InvalidFix`], whose `code` goes on the wire as the
+/// Why a ping was refused: the model's [`InvalidFix`](crate::model::fix::InvalidFix), whose `code` goes on the wire as the
 /// error frame's `code` and whose `field` names the ping field at fault.
 pub use crate::model::fix::InvalidFix as Rejection;
 

@@ -1,7 +1,6 @@
 //! WebSocket edges: `driver` (phones publishing fixes) and `watch` (maps and services).
 
 pub mod driver;
-pub mod stream;
 pub mod watch;
 
 use std::net::{IpAddr, SocketAddr};

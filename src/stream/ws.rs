@@ -13,15 +13,15 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::{admit, close_for_restart, Admitted, Conn, Received};
-use crate::api::streams::{stream_spec, StreamParams, Subscription};
+use super::query::{stream_spec, StreamParams, Subscription};
+use super::StreamItem;
 use crate::api::ApiQuery;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::limits::SocketKind;
 use crate::protocol::watch::WatchOut;
 use crate::state::AppState;
-use crate::stream::StreamItem;
+use crate::ws::{admit, close_for_restart, watcher_identity, Admitted, Conn, Received};
 
 /// Upgrade handler: the socket checks of the watcher (origin, token, role `admin` or `service`),
 /// then the stream query (422 bad fields, 403 another fleet, 410 `since` past retention).
@@ -64,7 +64,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket, sub: Subs
         let refusal = WatchOut::error("rate_limited", app.limits.over_connection_rate_message());
         conn.refuse(
             codec.encode_watch(&refusal),
-            super::close::POLICY,
+            crate::ws::close::POLICY,
             "connection rate",
         )
         .await;
@@ -72,13 +72,13 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket, sub: Subs
     }
     let Some(_permit) = app
         .limits
-        .watcher_socket(&super::watcher_identity(&admitted.claims))
+        .watcher_socket(&watcher_identity(&admitted.claims))
     else {
         let message = app.limits.too_many_sockets_message(SocketKind::Watcher);
         let refusal = WatchOut::error("too_many_sockets", message);
         conn.refuse(
             codec.encode_watch(&refusal),
-            super::close::POLICY,
+            crate::ws::close::POLICY,
             "too many sockets",
         )
         .await;
@@ -95,7 +95,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket, sub: Subs
                     Received::End => return,
                     Received::OverRate => {
                         let refusal = WatchOut::error("rate_limited", app.limits.over_rate_message());
-                        conn.refuse(codec.encode_watch(&refusal), super::close::POLICY, "message rate").await;
+                        conn.refuse(codec.encode_watch(&refusal), crate::ws::close::POLICY, "message rate").await;
                         return;
                     }
                 }
@@ -106,7 +106,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket, sub: Subs
                 Some(StreamItem::Event(event)) => WatchOut::Event { event },
                 Some(StreamItem::Overflow) => {
                     let refusal = WatchOut::error("slow_consumer", "too far behind in `all` mode; reconnect (and read faster, or use mode=latest)");
-                    conn.refuse(codec.encode_watch(&refusal), super::close::TRY_AGAIN_LATER, "slow consumer").await;
+                    conn.refuse(codec.encode_watch(&refusal), crate::ws::close::TRY_AGAIN_LATER, "slow consumer").await;
                     return;
                 }
                 // The producer stops only when the server drains.
@@ -123,7 +123,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket, sub: Subs
             }
             _ = tokio::time::sleep_until(token_expiry) => {
                 let refusal = WatchOut::error("token_expired", "the token expired; reconnect with a fresh one");
-                conn.refuse(codec.encode_watch(&refusal), super::close::UNAUTHENTICATED, "token expired").await;
+                conn.refuse(codec.encode_watch(&refusal), crate::ws::close::UNAUTHENTICATED, "token expired").await;
                 return;
             }
         };
