@@ -3,8 +3,16 @@
 //! Drivers' phones stream GPS fixes over WebSockets; the hub keeps each driver's latest position
 //! in an R-tree, checks each fix against the stops of the driver's active trips, checks the
 //! driver in when they have really stopped there, and fans positions and events out to watchers.
-//! Layers, data flowing down only: edges (`ws`, `api`) → `hub` (the ingest pipeline) → core
-//! (`geo`: pure R-trees and arrival decisions; `fanout`: watchers; `store`: SQL).
+//! Layers, imports pointing down only (checked by `tests/it/layers.rs`):
+//! - `app`: start-up and shutdown;
+//! - edges: `api` (REST), `ws` (driver and watch sockets), `stream` (service streams), `web`
+//!   (the map page), `auth`, `error`, `extract`, `admin` and `replay` (CLI tools), `eval`, and the
+//!   `config` and `state` the edges are handed;
+//! - `hub`: the ingest pipeline (ingest, hydrate, decide, liveness, remote, queries);
+//! - core: `geo` (pure R-trees and arrival decisions), `store` (SQL), `fanout` (watchers), `bus`
+//!   (Redis pub/sub), `webhooks` (delivery), `limits`;
+//! - formats: `protocol` (wire formats: JSON, protobuf, OsmAnd);
+//! - `model` (domain types), `shutdown`, `metrics`: what every layer may import.
 
 pub mod admin;
 pub mod api;
@@ -14,6 +22,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod extract;
 pub mod fanout;
 pub mod geo;
 pub mod hub;

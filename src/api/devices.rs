@@ -9,9 +9,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::ApiJson;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
+use crate::extract::ApiJson;
 use crate::hub::{Commit, IngestStatus};
 use crate::model::{now_ms, DriverKey, Fix};
 use crate::protocol::osmand::{self, Report};

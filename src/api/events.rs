@@ -5,9 +5,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ApiQuery;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
+use crate::extract::ApiQuery;
 use crate::protocol::EventView;
 use crate::state::AppState;
 use crate::store::events::{EventQuery, MAX_EVENTS_PER_READ};

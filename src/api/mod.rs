@@ -6,18 +6,18 @@ mod events;
 mod trips;
 mod webhooks;
 
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{Caller, Role};
 use crate::bus::BusStatus;
 use crate::error::{ApiError, FieldError};
+use crate::extract::ApiQuery;
 use crate::geo::BBox;
 use crate::model::now_ms;
 use crate::protocol::time::{format_ts, parse_ts};
@@ -28,37 +28,6 @@ use crate::state::AppState;
 pub const MAX_NEARBY: usize = 1_000;
 /// Most points one track query returns.
 pub const MAX_TRACK_POINTS: i64 = 50_000;
-
-/// JSON body extractor whose rejections are problem+json (400 syntax, 422 fields, 415 type).
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Json::<T>::from_request(req, state)
-            .await
-            .map(|Json(v)| ApiJson(v))
-            .map_err(ApiError::from)
-    }
-}
-
-/// Query extractor whose rejections are problem+json.
-pub struct ApiQuery<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(v)| ApiQuery(v))
-            .map_err(ApiError::from)
-    }
-}
 
 pub fn routes() -> Router<AppState> {
     Router::new()

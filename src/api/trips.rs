@@ -6,9 +6,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ApiJson, ApiQuery};
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
+use crate::extract::{ApiJson, ApiQuery};
 use crate::model::now_ms;
 use crate::protocol::time::format_ts;
 use crate::state::AppState;

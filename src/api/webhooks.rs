@@ -8,9 +8,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiJson, ApiQuery};
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
+use crate::extract::{ApiJson, ApiQuery};
 use crate::model::now_ms;
 use crate::model::EVENT_TYPES;
 use crate::protocol::time::format_ts;

@@ -1,9 +1,7 @@
 //! The domain model: the types every layer may import, and that import nothing of the crate
 //! but each other. Coordinates are WGS84 degrees, distances metres, times unix ms UTC.
 //!
-//! Layers, imports pointing down only: edges (`api`, `ws`, `stream`, `protocol`, `web`, `admin`,
-//! `replay`) → `hub` (the ingest pipeline) → core (`geo`, `fanout`, `store`, `bus`, `webhooks`,
-//! `limits`) → `model`. `tests/it/layers.rs` checks it.
+//! The layers above it are listed in `lib.rs` and checked by `tests/it/layers.rs`.
 
 pub mod clock;
 pub mod event;

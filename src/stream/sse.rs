@@ -18,9 +18,9 @@ use serde_json::json;
 
 use super::query::{stream_spec, StreamParams};
 use super::StreamItem;
-use crate::api::ApiQuery;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::limits::{SocketKind, SocketPermit};
 use crate::protocol::{EventView, PositionView};
 use crate::state::AppState;

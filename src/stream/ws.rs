@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::query::{stream_spec, StreamParams, Subscription};
 use super::StreamItem;
-use crate::api::ApiQuery;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::limits::SocketKind;
 use crate::protocol::watch::WatchOut;
 use crate::state::AppState;

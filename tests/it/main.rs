@@ -13,6 +13,7 @@ mod drain;
 mod driver_socket;
 mod events;
 mod faults;
+mod layers;
 mod osmand;
 mod properties;
 mod real_traces;
