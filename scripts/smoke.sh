@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command as a new user runs it, checked end to end: `cargo run --release --
 # serve` with its embedded defaults (SQLite and a generated secret in the data dir, in-process
-# bus), then /livez, a short replay of real Amazon traces with trips, a check-in read back over
+# bus), then /livez, /openapi.json through a validator, a short replay of real Amazon traces with trips, a check-in read back over
 # REST, `eval-arrival` on a few chunks, and a clean stop on SIGTERM (exit 0).
 #
 # Only the address and the data dir are moved (TRACKHUB_ADDR, TRACKHUB_DATA_DIR: a free port and a
@@ -46,6 +46,17 @@ done
 livez=$(curl -fsS "$base/livez") || fail "/livez did not answer within 300 s"
 grep -q '"ok"' <<<"$livez" || fail "/livez answered $livez"
 echo "smoke: /livez ok"
+
+# The OpenAPI document, checked by a real validator (openapi-spec-validator, from PyPI, pinned in
+# scripts/requirements-openapi.txt; its venv is kept under target/ between runs).
+venv=target/openapi-venv
+if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
+  python3 -m venv "$venv" || fail "python3 -m venv (Debian: apt-get install python3-venv)"
+  "$venv/bin/pip" install --quiet -r scripts/requirements-openapi.txt || fail "pip install of the OpenAPI validator"
+fi
+curl -fsS "$base/openapi.json" -o "$work/openapi.json" || fail "GET /openapi.json"
+"$venv/bin/openapi-spec-validator" "$work/openapi.json" || fail "/openapi.json is not a valid OpenAPI document"
+echo "smoke: /openapi.json is valid OpenAPI $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["openapi"])' "$work/openapi.json")"
 
 bin=target/release/trackhub
 # (No `ls | head` or `echo | grep -q` here: with pipefail, an early-closing reader fails the

@@ -8,6 +8,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{load_secret, Keys};
 use crate::bus::{self, Bus, Incoming};
@@ -164,19 +166,26 @@ async fn apply_incoming(hub: Arc<Hub>, mut rx: mpsc::Receiver<Incoming>) {
 
 /// Every route of the hub.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let (router, doc) = openapi_router(&state.cfg.allowed_origins).split_for_parts();
+    let doc = Arc::new(doc);
+    router
         .route(
-            "/livez",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc) }
+            }),
         )
-        .route("/readyz", get(crate::api::readyz))
-        .route("/metrics", get(crate::api::metrics))
-        .route("/v1/ws/driver", get(crate::ws::driver::upgrade))
-        .route("/v1/ws/watch", get(crate::ws::watch::upgrade))
-        .route("/v1/ws/stream", get(crate::stream::ws::upgrade))
         .merge(crate::web::routes())
-        .merge(crate::api::routes().layer(cors(&state.cfg.allowed_origins)))
         .with_state(state)
+}
+
+/// Every documented route and the OpenAPI document built from them: REST (with CORS), then
+/// operations and sockets.
+pub fn openapi_router(allowed_origins: &[String]) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::api::openapi::ApiDoc::openapi())
+        .merge(crate::api::routes().layer(cors(allowed_origins)))
+        .merge(crate::api::edge_routes())
 }
 
 /// CORS (Fetch standard) for the REST routes: the allowed origins (`*`: any) may call with a

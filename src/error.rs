@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::store::StoreError;
 
 /// One invalid field of a request: `field` is a path such as `stops[1].lat`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -71,8 +71,11 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem details body (`application/problem+json`): every REST error. `errors`
+/// names each invalid field of a 422.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// Always `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]
     kind: &'a str,
     title: &'a str,

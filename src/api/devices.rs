@@ -23,7 +23,7 @@ use crate::store::track::WriterStopped;
 /// Shortest device key accepted when the admin chooses one (128 bits as hex).
 pub const MIN_KEY_LEN: usize = 32;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceBody {
     id: String,
@@ -38,6 +38,7 @@ fn sha256_hex(key: &str) -> String {
 
 /// `POST /v1/devices` (admin): registers a device of the caller's fleet for a driver. Answers
 /// 201 with the key, shown this once (only its SHA-256 is stored); 409 when the id is taken.
+#[utoipa::path(post, path = "/v1/devices", operation_id = "create_device", tag = "devices", request_body = DeviceBody, security(("bearer" = [])), responses((status = 201, description = "The device with its key, shown this once", body = Object), (status = 409, body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
 pub async fn create(
     State(app): State<AppState>,
     caller: Caller,
@@ -88,6 +89,7 @@ const MAX_LIST: i64 = 10_000;
 
 /// `GET /v1/devices` (admin): the caller's fleet's devices, oldest first, without keys (only
 /// their hashes are stored): `{"devices":[{"id","driver_id","created_at"}]}`.
+#[utoipa::path(get, path = "/v1/devices", operation_id = "list_devices", tag = "devices", security(("bearer" = [])), responses((status = 200, description = "`{\"devices\":[…]}` without keys", body = Object), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem)))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -108,6 +110,7 @@ pub async fn list(
 }
 
 /// `DELETE /v1/devices/{id}` (admin): revokes a device of the caller's fleet; 204, or 404.
+#[utoipa::path(delete, path = "/v1/devices/{id}", operation_id = "delete_device", tag = "devices", params(("id" = String, Path)), security(("bearer" = [])), responses((status = 204), (status = 404, body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem)))]
 pub async fn delete(
     State(app): State<AppState>,
     caller: Caller,
@@ -167,7 +170,7 @@ fn parse(
 /// [`crate::protocol::osmand`]). Each report is validated like a socket ping and takes the same pipeline.
 /// 200 `{"accepted","late"}`; 401 for an unknown device or a wrong key (the same answer, so ids
 /// cannot be probed); 422 with the field errors for an invalid report.
-pub async fn report(
+async fn report(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -273,6 +276,28 @@ pub async fn report(
         }
     }
     Ok(Json(json!({"accepted": accepted, "late": late})))
+}
+
+/// `GET /osmand`: a report in the query string (Traccar Client ≤ 8, OsmAnd).
+#[utoipa::path(get, path = "/osmand", operation_id = "osmand_report_get", tag = "devices", description = "OsmAnd protocol (Traccar Client, OsmAnd): parameters in the query or a form body (`id`, `key`, `lat`, `lon`, `timestamp`, `speed` in knots, `bearing`, `accuracy`, …) or Traccar Client 9 JSON. See PROTOCOL.md.", responses((status = 200, description = "Committed: `{\"accepted\",\"late\"}`", body = Object), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, description = "Over the device's rate; `Retry-After`", body = crate::error::Problem), (status = 503, description = "Storage behind or unreachable; `Retry-After`", body = crate::error::Problem)))]
+pub async fn report_get(
+    state: State<AppState>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    report(state, query, headers, body).await
+}
+
+/// `POST /osmand`: a report in the query, a form body, or Traccar Client 9 JSON.
+#[utoipa::path(post, path = "/osmand", operation_id = "osmand_report_post", tag = "devices", description = "OsmAnd protocol (Traccar Client, OsmAnd): parameters in the query or a form body (`id`, `key`, `lat`, `lon`, `timestamp`, `speed` in knots, `bearing`, `accuracy`, …) or Traccar Client 9 JSON. See PROTOCOL.md.", responses((status = 200, description = "Committed: `{\"accepted\",\"late\"}`", body = Object), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, description = "Over the device's rate; `Retry-After`", body = crate::error::Problem), (status = 503, description = "Storage behind or unreachable; `Retry-After`", body = crate::error::Problem)))]
+pub async fn report_post(
+    state: State<AppState>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    report(state, query, headers, body).await
 }
 
 /// Longest an OsmAnd request waits for its reports to be committed before answering 503 (the

@@ -13,7 +13,8 @@ use crate::state::AppState;
 use crate::store::events::{EventQuery, MAX_EVENTS_PER_READ};
 use crate::stream::query::{check_retained, parse_drivers, parse_types};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsParams {
     since: Option<i64>,
     limit: Option<i64>,
@@ -27,6 +28,7 @@ pub(crate) struct EventsParams {
 /// received, or past the events the filters skipped when the page is not full. 410 when `since`
 /// is older than retention kept (events after it were deleted): start again from the `detail`'s
 /// id.
+#[utoipa::path(get, path = "/v1/events", operation_id = "list_events", tag = "events", params(EventsParams), security(("bearer" = [])), responses((status = 200, description = "`{\"events\":[Event],\"next_since\":N}`", body = Object), (status = 410, description = "`since` is older than retention kept", body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,

@@ -3,16 +3,19 @@
 
 mod devices;
 mod events;
+pub mod openapi;
 mod trips;
 mod webhooks;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Caller, Role};
 use crate::bus::BusStatus;
@@ -29,35 +32,49 @@ pub const MAX_NEARBY: usize = 1_000;
 /// Most points one track query returns.
 pub const MAX_TRACK_POINTS: i64 = 50_000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/drivers", get(drivers_in_bbox))
-        .route("/v1/drivers/nearby", get(drivers_nearby))
-        .route("/v1/drivers/{id}", get(driver))
-        .route("/v1/drivers/{id}/track", get(track))
-        .route("/v1/trips", post(trips::create).get(trips::list))
-        .route("/v1/trips/{id}", get(trips::get))
-        .route(
-            "/v1/trips/{trip_id}/stops/{stop_id}/checkin",
-            post(trips::manual_checkin),
-        )
-        .route("/v1/checkins", get(trips::checkins))
-        .route("/v1/devices", post(devices::create).get(devices::list))
-        .route("/v1/devices/{id}", axum::routing::delete(devices::delete))
-        .route("/osmand", get(devices::report).post(devices::report))
-        .route("/v1/events", get(events::list))
-        .route("/v1/stream", get(crate::stream::sse::sse))
-        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
-        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
-        .route(
-            "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
-            post(webhooks::redeliver),
-        )
+/// The REST routes, each from its documented handler (so the OpenAPI document lists every one),
+/// under a 1 MiB body limit. `app::router` adds CORS, the operations and socket routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(drivers_in_bbox))
+        .routes(routes!(drivers_nearby))
+        .routes(routes!(driver))
+        .routes(routes!(track))
+        .routes(routes!(trips::create, trips::list))
+        .routes(routes!(trips::get))
+        .routes(routes!(trips::manual_checkin))
+        .routes(routes!(trips::checkins))
+        .routes(routes!(devices::create, devices::list))
+        .routes(routes!(devices::delete))
+        .routes(routes!(devices::report_get, devices::report_post))
+        .routes(routes!(events::list))
+        .routes(routes!(crate::stream::sse::sse))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::redeliver))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
 }
 
+/// Liveness, readiness, metrics and the three socket upgrades (no CORS: not for browsers' REST).
+pub fn edge_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(livez))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(crate::ws::driver::upgrade))
+        .routes(routes!(crate::ws::watch::upgrade))
+        .routes(routes!(crate::stream::ws::upgrade))
+}
+
+/// `GET /livez`: 200 while the process serves requests.
+#[utoipa::path(get, path = "/livez", operation_id = "livez", tag = "operations", responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Object)))]
+pub async fn livez() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
 /// `GET /readyz`: 200 when the database answers, else 503.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations", responses((status = 200, description = "Ready (`status`: `ready`, or `degraded` without the Redis bus)", body = Object), (status = 503, description = "Database down, or draining", body = Object)))]
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let bus = app.hub.bus.status();
     let database = app.hub.store.ping().await;
@@ -82,6 +99,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 /// `GET /metrics`: Prometheus text exposition format 0.0.4.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     metrics::gauge!(crate::metrics::DRIVERS_ONLINE).set(app.hub.online_count() as f64);
     (
@@ -93,12 +111,14 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct BBoxQuery {
     bbox: Option<String>,
 }
 
 /// `GET /v1/drivers?bbox=w,s,e,n` (admin, service): live drivers of the caller's fleet in the box.
+#[utoipa::path(get, path = "/v1/drivers", operation_id = "list_drivers_in_bbox", tag = "drivers", params(BBoxQuery), security(("bearer" = [])), responses((status = 200, description = "`{\"drivers\":[Position]}`", body = Object), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
 async fn drivers_in_bbox(
     State(app): State<AppState>,
     caller: Caller,
@@ -120,7 +140,8 @@ async fn drivers_in_bbox(
     Ok(Json(json!({ "drivers": drivers })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct NearbyQuery {
     lat: f64,
     lon: f64,
@@ -130,6 +151,7 @@ struct NearbyQuery {
 
 /// `GET /v1/drivers/nearby?lat=&lon=&limit=&radius_m=` (admin, service): the nearest live
 /// drivers by great-circle distance, nearest first, each with `distance_m`.
+#[utoipa::path(get, path = "/v1/drivers/nearby", operation_id = "list_drivers_nearby", tag = "drivers", params(NearbyQuery), security(("bearer" = [])), responses((status = 200, description = "`{\"drivers\":[Position + distance_m]}`, nearest first", body = Object), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
 async fn drivers_nearby(
     State(app): State<AppState>,
     caller: Caller,
@@ -174,6 +196,7 @@ async fn drivers_nearby(
 }
 
 /// `GET /v1/drivers/{id}`: the live position (admin, service, or the driver itself); 404 offline.
+#[utoipa::path(get, path = "/v1/drivers/{id}", operation_id = "get_driver", tag = "drivers", params(("id" = String, Path, description = "Driver id (the token `sub` of its phone)")), security(("bearer" = [])), responses((status = 200, body = crate::protocol::PositionView), (status = 404, description = "Not online", body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem)))]
 async fn driver(
     State(app): State<AppState>,
     caller: Caller,
@@ -186,7 +209,8 @@ async fn driver(
         .ok_or_else(|| ApiError::NotFound(format!("driver `{id}` is not online")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TrackQuery {
     from: Option<String>,
     to: Option<String>,
@@ -196,6 +220,7 @@ struct TrackQuery {
 /// `GET /v1/drivers/{id}/track?from=&to=&limit=`: stored history as a GeoJSON Feature (RFC 7946)
 /// with a `LineString` of `[lon, lat]` and `properties.timestamps` (RFC 3339, one per point).
 /// `from`/`to` are RFC 3339 or unix ms; default the last 24 h.
+#[utoipa::path(get, path = "/v1/drivers/{id}/track", operation_id = "get_driver_track", tag = "drivers", params(("id" = String, Path, description = "Driver id"), TrackQuery), security(("bearer" = [])), responses((status = 200, description = "GeoJSON Feature (RFC 7946) with a LineString of [lon, lat] and properties.timestamps", body = Object), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
 async fn track(
     State(app): State<AppState>,
     caller: Caller,

@@ -21,7 +21,7 @@ pub const DEFAULT_RADIUS_M: f64 = 100.0;
 pub const MAX_STOPS: usize = 1_000;
 const MAX_ID_LEN: usize = 128;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TripBody {
     id: Option<String>,
@@ -29,7 +29,7 @@ pub struct TripBody {
     stops: Vec<StopBody>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopBody {
     id: Option<String>,
@@ -164,6 +164,7 @@ fn checkin_json(c: &CheckinRecord) -> serde_json::Value {
 
 /// `POST /v1/trips` (admin): creates a trip for a driver of the caller's fleet → 201 with the
 /// trip; 409 when the id is taken; 400/422 for bad bodies.
+#[utoipa::path(post, path = "/v1/trips", operation_id = "create_trip", tag = "trips", request_body = TripBody, security(("bearer" = [])), responses((status = 201, description = "The trip with its stops", body = Object), (status = 409, description = "The fleet has a trip with this id", body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
 pub async fn create(
     State(app): State<AppState>,
     caller: Caller,
@@ -188,6 +189,7 @@ async fn load_trip(app: &AppState, caller: &Caller, id: &str) -> Result<TripReco
 }
 
 /// `GET /v1/trips/{id}`: the trip with each stop's status (`pending` | `arrived` | `departed`).
+#[utoipa::path(get, path = "/v1/trips/{id}", operation_id = "get_trip", tag = "trips", params(("id" = String, Path, description = "Trip id")), security(("bearer" = [])), responses((status = 200, description = "The trip with each stop's status", body = Object), (status = 404, body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem)))]
 pub async fn get(
     State(app): State<AppState>,
     caller: Caller,
@@ -196,7 +198,8 @@ pub async fn get(
     Ok(Json(trip_json(&load_trip(&app, &caller, &id).await?)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TripListQuery {
     status: Option<String>,
     limit: Option<i64>,
@@ -204,6 +207,7 @@ pub struct TripListQuery {
 
 /// `GET /v1/trips?status=active|completed&limit=100` (admin, service) → `{"trips":[…]}`, newest
 /// first, each with its stops and their statuses (what the live map draws).
+#[utoipa::path(get, path = "/v1/trips", operation_id = "list_trips", tag = "trips", params(TripListQuery), security(("bearer" = [])), responses((status = 200, description = "`{\"trips\":[…]}`, newest first", body = Object), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -236,6 +240,7 @@ pub async fn list(
 /// `POST /v1/trips/{trip_id}/stops/{stop_id}/checkin` (admin, or the trip's driver): the manual
 /// fallback when detection cannot decide (no GPS indoors, say). 201 with the check-in; 409 when
 /// the stop is already checked in.
+#[utoipa::path(post, path = "/v1/trips/{trip_id}/stops/{stop_id}/checkin", operation_id = "check_in_manually", tag = "trips", params(("trip_id" = String, Path), ("stop_id" = String, Path)), security(("bearer" = [])), responses((status = 201, description = "The check-in (source `manual`)", body = Object), (status = 404, body = crate::error::Problem), (status = 409, description = "Already checked in", body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem)))]
 pub async fn manual_checkin(
     State(app): State<AppState>,
     caller: Caller,
@@ -257,7 +262,8 @@ pub async fn manual_checkin(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CheckinQuery {
     trip_id: Option<String>,
     driver_id: Option<String>,
@@ -266,6 +272,7 @@ pub struct CheckinQuery {
 
 /// `GET /v1/checkins?trip_id=&driver_id=&limit=` → `{"checkins":[…]}`, newest first. Drivers see
 /// only their own.
+#[utoipa::path(get, path = "/v1/checkins", operation_id = "list_checkins", tag = "trips", params(CheckinQuery), security(("bearer" = [])), responses((status = 200, description = "`{\"checkins\":[…]}`, newest first", body = Object), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
 pub async fn checkins(
     State(app): State<AppState>,
     caller: Caller,

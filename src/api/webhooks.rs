@@ -25,7 +25,7 @@ const MAX_FIELD: usize = 2_048;
 /// Most deliveries one list returns.
 const MAX_DELIVERIES: i64 = 1_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct NewWebhook {
     url: String,
     events: Vec<String>,
@@ -60,6 +60,7 @@ fn delivery_view(d: &DeliveryRecord) -> serde_json::Value {
 /// webhook. Without `secret` one is generated and returned in this answer only (it signs every
 /// delivery: see `webhooks::signature`). 422 for a URL that is not absolute http(s), an unknown
 /// event type, or a secret under 16 characters.
+#[utoipa::path(post, path = "/v1/webhooks", operation_id = "create_webhook", tag = "webhooks", request_body = NewWebhook, security(("bearer" = [])), responses((status = 201, description = "The webhook (with `secret` when generated)", body = Object), (status = 409, description = "The fleet has 16 webhooks", body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
 pub async fn create(
     State(app): State<AppState>,
     caller: Caller,
@@ -138,6 +139,7 @@ pub async fn create(
 }
 
 /// `GET /v1/webhooks` → `{"webhooks":[…]}` of the caller's fleet (secrets are not shown).
+#[utoipa::path(get, path = "/v1/webhooks", operation_id = "list_webhooks", tag = "webhooks", security(("bearer" = [])), responses((status = 200, description = "`{\"webhooks\":[…]}` without secrets", body = Object), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem)))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -150,6 +152,7 @@ pub async fn list(
 }
 
 /// `DELETE /v1/webhooks/{id}` → 204; its pending deliveries are dropped. 404 if unknown.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", operation_id = "delete_webhook", tag = "webhooks", params(("id" = String, Path)), security(("bearer" = [])), responses((status = 204), (status = 404, body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem)))]
 pub async fn delete(
     State(app): State<AppState>,
     caller: Caller,
@@ -163,7 +166,8 @@ pub async fn delete(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DeliveriesQuery {
     status: Option<String>,
     limit: Option<i64>,
@@ -171,6 +175,7 @@ pub(crate) struct DeliveriesQuery {
 
 /// `GET /v1/webhooks/{id}/deliveries?status=pending|delivered|dead&limit=` → `{"deliveries":[…]}`,
 /// newest first (default limit 100). `status=dead` is the dead-letter list.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", operation_id = "list_webhook_deliveries", tag = "webhooks", params(("id" = String, Path), DeliveriesQuery), security(("bearer" = [])), responses((status = 200, description = "`{\"deliveries\":[…]}` newest first", body = Object), (status = 404, body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
 pub async fn deliveries(
     State(app): State<AppState>,
     caller: Caller,
@@ -214,6 +219,7 @@ pub async fn deliveries(
 
 /// `POST /v1/webhooks/{id}/deliveries/{delivery_id}/redeliver` → 202 with the delivery, queued
 /// now with a fresh retry window (from the dead-letter list, or a replay of a delivered one).
+#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", operation_id = "redeliver_webhook_delivery", tag = "webhooks", params(("id" = String, Path), ("delivery_id" = i64, Path)), security(("bearer" = [])), responses((status = 202, description = "Queued with a fresh 24 h window", body = Object), (status = 404, body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem)))]
 pub async fn redeliver(
     State(app): State<AppState>,
     caller: Caller,

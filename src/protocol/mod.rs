@@ -17,7 +17,7 @@ use crate::model::LivePosition;
 use time::format_ts;
 
 /// A driver's position as sent to watchers and REST clients.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PositionView {
     pub driver_id: String,
     /// Degrees WGS84.
@@ -50,7 +50,7 @@ impl From<&LivePosition> for PositionView {
 /// An event as it appears on the wire (`/v1/events`, streams, watchers, webhooks):
 /// `{"id":42,"type":"stop.checked_in","ts":"2026-…Z","fleet":…,"driver_id":…,…}`. Times RFC 3339
 /// UTC, coordinates degrees WGS84. `id` is absent on an event that was not stored.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct EventView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,

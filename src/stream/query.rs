@@ -19,7 +19,8 @@ use crate::state::AppState;
 pub const MAX_FILTER_DRIVERS: usize = 10_000;
 
 /// Query of both stream transports.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamParams {
     fleet: Option<String>,
     drivers: Option<String>,

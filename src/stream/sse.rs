@@ -26,6 +26,7 @@ use crate::protocol::{EventView, PositionView};
 use crate::state::AppState;
 
 /// `GET /v1/stream` (admin, service): the stream as `text/event-stream`.
+#[utoipa::path(get, path = "/v1/stream", operation_id = "stream_sse", tag = "streams", params(StreamParams), security(("bearer" = [])), responses((status = 200, description = "`text/event-stream`: snapshot, positions, events with their log id, error", content_type = "text/event-stream", body = String), (status = 410, body = crate::error::Problem), (status = 429, description = "Connection rate, or too many streams of this identity", body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
 pub async fn sse(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

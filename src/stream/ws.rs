@@ -25,6 +25,7 @@ use crate::ws::{admit, close_for_restart, watcher_identity, Admitted, Conn, Rece
 
 /// Upgrade handler: the socket checks of the watcher (origin, token, role `admin` or `service`),
 /// then the stream query (422 bad fields, 403 another fleet, 410 `since` past retention).
+#[utoipa::path(get, path = "/v1/ws/stream", operation_id = "stream_socket", tag = "streams", params(StreamParams), security(("bearer" = [])), responses((status = 101, description = "Switching Protocols: the WebSocket; frames in PROTOCOL.md (JSON, or protobuf with the `trackhub.v1.proto` subprotocol)"), (status = 401, body = crate::error::Problem), (status = 403, description = "Origin not allowed, or another role", body = crate::error::Problem), (status = 410, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn upgrade(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -24,6 +24,7 @@ use crate::store::track::WriterStopped;
 
 /// Upgrade handler: 403 for a foreign browser origin, 401 without a valid token, 403 unless the
 /// role is `driver`.
+#[utoipa::path(get, path = "/v1/ws/driver", operation_id = "driver_socket", tag = "sockets", description = "The driver socket: `ping`/`batch` of fixes in, `ack`/`checkin`/`error` out. Token in `Authorization` or `access_token`.", security(("bearer" = [])), responses((status = 101, description = "Switching Protocols: the WebSocket; frames in PROTOCOL.md (JSON, or protobuf with the `trackhub.v1.proto` subprotocol)"), (status = 401, body = crate::error::Problem), (status = 403, description = "Origin not allowed, or another role", body = crate::error::Problem)))]
 pub async fn upgrade(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -31,6 +31,7 @@ pub const MAX_SUBSCRIBED_DRIVERS: usize = 10_000;
 
 /// Upgrade handler: 403 for a foreign browser origin, 401 without a valid token, 403 unless the
 /// role is `admin` or `service`.
+#[utoipa::path(get, path = "/v1/ws/watch", operation_id = "watch_socket", tag = "sockets", description = "The watch socket of maps: `subscribe` in, `snapshot`/`positions`/`event` out.", security(("bearer" = [])), responses((status = 101, description = "Switching Protocols: the WebSocket; frames in PROTOCOL.md (JSON, or protobuf with the `trackhub.v1.proto` subprotocol)"), (status = 401, body = crate::error::Problem), (status = 403, description = "Origin not allowed, or another role", body = crate::error::Problem)))]
 pub async fn upgrade(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -14,6 +14,7 @@ mod driver_socket;
 mod events;
 mod faults;
 mod layers;
+mod openapi;
 mod osmand;
 mod properties;
 mod real_traces;
