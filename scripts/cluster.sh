@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The docker-compose topology as local processes, for demos and load tests without Docker:
-# PostgreSQL and Redis (scripts/ensure-services.sh), N trackhub nodes, nginx balancing them.
+# PostgreSQL and Redis (scripts/ensure-services.sh), N trackhub nodes, and nginx balancing them
+# when nginx is installed (clients may as well connect to any node: the Redis bus shares the
+# fleet between them). State (logs, pids, data dirs, the shared secret) lives outside the
+# checkout, in $CLUSTER_DIR.
 #
 #   bash scripts/cluster.sh start     # builds release, starts everything, prints the URLs
 #   bash scripts/cluster.sh status
@@ -8,7 +11,9 @@
 #
 # Settings (environment): NODES (2), BASE_PORT (8081: nodes on 8081, 8082, ...), LB_PORT (8080),
 # DATABASE_URL (postgres://postgres@127.0.0.1:5432/trackhub_cluster, created if missing),
-# REDIS_URL (redis://127.0.0.1:6379/), TRACKHUB_JWT_SECRET (generated once into .cluster/).
+# REDIS_URL (redis://127.0.0.1:6379/), TRACKHUB_JWT_SECRET (generated once into $CLUSTER_DIR),
+# CLUSTER_DIR (${XDG_RUNTIME_DIR:-/tmp}/trackhub-cluster-$USER), LB (auto: nginx when installed;
+# nginx: install it with apt-get if missing; none: no balancer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +23,8 @@ LB_PORT=${LB_PORT:-8080}
 PG_SERVER=${PG_SERVER:-postgres://postgres@127.0.0.1:5432}
 DATABASE_URL=${DATABASE_URL:-$PG_SERVER/trackhub_cluster}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/}
-DIR=.cluster
+DIR=${CLUSTER_DIR:-${XDG_RUNTIME_DIR:-/tmp}/trackhub-cluster-${USER:-$(id -un)}}
+LB=${LB:-auto}
 
 stop() {
   for pidfile in "$DIR"/*.pid; do
@@ -35,17 +41,18 @@ status() {
     port=$((BASE_PORT + i - 1))
     echo "node$i :$port $(curl -s "http://127.0.0.1:$port/readyz" || echo down)"
   done
-  echo "nginx :$LB_PORT $(curl -s "http://127.0.0.1:$LB_PORT/readyz" || echo down)"
+  [ -e "$DIR/nginx.pid" ] && echo "nginx :$LB_PORT $(curl -s "http://127.0.0.1:$LB_PORT/readyz" || echo down)"
+  return 0
 }
 
 start() {
   mkdir -p "$DIR"
   stop >/dev/null 2>&1 || true
   bash scripts/ensure-services.sh
-  command -v nginx >/dev/null 2>&1 || {
+  if [ "$LB" = nginx ] && ! command -v nginx >/dev/null 2>&1; then
     echo "cluster: installing nginx (apt-get)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
-  }
+  fi
   cargo build --release --locked --bin trackhub
   db=${DATABASE_URL##*/}
   if [ "$(psql "$PG_SERVER/postgres" -Atc "select 1 from pg_database where datname = '$db'")" != 1 ]; then
@@ -65,15 +72,20 @@ start() {
     servers="$servers    server 127.0.0.1:$port max_fails=3 fail_timeout=5s;\n"
   done
 
-  # deploy/nginx.conf with the compose service names replaced by the local ports.
-  awk -v servers="$servers" '
-    /server hub1:8080/ { printf "%s", servers; next }
-    /server hub[0-9]+:8080/ { next }
-    /listen 80;/ { print "    listen 127.0.0.1:'"$LB_PORT"';"; next }
-    { print }
-  ' deploy/nginx.conf | sed 's/^events {/pid '"${PWD//\//\\/}"'\/.cluster\/nginx.pid;\nerror_log '"${PWD//\//\\/}"'\/.cluster\/nginx.log;\nevents {/' >"$DIR/nginx.conf"
-  sed -i 's/^http {/http {\n  access_log off;/' "$DIR/nginx.conf"
-  nginx -c "$PWD/$DIR/nginx.conf" -p "$PWD/$DIR"
+  if [ "$LB" != none ] && command -v nginx >/dev/null 2>&1; then
+    # deploy/nginx.conf with the compose service names replaced by the local ports.
+    awk -v servers="$servers" '
+      /server hub1:8080/ { printf "%s", servers; next }
+      /server hub[0-9]+:8080/ { next }
+      /listen 80;/ { print "    listen 127.0.0.1:'"$LB_PORT"';"; next }
+      { print }
+    ' deploy/nginx.conf | sed 's|^events {|pid '"$DIR"'/nginx.pid;\nerror_log '"$DIR"'/nginx.log;\nevents {|' >"$DIR/nginx.conf"
+    sed -i 's/^http {/http {\n  access_log off;/' "$DIR/nginx.conf"
+    nginx -c "$DIR/nginx.conf" -p "$DIR"
+    entry="http://127.0.0.1:$LB_PORT (nginx)"
+  else
+    entry="any node (no balancer: LB=nginx installs one)"
+  fi
 
   for _ in $(seq 1 100); do
     ready=0
@@ -84,7 +96,8 @@ start() {
     sleep 0.2
   done
   status
-  echo "cluster: $NODES nodes behind http://127.0.0.1:$LB_PORT ; tokens: TRACKHUB_JWT_SECRET=\$(cat $DIR/jwt_secret) target/release/trackhub token --role admin --sub me"
+  echo "cluster: $NODES nodes, clients connect to $entry; state in $DIR"
+  echo "cluster: tokens: TRACKHUB_JWT_SECRET=\$(cat $DIR/jwt_secret) target/release/trackhub token --role admin --sub me"
 }
 
 case "${1:-start}" in

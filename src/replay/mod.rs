@@ -107,7 +107,8 @@ fn parse_origin(text: &str) -> anyhow::Result<(f64, f64)> {
     Ok((lat.trim().parse()?, lon.trim().parse()?))
 }
 
-/// Replays the files and returns the totals.
+/// Replays the files and returns the totals. With `--amazon-trips`, a trip is created per chunk
+/// that has labelled stops (`trips_created` counts those only).
 pub async fn run(args: &ReplayArgs) -> anyhow::Result<Summary> {
     if !(args.speed.is_finite() && args.speed > 0.0) {
         bail!("--speed must be a positive number");
@@ -131,8 +132,11 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Summary> {
             let chunk = amazon::read_chunk(path)?;
             let origin = origin.unwrap_or(amazon::DEFAULT_ORIGIN);
             for t in &found {
-                create_amazon_trip(&hub, &keys, &args.fleet, &t.driver_id, &chunk, origin).await?;
-                trips_created += 1;
+                if create_amazon_trip(&hub, &keys, &args.fleet, &t.driver_id, &chunk, origin)
+                    .await?
+                {
+                    trips_created += 1;
+                }
             }
         }
         traces.append(&mut found);
@@ -412,13 +416,15 @@ async fn create_amazon_trip(
     driver_id: &str,
     chunk: &amazon::Chunk,
     origin: (f64, f64),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let stops: Vec<serde_json::Value> = amazon::geofences(chunk, origin)
         .iter()
         .map(|g| json!({"id": &*g.key.stop_id, "lat": g.lat, "lon": g.lon, "radius_m": g.radius_m}))
         .collect();
     if stops.is_empty() {
-        return Ok(());
+        // A chunk without a labelled stop gets no trip, and is not counted as one (issue 20:
+        // the summary said "trips created 40" when 34 were).
+        return Ok(false);
     }
     let admin = keys.mint("replay", Role::Admin, fleet, 3600);
     let trip_id = format!("{driver_id}-{:08x}", rand::random::<u32>());
@@ -435,7 +441,7 @@ async fn create_amazon_trip(
             resp.text().await.unwrap_or_default()
         );
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Raises the open-file limit, every socket being a descriptor: the soft limit to the hard one,

@@ -9,6 +9,7 @@ mod common;
 mod cli;
 mod cluster;
 mod codecs;
+mod deploy;
 mod drain;
 mod driver_socket;
 mod events;

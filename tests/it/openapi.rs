@@ -20,7 +20,11 @@ async fn every_documented_operation_is_routed_and_every_route_documented() {
     let hub = TestHub::start().await;
     let (status, doc) = hub.get("/openapi.json", "f1").await;
     assert_eq!(status, 200);
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
     let token = hub.token(Role::Admin, "admin", "f1");
     let mut ids = BTreeSet::new();
     let paths = doc["paths"].as_object().unwrap();

@@ -110,6 +110,20 @@ async fn amazon_chunks_replayed_through_the_hub_check_in_like_the_detector() {
             expected.insert(format!("amazon-{}", chunk.name), got);
         }
     }
+    // The summary counts the trips the hub really has (issue 20: it counted chunks, trip or not).
+    let (_, trips) = hub.get("/v1/trips?limit=1000", "default").await;
+    let with_stops = paths
+        .iter()
+        .filter(|p| {
+            let chunk = amazon::read_chunk(p).unwrap();
+            !amazon::geofences(&chunk, amazon::DEFAULT_ORIGIN).is_empty()
+        })
+        .count();
+    assert_eq!(
+        summary.trips_created,
+        trips["trips"].as_array().unwrap().len()
+    );
+    assert_eq!(summary.trips_created, with_stops, "{summary}");
     let (_, list) = hub.get("/v1/checkins?limit=10000", "default").await;
     let mut served: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for c in list["checkins"].as_array().unwrap() {
