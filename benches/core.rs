@@ -21,6 +21,7 @@ fn fix(lat: f64, lon: f64, ts_ms: i64) -> Fix {
         accuracy_m: Some(8.0),
         speed_mps: None,
         heading_deg: None,
+        motion: None,
     }
 }
 
@@ -108,6 +109,7 @@ fn positions(n: usize) -> Vec<LivePosition> {
                 accuracy_m: Some(8.0),
                 speed_mps: Some(9.5),
                 heading_deg: Some(271.0),
+                motion: None,
             },
             received_ms: 1_790_000_000_000 + i as i64,
         })
@@ -142,6 +144,7 @@ fn codecs(c: &mut Criterion) {
                     speed_mps: Some(9.5),
                     heading_deg: Some(271.0),
                     driver_id: None,
+                    motion: None,
                 })
                 .collect(),
         })),

@@ -69,6 +69,7 @@ fuzz_target!(|input: Input| {
                 accuracy_m: s.accuracy_m.map(f64::from),
                 speed_mps: s.speed_dmps.map(|d| f64::from(d) / 10.0),
                 heading_deg: None,
+                motion: None,
             }
         })
         .collect();

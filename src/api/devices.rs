@@ -203,8 +203,15 @@ async fn report(
     let now = now_ms();
     let mut fixes = Vec::with_capacity(request.reports.len());
     let mut errors = Vec::new();
+    let mut heartbeats = 0;
+    let battery = request.reports.iter().rev().find_map(|r| r.battery);
     for (i, r) in request.reports.iter().enumerate() {
-        let fix = to_fix(r, now);
+        // A heartbeat without coordinates says the phone is alive, not where it is: it answers
+        // 200 and never an error, which would make the client resend it forever.
+        let Some(fix) = to_fix(r, now) else {
+            heartbeats += 1;
+            continue;
+        };
         match fix.validate(now, app.hub.cfg.max_future_ms) {
             Ok(()) => fixes.push(fix),
             Err(rejection) => {
@@ -239,6 +246,12 @@ async fn report(
         fleet: device.fleet.as_str().into(),
         driver_id: device.driver_id.as_str().into(),
     };
+    app.hub.note_device(&who, battery, heartbeats > 0);
+    if fixes.is_empty() {
+        return Ok(Json(
+            json!({"accepted": 0, "late": 0, "heartbeats": heartbeats}),
+        ));
+    }
     if let Err(retry_after) = app.limits.admit_fixes(&who, fixes.len()) {
         crate::metrics::fix_rejected("rate_limited");
         return Err(ApiError::RateLimited {
@@ -275,11 +288,13 @@ async fn report(
             });
         }
     }
-    Ok(Json(json!({"accepted": accepted, "late": late})))
+    Ok(Json(
+        json!({"accepted": accepted, "late": late, "heartbeats": heartbeats}),
+    ))
 }
 
 /// `GET /osmand`: a report in the query string (Traccar Client ≤ 8, OsmAnd).
-#[utoipa::path(get, path = "/osmand", operation_id = "osmand_report_get", tag = "devices", description = "OsmAnd protocol (Traccar Client, OsmAnd): parameters in the query or a form body (`id`, `key`, `lat`, `lon`, `timestamp`, `speed` in knots, `bearing`, `accuracy`, …) or Traccar Client 9 JSON. See PROTOCOL.md.", responses((status = 200, description = "Committed: `{\"accepted\",\"late\"}`", body = Object), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, description = "Over the device's rate; `Retry-After`", body = crate::error::Problem), (status = 503, description = "Storage behind or unreachable; `Retry-After`", body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/osmand", operation_id = "osmand_report_get", tag = "devices", description = "OsmAnd protocol (Traccar Client, OsmAnd): parameters in the query or a form body (`id`, `key`, `lat`, `lon`, `timestamp`, `speed` in knots, `bearing`, `accuracy`, …) or Traccar Client 9 JSON. See PROTOCOL.md.", responses((status = 200, description = "Committed: `{\"accepted\",\"late\",\"heartbeats\"}`", body = Object), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, description = "Over the device's rate; `Retry-After`", body = crate::error::Problem), (status = 503, description = "Storage behind or unreachable; `Retry-After`", body = crate::error::Problem)))]
 pub async fn report_get(
     state: State<AppState>,
     query: RawQuery,
@@ -290,7 +305,7 @@ pub async fn report_get(
 }
 
 /// `POST /osmand`: a report in the query, a form body, or Traccar Client 9 JSON.
-#[utoipa::path(post, path = "/osmand", operation_id = "osmand_report_post", tag = "devices", description = "OsmAnd protocol (Traccar Client, OsmAnd): parameters in the query or a form body (`id`, `key`, `lat`, `lon`, `timestamp`, `speed` in knots, `bearing`, `accuracy`, …) or Traccar Client 9 JSON. See PROTOCOL.md.", responses((status = 200, description = "Committed: `{\"accepted\",\"late\"}`", body = Object), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, description = "Over the device's rate; `Retry-After`", body = crate::error::Problem), (status = 503, description = "Storage behind or unreachable; `Retry-After`", body = crate::error::Problem)))]
+#[utoipa::path(post, path = "/osmand", operation_id = "osmand_report_post", tag = "devices", description = "OsmAnd protocol (Traccar Client, OsmAnd): parameters in the query or a form body (`id`, `key`, `lat`, `lon`, `timestamp`, `speed` in knots, `bearing`, `accuracy`, …) or Traccar Client 9 JSON. See PROTOCOL.md.", responses((status = 200, description = "Committed: `{\"accepted\",\"late\",\"heartbeats\"}`", body = Object), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, description = "Over the device's rate; `Retry-After`", body = crate::error::Problem), (status = 503, description = "Storage behind or unreachable; `Retry-After`", body = crate::error::Problem)))]
 pub async fn report_post(
     state: State<AppState>,
     query: RawQuery,
@@ -317,14 +332,17 @@ fn osmand_field(ping_field: &'static str) -> &'static str {
 }
 
 /// A report as a fix, validated by the same rules as socket fixes ([`Fix::validate`]); a report
-/// without a time is taken at the server's receive time.
-fn to_fix(r: &Report, now_ms: i64) -> Fix {
-    Fix {
+/// without a time is taken at the server's receive time. `None` for a heartbeat without
+/// coordinates.
+fn to_fix(r: &Report, now_ms: i64) -> Option<Fix> {
+    let (lat, lon) = r.position?;
+    Some(Fix {
         ts_ms: r.ts_ms.unwrap_or(now_ms),
-        lat: r.lat,
-        lon: r.lon,
+        lat,
+        lon,
         accuracy_m: r.accuracy_m,
         speed_mps: r.speed_mps,
         heading_deg: r.heading_deg,
-    }
+        motion: r.motion,
+    })
 }

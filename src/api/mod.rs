@@ -203,10 +203,18 @@ async fn driver(
     Path(id): Path<String>,
 ) -> Result<Json<PositionView>, ApiError> {
     caller.require_reader_of(&id)?;
-    app.hub
+    let position = app
+        .hub
         .position(&caller.0.fleet, &id)
-        .map(|p| Json(PositionView::from(&p)))
-        .ok_or_else(|| ApiError::NotFound(format!("driver `{id}` is not online")))
+        .ok_or_else(|| ApiError::NotFound(format!("driver `{id}` is not online")))?;
+    let who = crate::model::DriverKey {
+        fleet: caller.0.fleet.as_str().into(),
+        driver_id: id.as_str().into(),
+    };
+    Ok(Json(PositionView {
+        battery: app.hub.battery(&who).map(Into::into),
+        ..PositionView::from(&position)
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

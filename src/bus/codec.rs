@@ -159,6 +159,7 @@ fn position_from_pb(p: &pb::Position) -> LivePosition {
             accuracy_m: p.accuracy_m,
             speed_mps: p.speed_mps,
             heading_deg: p.heading_deg,
+            motion: None,
         },
         received_ms: p.received_ms.unwrap_or(p.ts_ms),
     }

@@ -434,6 +434,7 @@ mod tests {
             accuracy_m: Some(8.0),
             speed_mps: None,
             heading_deg: None,
+            motion: None,
         }
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{lock, Hub};
 use crate::bus::Outgoing;
-use crate::model::{DriverKey, Event, EventKind};
+use crate::model::{now_ms, Battery, DriverKey, Event, EventKind};
 
 impl Hub {
     pub(super) fn presence_event(
@@ -89,5 +89,30 @@ impl Hub {
     /// [`HubConfig::slot_idle_ms`](super::HubConfig::slot_idle_ms)).
     pub fn driver_slots(&self) -> usize {
         self.drivers.len()
+    }
+
+    /// What a device said besides its fixes: its battery (kept for `GET /v1/drivers/{id}`),
+    /// and, for a heartbeat (`alive`), that it is there: an online driver stays online (a phone
+    /// paused while stationary only sends heartbeats), without its live position moving. A
+    /// heartbeat never brings an offline driver online: that takes a position.
+    pub fn note_device(&self, who: &DriverKey, battery: Option<Battery>, alive: bool) {
+        if battery.is_none() && !alive {
+            return;
+        }
+        let slot = self.slot(who);
+        let mut state = lock(&slot.state);
+        if battery.is_some() {
+            state.battery = battery;
+        }
+        if alive && state.online {
+            state.last_seen_ms = now_ms();
+        }
+    }
+
+    /// The battery a driver's phone last reported, if it did.
+    pub fn battery(&self, who: &DriverKey) -> Option<Battery> {
+        self.drivers
+            .get(who)
+            .and_then(|slot| lock(&slot.state).battery)
     }
 }

@@ -31,7 +31,7 @@ use crate::fanout::Fanout;
 use crate::geo::arrival::{ArrivalConfig, ArrivalTracker};
 use crate::geo::index::LiveIndex;
 use crate::geo::seq_window::SeqWindow;
-use crate::model::{DriverKey, Event, StopKey};
+use crate::model::{Battery, DriverKey, Event, StopKey};
 use crate::store::track::TrackWriter;
 use crate::store::Store;
 use presence::{Emitter, PresenceLog};
@@ -123,6 +123,8 @@ struct DriverState {
     /// Server time of the last accepted fix (presence).
     last_seen_ms: i64,
     online: bool,
+    /// The phone's battery, as its tracking app last reported it.
+    battery: Option<Battery>,
     arrival: ArrivalTracker,
 }
 

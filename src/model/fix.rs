@@ -15,6 +15,45 @@ pub struct Fix {
     pub speed_mps: Option<f64>,
     /// Course over ground, degrees clockwise from true north, when reported.
     pub heading_deg: Option<f64>,
+    /// Whether the device itself says it is moving or still, when it does: Traccar Client's
+    /// motion state machine (`is_moving`, `activity.type`), our socket protocol's `motion`.
+    /// Evidence, not a measurement: a phone reports `still` only after minutes without motion.
+    pub motion: Option<Motion>,
+}
+
+/// A phone's battery, as its tracking app reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Battery {
+    /// Charge in [0, 1].
+    pub level: f64,
+    /// Whether it is charging, when said.
+    pub charging: Option<bool>,
+}
+
+/// The device's own motion state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Motion {
+    Moving,
+    Still,
+}
+
+impl Motion {
+    /// `moving` | `still`, as on the wire and in history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Moving => "moving",
+            Self::Still => "still",
+        }
+    }
+
+    /// The state named by [`Motion::as_str`], `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "moving" => Some(Self::Moving),
+            "still" => Some(Self::Still),
+            _ => None,
+        }
+    }
 }
 
 impl Fix {
@@ -27,6 +66,7 @@ impl Fix {
             accuracy_m: None,
             speed_mps: None,
             heading_deg: None,
+            motion: None,
         }
     }
 }

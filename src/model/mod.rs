@@ -12,7 +12,7 @@ pub mod status;
 
 pub use clock::now_ms;
 pub use event::{CheckinSource, Event, EventFields, EventKind, EVENT_TYPES};
-pub use fix::Fix;
+pub use fix::{Battery, Fix, Motion};
 pub use ids::{DriverId, DriverKey, StopKey};
 pub use position::LivePosition;
 pub use status::{StopStatus, TripStatus};

@@ -265,6 +265,7 @@ fn ping_from_pb(p: pb::Ping) -> Ping {
         speed_mps: p.speed_mps,
         heading_deg: p.heading_deg,
         driver_id: p.driver_id,
+        motion: p.motion,
     }
 }
 

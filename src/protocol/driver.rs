@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::time::WireTs;
-use crate::model::Fix;
+use crate::model::{Fix, Motion};
 
 /// Most pings accepted in one `batch` frame.
 pub const MAX_BATCH: usize = 1_000;
@@ -48,6 +48,10 @@ pub struct Ping {
     /// Optional claim of who sent it; checked against the token.
     #[serde(default)]
     pub driver_id: Option<String>,
+    /// The phone's own motion state, when it knows it: `moving` | `still` (e.g. from its
+    /// activity recognition). Evidence for arrival detection.
+    #[serde(default)]
+    pub motion: Option<String>,
 }
 
 /// Why a ping was refused: the model's [`InvalidFix`](crate::model::fix::InvalidFix), whose `code` goes on the wire as the
@@ -64,11 +68,23 @@ impl Ping {
             accuracy_m: self.accuracy_m,
             speed_mps: self.speed_mps,
             heading_deg: self.heading_deg,
+            motion: self.motion.as_deref().and_then(Motion::parse),
         }
     }
 
-    /// The ping's fix, validated ([`Fix::validate`]).
+    /// The ping's fix, validated ([`Fix::validate`]), and its `motion` if any.
     pub fn validate(&self, now_ms: i64, max_future_ms: i64) -> Result<Fix, Rejection> {
+        if let Some(m) = self
+            .motion
+            .as_deref()
+            .filter(|m| Motion::parse(m).is_none())
+        {
+            return Err(Rejection::new(
+                "invalid_motion",
+                "motion",
+                format!("motion must be `moving` or `still`, not `{m}`"),
+            ));
+        }
         let fix = self.fix();
         fix.validate(now_ms, max_future_ms)?;
         Ok(fix)

@@ -13,7 +13,7 @@ pub mod watch;
 use serde::Serialize;
 
 use crate::model::Event;
-use crate::model::LivePosition;
+use crate::model::{Battery, LivePosition};
 use time::format_ts;
 
 /// A driver's position as sent to watchers and REST clients.
@@ -31,6 +31,27 @@ pub struct PositionView {
     pub speed_mps: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heading_deg: Option<f64>,
+    /// The phone's battery, `{"level": 0-1, "charging"?}`, on `GET /v1/drivers/{id}` when its
+    /// tracking app reports it (Traccar Client, OsmAnd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub battery: Option<BatteryView>,
+}
+
+/// A phone's battery on the wire: `level` in [0, 1].
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct BatteryView {
+    pub level: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charging: Option<bool>,
+}
+
+impl From<Battery> for BatteryView {
+    fn from(b: Battery) -> Self {
+        Self {
+            level: b.level,
+            charging: b.charging,
+        }
+    }
 }
 
 impl From<&LivePosition> for PositionView {
@@ -43,6 +64,7 @@ impl From<&LivePosition> for PositionView {
             accuracy_m: p.fix.accuracy_m,
             speed_mps: p.fix.speed_mps,
             heading_deg: p.fix.heading_deg,
+            battery: None,
         }
     }
 }

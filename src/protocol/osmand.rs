@@ -10,10 +10,26 @@
 //!
 //! Units follow Traccar's decoder: parameter speed in knots, JSON speed in m/s; a timestamp is
 //! unix seconds (below 2^31), unix milliseconds, or ISO 8601 / `yyyy-MM-dd HH:mm:ss` UTC.
-//! Negative speed or heading means "unknown" (the SDK sends -1). Altitude and battery are read
-//! past: the hub has no use for them yet.
+//! Negative speed or heading means "unknown" (the SDK sends -1). Altitude is read past.
+//!
+//! What each client adds, from its source:
+//! - Traccar Client 9 (transistorsoft SDK, `lib/preferences.dart` `_locationTemplate`):
+//!   `is_moving`, `event` (`motionchange`, `heartbeat`, …), `activity.type` (`still`,
+//!   `in_vehicle`, `on_foot`, …), `battery.level` (0-1) and `battery.is_charging`, `extras`;
+//!   a heartbeat may be flagged `"heartbeat": true`.
+//! - Traccar Client 10 (traccar-client-sdk, `HttpUploader.kt`): the parameter form again, with
+//!   `batt` (%) and `charge`, speed in knots; with `uploadJson`, a JSON *array* of the same
+//!   flat objects. While paused (stationary) it sends heartbeats, with the last location or,
+//!   when it has none, with no `lat`/`lon` at all (`TrackerEngine.applyHeartbeatTick`).
+//! - OsmAnd (`LiveMonitoringHelper`/`LiveSender`): `lat`, `lon`, `timestamp` (ms), `hdop`,
+//!   `altitude`, `speed`, `bearing`, ... Its `hdop` slot carries Android's
+//!   `Location.getAccuracy()`, metres at 68 % confidence, not a dilution of precision: so it is
+//!   read as the accuracy in metres (factor 1), and its `speed` is `Location.getSpeed()` in m/s
+//!   (Traccar's decoder reads it as knots; a request with `hdop` and no `accuracy` is OsmAnd's).
 
 use serde::Deserialize;
+
+use crate::model::{Battery, Motion};
 
 /// A parameter or JSON field of a request that cannot be read: `field` as the client named it
 /// (`lat`, `timestamp`, `location[2].timestamp`, …). The HTTP edge answers them as a 422.
@@ -35,16 +51,24 @@ impl FieldError {
 /// 1 knot in m/s (exactly 1852 m per hour).
 pub const MPS_PER_KNOT: f64 = 1852.0 / 3600.0;
 
-/// One position report of a device, before validation. Times unix ms UTC; degrees; m; m/s.
-#[derive(Debug, Clone, PartialEq)]
+/// One report of a device, before validation. Times unix ms UTC; degrees; m; m/s.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Report {
     /// `None` when the request gave no time: the server's receive time is used.
     pub ts_ms: Option<i64>,
-    pub lat: f64,
-    pub lon: f64,
+    /// `(lat, lon)`; `None` for a heartbeat without coordinates (Traccar Client 10 sends one
+    /// while it is paused, stationary): it says the phone is alive, not where it is.
+    pub position: Option<(f64, f64)>,
     pub accuracy_m: Option<f64>,
     pub speed_mps: Option<f64>,
     pub heading_deg: Option<f64>,
+    /// The phone's motion state: `is_moving`, else `activity.type` (Traccar Client 9).
+    pub motion: Option<Motion>,
+    /// What made the phone send it: `motionchange`, `heartbeat`, `geofence`, … (Traccar Client
+    /// 9's `event`; `heartbeat` too for a report flagged `"heartbeat": true`).
+    pub event: Option<String>,
+    /// Battery level in [0, 1] and whether it charges, when sent.
+    pub battery: Option<Battery>,
 }
 
 /// A parsed request: the device id and its reports (one for the parameter form, one or more
@@ -97,15 +121,40 @@ fn heading(v: Option<f64>) -> Option<f64> {
     known(v).map(|h| h.rem_euclid(360.0))
 }
 
+/// `true`/`false`/`1`/`0` as a boolean.
+fn boolean(value: &str) -> Option<bool> {
+    match value.trim() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Motion from the phone's activity recognition (transistorsoft `activity.type`): `still` is
+/// still, a travelling activity is moving, `unknown`/`tilting` say nothing.
+fn motion_of_activity(activity: &str) -> Option<Motion> {
+    match activity {
+        "still" => Some(Motion::Still),
+        "in_vehicle" | "on_bicycle" | "on_foot" | "walking" | "running" => Some(Motion::Moving),
+        _ => None,
+    }
+}
+
+fn motion_of(is_moving: Option<bool>) -> Option<Motion> {
+    is_moving.map(|m| if m { Motion::Moving } else { Motion::Still })
+}
+
 /// Parses the parameter form (`application/x-www-form-urlencoded` pairs from the query string
 /// and/or the body). Unknown parameters are ignored, as Traccar does. Every bad field is listed.
+/// No `lat` and no `lon` is a heartbeat ([`Report::position`] `None`), not an error.
 pub fn parse_params<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<Request, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut device_id = None;
-    let (mut lat, mut lon, mut ts_ms, mut accuracy, mut speed_kn, mut bearing) =
+    let (mut lat, mut lon, mut ts_ms, mut accuracy, mut speed, mut bearing) =
         (None, None, None, None, None, None);
+    let (mut hdop, mut batt, mut charge, mut is_moving, mut event) = (None, None, None, None, None);
     let number = |name: &str, value: &str, errors: &mut Vec<FieldError>| -> Option<f64> {
         match value.trim().parse::<f64>() {
             Ok(v) if v.is_finite() => Some(v),
@@ -133,8 +182,13 @@ pub fn parse_params<'a>(
                 Err(m) => errors.push(FieldError::new("timestamp", m)),
             },
             "accuracy" => accuracy = number(key, value, &mut errors),
-            "speed" => speed_kn = number(key, value, &mut errors),
+            "hdop" => hdop = number(key, value, &mut errors),
+            "speed" => speed = number(key, value, &mut errors),
             "bearing" | "heading" => bearing = number(key, value, &mut errors),
+            "batt" => batt = number(key, value, &mut errors),
+            "charge" => charge = boolean(value),
+            "is_moving" | "motion" => is_moving = boolean(value),
+            "event" => event = Some(value.to_string()).filter(|e| !e.is_empty()),
             "valid" => valid = !matches!(value, "false" | "0"),
             _ => {}
         }
@@ -143,21 +197,21 @@ pub fn parse_params<'a>(
     if device_id.is_none() {
         errors.push(FieldError::new("id", "the device id is required"));
     }
-    if lat.is_none()
-        && !errors
-            .iter()
-            .any(|e| e.field == "lat" || e.field == "location")
-    {
-        errors.push(FieldError::new("lat", "required"));
+    let named = |errors: &[FieldError], f: &str| {
+        errors.iter().any(|e| e.field == f || e.field == "location")
+    };
+    // Both absent: a heartbeat. One of them absent: a broken report.
+    let heartbeat =
+        lat.is_none() && lon.is_none() && !named(&errors, "lat") && !named(&errors, "lon");
+    if !heartbeat {
+        if lat.is_none() && !named(&errors, "lat") {
+            errors.push(FieldError::new("lat", "required with lon"));
+        }
+        if lon.is_none() && !named(&errors, "lon") {
+            errors.push(FieldError::new("lon", "required with lat"));
+        }
     }
-    if lon.is_none()
-        && !errors
-            .iter()
-            .any(|e| e.field == "lon" || e.field == "location")
-    {
-        errors.push(FieldError::new("lon", "required"));
-    }
-    if !valid {
+    if !valid && !heartbeat {
         errors.push(FieldError::new(
             "valid",
             "the device marked this fix invalid",
@@ -166,15 +220,23 @@ pub fn parse_params<'a>(
     if !errors.is_empty() {
         return Err(errors);
     }
+    // OsmAnd sends `hdop` (its accuracy, m) and speed in m/s; Traccar Client sends `accuracy`
+    // and speed in knots (see the module docs).
+    let osmand = hdop.is_some() && accuracy.is_none();
     Ok(Request {
         device_id: device_id.unwrap_or_default(),
         reports: vec![Report {
             ts_ms,
-            lat: lat.unwrap_or_default(),
-            lon: lon.unwrap_or_default(),
-            accuracy_m: known(accuracy),
-            speed_mps: known(speed_kn).map(|kn| kn * MPS_PER_KNOT),
+            position: lat.zip(lon),
+            accuracy_m: known(accuracy.or(hdop)),
+            speed_mps: known(speed).map(|v| if osmand { v } else { v * MPS_PER_KNOT }),
             heading_deg: heading(bearing),
+            motion: motion_of(is_moving),
+            event: event.or_else(|| heartbeat.then(|| "heartbeat".to_string())),
+            battery: known(batt).map(|pct| Battery {
+                level: (pct / 100.0).clamp(0.0, 1.0),
+                charging: charge,
+            }),
         }],
     })
 }
@@ -195,7 +257,13 @@ enum OneOrMany {
 #[derive(Deserialize)]
 struct JsonLocation {
     timestamp: Option<String>,
-    coords: JsonCoords,
+    coords: Option<JsonCoords>,
+    is_moving: Option<bool>,
+    event: Option<String>,
+    activity: Option<JsonActivity>,
+    battery: Option<JsonBattery>,
+    #[serde(default)]
+    heartbeat: bool,
 }
 
 #[derive(Deserialize)]
@@ -207,10 +275,29 @@ struct JsonCoords {
     heading: Option<f64>,
 }
 
-/// Parses the JSON form. The device id may be a string or a number.
+#[derive(Deserialize)]
+struct JsonActivity {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JsonBattery {
+    level: Option<f64>,
+    is_charging: Option<bool>,
+}
+
+/// Parses a JSON body: Traccar Client 9's `{"device_id", "location": {…} | [{…}]}`, or Traccar
+/// Client 10's array of flat parameter objects (`[{"id","lat","lon","timestamp",…}]`, read as
+/// [`parse_params`] reads each). The device id may be a string or a number.
 pub fn parse_json(body: &[u8]) -> Result<Request, Vec<FieldError>> {
-    let req: JsonRequest =
+    let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| vec![FieldError::new("body", e.to_string())])?;
+    if let serde_json::Value::Array(items) = value {
+        return parse_flat_array(items);
+    }
+    let req: JsonRequest =
+        serde_json::from_value(value).map_err(|e| vec![FieldError::new("body", e.to_string())])?;
     let device_id = match req.device_id {
         serde_json::Value::String(s) if !s.is_empty() => s,
         serde_json::Value::Number(n) => n.to_string(),
@@ -242,19 +329,89 @@ pub fn parse_json(body: &[u8]) -> Result<Request, Vec<FieldError>> {
                 None
             }
         };
+        let coords = l.coords.as_ref();
+        let motion = motion_of(l.is_moving).or_else(|| {
+            l.activity
+                .as_ref()
+                .and_then(|a| a.kind.as_deref())
+                .and_then(motion_of_activity)
+        });
+        let event = l
+            .event
+            .filter(|e| !e.is_empty())
+            .or_else(|| (l.heartbeat || coords.is_none()).then(|| "heartbeat".to_string()));
         reports.push(Report {
             ts_ms,
-            lat: l.coords.latitude,
-            lon: l.coords.longitude,
-            accuracy_m: known(l.coords.accuracy),
-            speed_mps: known(l.coords.speed),
-            heading_deg: heading(l.coords.heading),
+            position: coords.map(|c| (c.latitude, c.longitude)),
+            accuracy_m: known(coords.and_then(|c| c.accuracy)),
+            speed_mps: known(coords.and_then(|c| c.speed)),
+            heading_deg: heading(coords.and_then(|c| c.heading)),
+            motion,
+            event,
+            battery: l.battery.and_then(|b| {
+                known(b.level).map(|level| Battery {
+                    level: level.clamp(0.0, 1.0),
+                    charging: b.is_charging,
+                })
+            }),
         });
     }
     if !errors.is_empty() {
         return Err(errors);
     }
     Ok(Request { device_id, reports })
+}
+
+/// Traccar Client 10's JSON upload: an array of flat objects with the parameter form's names.
+fn parse_flat_array(items: Vec<serde_json::Value>) -> Result<Request, Vec<FieldError>> {
+    if items.is_empty() || items.len() > MAX_REPORTS {
+        return Err(vec![FieldError::new(
+            "body",
+            format!("must hold 1 to {MAX_REPORTS} reports"),
+        )]);
+    }
+    let mut device_id: Option<String> = None;
+    let mut reports = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let serde_json::Value::Object(fields) = item else {
+            errors.push(FieldError::new(format!("[{i}]"), "must be an object"));
+            continue;
+        };
+        let pairs: Vec<(String, String)> = fields
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                serde_json::Value::String(s) => Some((k, s)),
+                serde_json::Value::Number(n) => Some((k, n.to_string())),
+                serde_json::Value::Bool(b) => Some((k, b.to_string())),
+                _ => None,
+            })
+            .collect();
+        match parse_params(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            Ok(mut r) => {
+                match &device_id {
+                    None => device_id = Some(r.device_id),
+                    Some(d) if *d != r.device_id => errors.push(FieldError::new(
+                        format!("[{i}].id"),
+                        "every report of one request must be of one device",
+                    )),
+                    Some(_) => {}
+                }
+                reports.append(&mut r.reports);
+            }
+            Err(e) => errors.extend(
+                e.into_iter()
+                    .map(|e| FieldError::new(format!("[{i}].{}", e.field), e.message)),
+            ),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Request {
+        device_id: device_id.unwrap_or_default(),
+        reports,
+    })
 }
 
 #[cfg(test)]
@@ -310,6 +467,7 @@ mod tests {
 
     #[test]
     fn traccar_client_json() {
+        // Traccar Client 9's template (lib/preferences.dart), a stationary motionchange.
         let body =
             br#"{"location":{"timestamp":"2025-11-21T10:00:00.000Z","coords":{"latitude":41.15,
             "longitude":-8.61,"accuracy":5,"speed":-1,"heading":-1,"altitude":80},"is_moving":false,
@@ -317,14 +475,85 @@ mod tests {
             "activity":{"type":"still"},"extras":{}},"device_id":"48241179"}"#;
         let r = parse_json(body).unwrap();
         assert_eq!(r.device_id, "48241179");
-        assert_eq!(r.reports[0].ts_ms, Some(1_763_719_200_000));
+        let rep = &r.reports[0];
+        assert_eq!(rep.ts_ms, Some(1_763_719_200_000));
+        assert_eq!((rep.speed_mps, rep.heading_deg), (None, None));
+        assert_eq!(rep.position, Some((41.15, -8.61)));
+        assert_eq!(rep.motion, Some(Motion::Still));
+        assert_eq!(rep.event.as_deref(), Some("motionchange"));
         assert_eq!(
-            (r.reports[0].speed_mps, r.reports[0].heading_deg),
-            (None, None)
+            rep.battery,
+            Some(Battery {
+                level: 0.87,
+                charging: Some(false)
+            })
         );
         assert!(parse_json(
             br#"{"device_id":"", "location":{"coords":{"latitude":1,"longitude":2}}}"#
         )
         .is_err());
+        // Moving by activity alone; a heartbeat without coords has no position.
+        let r = parse_json(
+            br#"{"device_id":7,"location":[{"coords":{"latitude":1,"longitude":2},"activity":{"type":"in_vehicle"}},
+            {"timestamp":"2025-11-21T10:00:00Z","heartbeat":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.device_id, "7");
+        assert_eq!(r.reports[0].motion, Some(Motion::Moving));
+        assert_eq!(r.reports[1].position, None);
+        assert_eq!(r.reports[1].event.as_deref(), Some("heartbeat"));
+    }
+
+    #[test]
+    fn traccar_client_10_forms_arrays_and_heartbeats() {
+        // HttpUploader.kt's form: speed in knots, battery in %.
+        let r = params(
+            "id=48241179&lat=41.15&lon=-8.61&timestamp=1763719200&accuracy=12.0&altitude=80.0\
+             &speed=1.94&bearing=90.0&batt=41&charge=true",
+        )
+        .unwrap();
+        let rep = &r.reports[0];
+        assert!((rep.speed_mps.unwrap() - 0.998).abs() < 1e-3);
+        assert_eq!(
+            rep.battery,
+            Some(Battery {
+                level: 0.41,
+                charging: Some(true)
+            })
+        );
+        // A heartbeat with no location: no position, no error.
+        let hb = params("id=48241179&timestamp=1763719200&batt=40&charge=false").unwrap();
+        assert_eq!(hb.reports[0].position, None);
+        assert_eq!(hb.reports[0].event.as_deref(), Some("heartbeat"));
+        // Half a position is an error.
+        let errs = params("id=1&lat=41.15&timestamp=1763719200").unwrap_err();
+        assert_eq!(errs[0].field, "lon");
+        // uploadJson: an array of the same flat objects.
+        let r = parse_json(
+            br#"[{"id":"48241179","lat":41.15,"lon":-8.61,"timestamp":1763719200,"speed":1.94},
+                 {"id":"48241179","timestamp":1763719260,"batt":40}]"#,
+        )
+        .unwrap();
+        assert_eq!(r.device_id, "48241179");
+        assert_eq!(r.reports.len(), 2);
+        assert_eq!(r.reports[1].position, None);
+        let mixed =
+            parse_json(br#"[{"id":"a","lat":1,"lon":2},{"id":"b","lat":1,"lon":2}]"#).unwrap_err();
+        assert_eq!(mixed[0].field, "[1].id");
+    }
+
+    #[test]
+    fn osmand_hdop_is_its_accuracy_and_its_speed_is_metres_per_second() {
+        // LiveSender's template: lat={0}&lon={1}&timestamp={2}&hdop={3}&altitude={4}&speed={5}
+        // &bearing={6}, with Location.getAccuracy() in the hdop slot and getSpeed() in m/s.
+        let r = params(
+            "id=dev&lat=41.15&lon=-8.61&timestamp=1763719200123&hdop=6.5&altitude=80.0\
+             &speed=12.5&bearing=90.0",
+        )
+        .unwrap();
+        let rep = &r.reports[0];
+        assert_eq!(rep.accuracy_m, Some(6.5));
+        assert_eq!(rep.speed_mps, Some(12.5));
+        assert_eq!(rep.ts_ms, Some(1_763_719_200_123));
     }
 }

@@ -126,6 +126,7 @@ fn read_csv(path: &Path) -> anyhow::Result<Vec<Trace>> {
             accuracy_m: r.accuracy_m,
             speed_mps: r.speed_mps,
             heading_deg: r.heading_deg,
+            motion: None,
         });
     }
     Ok(by_driver

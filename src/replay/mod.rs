@@ -363,6 +363,7 @@ fn frame_of(codec: Codec, pings: &[(u64, i64, &Fix)]) -> Message {
                     speed_mps: f.speed_mps,
                     heading_deg: f.heading_deg,
                     driver_id: None,
+                    motion: None,
                 })
                 .collect();
             let msg = if pbs.len() == 1 {

@@ -7,7 +7,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Backend, Store, StoreError};
-use crate::model::Fix;
+use crate::model::{Fix, Motion};
 use crate::shutdown::Shutdown;
 
 /// Fixes waiting for the writer (≈ 0.65 s at 100k fixes/s, ≈ 8 MB). When it is full, ingest waits
@@ -275,7 +275,8 @@ async fn insert_batch(store: &Store, rows: &[TrackPoint]) -> Result<(), StoreErr
                 .bind(nullable(r.fix.accuracy_m))
                 .bind(nullable(r.fix.speed_mps))
                 .bind(nullable(r.fix.heading_deg))
-                .bind(r.received_ms);
+                .bind(r.received_ms)
+                .bind(r.fix.motion.map_or("", Motion::as_str));
         }
         q.execute(&mut *tx).await?;
         rest = tail;
@@ -306,7 +307,7 @@ fn nullable(v: Option<f64>) -> f64 {
 /// fixes/s in a `perf` profile), while anonymous ones have no list to scan.
 fn insert_sql(backend: Backend, rows: usize) -> &'static str {
     static SQL: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
-    const COLS: usize = 9;
+    const COLS: usize = 10;
     let build = |numbered: bool| -> Vec<String> {
         STATEMENT_ROWS
             .iter()
@@ -322,6 +323,8 @@ fn insert_sql(backend: Backend, rows: usize) -> &'static str {
                                 // accuracy_m, speed_mps, heading_deg: see `nullable`.
                                 match c {
                                     6..=8 => format!("NULLIF({p}, 'NaN')"),
+                                    // motion: '' for unknown (a text that is never NULL).
+                                    10 => format!("NULLIF({p}, '')"),
                                     _ => p,
                                 }
                             })
@@ -330,7 +333,7 @@ fn insert_sql(backend: Backend, rows: usize) -> &'static str {
                     })
                     .collect();
                 format!(
-                    "INSERT INTO track_points (fleet, driver_id, ts, lat, lon, accuracy_m, speed_mps, heading_deg, received_at) \
+                    "INSERT INTO track_points (fleet, driver_id, ts, lat, lon, accuracy_m, speed_mps, heading_deg, received_at, motion) \
                      VALUES {} ON CONFLICT (fleet, driver_id, ts) DO NOTHING",
                     values.join(",")
                 )
@@ -354,7 +357,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Fix>, StoreError> {
         let rows = sqlx::query(
-            "SELECT ts, lat, lon, accuracy_m, speed_mps, heading_deg FROM track_points \
+            "SELECT ts, lat, lon, accuracy_m, speed_mps, heading_deg, motion FROM track_points \
              WHERE fleet = $1 AND driver_id = $2 ORDER BY ts DESC LIMIT $3",
         )
         .bind(fleet)
@@ -380,7 +383,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Fix>, StoreError> {
         let rows = sqlx::query(
-            "SELECT ts, lat, lon, accuracy_m, speed_mps, heading_deg FROM track_points \
+            "SELECT ts, lat, lon, accuracy_m, speed_mps, heading_deg, motion FROM track_points \
              WHERE fleet = $1 AND driver_id = $2 AND ts >= $3 AND ts <= $4 ORDER BY ts LIMIT $5",
         )
         .bind(fleet)
@@ -427,5 +430,9 @@ fn fix_from_row(r: &sqlx::any::AnyRow) -> Result<Fix, StoreError> {
         accuracy_m: r.try_get("accuracy_m")?,
         speed_mps: r.try_get("speed_mps")?,
         heading_deg: r.try_get("heading_deg")?,
+        motion: r
+            .try_get::<Option<String>, _>("motion")?
+            .as_deref()
+            .and_then(Motion::parse),
     })
 }

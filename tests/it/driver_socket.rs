@@ -192,6 +192,11 @@ async fn bad_input_gets_typed_errors_and_the_socket_stays_open() {
             "invalid_timestamp",
             Some(11),
         ),
+        (
+            json!({"type":"ping","seq":12,"ts":t,"lat":0.0,"lon":0.0,"motion":"sideways"}),
+            "invalid_motion",
+            Some(12),
+        ),
     ];
     for (frame, code, seq) in cases {
         d.send(&frame).await;
@@ -203,6 +208,14 @@ async fn bad_input_gets_typed_errors_and_the_socket_stays_open() {
         // A refused fix is processed: the ack covers it so the phone drops it.
         assert_eq!(d.json().await, json!({"type":"ack","seq":seq.unwrap()}));
     }
+
+    // The phone's own motion state is accepted (issue 15).
+    let mut still = ping(13, t, LAT, LON);
+    still["motion"] = json!("still");
+    assert_eq!(
+        d.ping_acked(still).await.last().unwrap(),
+        &json!({"type":"ack","seq":13})
+    );
 
     d.send_raw(Message::Text("{not json".into())).await;
     let err = d.json().await;

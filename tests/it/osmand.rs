@@ -1,6 +1,8 @@
 //! OsmAnd protocol against a real hub, with exactly the requests the phone apps send
 //! (https://www.traccar.org/osmand/): Traccar Client ≤ 8 (parameters on a bodiless POST, speed in
-//! knots, unix seconds), Traccar Client ≥ 9 (JSON body), and the OsmAnd app (GET, unix ms).
+//! knots, unix seconds), Traccar Client 9 (JSON body, motion and battery), Traccar Client 10
+//! (form parameters, JSON arrays, heartbeats without coordinates), and the OsmAnd app (GET, unix
+//! ms, `hdop`).
 
 use crate::common;
 
@@ -54,7 +56,7 @@ async fn traccar_client_and_osmand_requests_feed_the_same_pipeline() {
     let (lat, lon) = offset(LAT, LON, -300.0, 0.0);
     assert_eq!(
         traccar_classic(&hub, &key, t0, lat, lon).await,
-        (200, json!({"accepted":1,"late":0}))
+        (200, json!({"accepted":1,"late":0,"heartbeats":0}))
     );
     let pos = w.until(|f| f["type"] == "positions").await;
     assert_eq!(pos["positions"][0]["lat"], lat);
@@ -76,7 +78,7 @@ async fn traccar_client_and_osmand_requests_feed_the_same_pipeline() {
     // A resent report (the app retries when it missed our answer) is not a new fix.
     assert_eq!(
         traccar_classic(&hub, &key, t0 + 60, plat, plon).await,
-        (200, json!({"accepted":0,"late":1}))
+        (200, json!({"accepted":0,"late":1,"heartbeats":0}))
     );
 
     // Traccar Client ≥ 9: JSON body; speed m/s and -1 for unknown heading.
@@ -99,9 +101,11 @@ async fn traccar_client_and_osmand_requests_feed_the_same_pipeline() {
     );
     assert!(pos.get("heading_deg").is_none(), "{pos}");
 
-    // The OsmAnd app: GET with a millisecond timestamp and speed in knots; key as a bearer token.
+    // The OsmAnd app (LiveSender): GET with its URL template's `{0}`…`{6}` filled: a millisecond
+    // timestamp, `hdop` holding Location.getAccuracy() (m) and speed in m/s; key as a bearer
+    // token.
     let url = format!(
-        "{}/osmand?id={DEVICE}&lat={}&lon={LON}&timestamp={}&hdop=3&altitude=80&speed=10",
+        "{}/osmand?id={DEVICE}&lat={}&lon={LON}&timestamp={}&hdop=3.0&altitude=80.0&speed=10.0&bearing=90.0",
         hub.base,
         LAT + 0.02,
         (t0 + 310) * 1000
@@ -109,9 +113,10 @@ async fn traccar_client_and_osmand_requests_feed_the_same_pipeline() {
     let r = hub.http.get(url).bearer_auth(&key).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
-    assert!(
-        (pos["speed_mps"].as_f64().unwrap() - 5.1444).abs() < 1e-3,
-        "10 kn: {pos}"
+    assert_eq!(
+        (pos["speed_mps"].as_f64(), pos["accuracy_m"].as_f64()),
+        (Some(10.0), Some(3.0)),
+        "OsmAnd's speed is m/s and its hdop its accuracy in metres: {pos}"
     );
 
     let track = hub
@@ -280,5 +285,125 @@ async fn osmand_requests_are_rate_limited_per_device_with_retry_after() {
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], 429, "{body}");
+    hub.stop().await;
+}
+
+/// Traccar Client 9's exact JSON (`_locationTemplate` in lib/preferences.dart): a stationary
+/// `motionchange` and a flagged heartbeat carry the phone's motion and battery; Traccar Client
+/// 10's form (`HttpUploader.kt`) and its JSON array are read too; and a heartbeat without
+/// coordinates answers 200, keeps the driver online past the presence timeout, and never moves
+/// its live position (issue 15: it got 422, and the client resent it forever).
+#[tokio::test]
+async fn traccar_client_9_and_10_bodies_and_heartbeats_without_coordinates() {
+    let hub = TestHub::start_with(|c| c.hub.presence_timeout_ms = 2_000).await;
+    let key = register(&hub, "f1", DEVICE, "D1").await;
+    let url = format!("{}/osmand?key={key}", hub.base);
+    let now_s = now_ms() / 1000;
+
+    // Traccar Client 9: the template's fields, in its order, `_` included.
+    let body = format!(
+        r#"{{"location":{{"timestamp":"{}","coords":{{"latitude":{LAT},"longitude":{LON},"accuracy":9.6,"speed":0,"heading":-1,"altitude":80}},"is_moving":false,"odometer":1234.5,"event":"motionchange","battery":{{"level":0.42,"is_charging":true}},"activity":{{"type":"still"}},"extras":{{}},"_":"&id={DEVICE}&lat={LAT}&lon={LON}&timestamp=x&"}},"device_id":"{DEVICE}"}}"#,
+        trackhub::protocol::time::format_ts((now_s - 30) * 1000)
+    );
+    let r = hub
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(pos["lat"], LAT);
+    assert_eq!(pos["battery"], json!({"level": 0.42, "charging": true}));
+
+    // Traccar Client 10, form parameters (speed in knots, battery in %).
+    let form = format!(
+        "id={DEVICE}&lat={}&lon={LON}&timestamp={}&accuracy=12.0&altitude=80.0&speed=0.0&bearing=0.0&batt=41&charge=false",
+        LAT + 0.0001,
+        now_s - 20
+    );
+    let r = hub
+        .http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(pos["battery"], json!({"level": 0.41, "charging": false}));
+
+    // Traccar Client 10 with `uploadJson`: an array of flat objects.
+    let array = json!([{"id": DEVICE, "lat": LAT + 0.0002, "lon": LON, "timestamp": now_s - 10,
+        "accuracy": 8.0, "speed": 1.94, "bearing": 90.0, "batt": 40, "charge": false}]);
+    let r = hub.http.post(&url).json(&array).send().await.unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(status, 200, "{}", r.text().await.unwrap());
+    let (_, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(pos["lat"], LAT + 0.0002);
+    assert!(
+        (pos["speed_mps"].as_f64().unwrap() - 0.998).abs() < 0.01,
+        "1.94 kn: {pos}"
+    );
+
+    // Heartbeats without coordinates, every 500 ms for 4 s (twice the presence timeout): each
+    // 200, none moves the position, and the driver stays online.
+    let heartbeat = || {
+        hub.http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "id={DEVICE}&timestamp={}&batt=39&charge=false",
+                now_ms() / 1000
+            ))
+            .send()
+    };
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        let r = heartbeat().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"accepted": 0, "late": 0, "heartbeats": 1})
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let (status, pos) = hub.get("/v1/drivers/D1", "f1").await;
+    assert_eq!(status, 200, "kept online by heartbeats: {pos}");
+    assert_eq!(
+        pos["lat"],
+        LAT + 0.0002,
+        "a heartbeat never moves the position"
+    );
+    assert_eq!(pos["battery"]["level"], 0.39);
+    // Without them it goes offline after the timeout.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hub.get("/v1/drivers/D1", "f1").await.0 == 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never went offline");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Traccar Client 9's heartbeat flag with its last location: stored as a still fix.
+    let body = json!({"location":{"timestamp": trackhub::protocol::time::format_ts(now_ms()),
+        "coords":{"latitude":LAT,"longitude":LON,"accuracy":100,"speed":-1,"heading":-1,"altitude":0},
+        "is_moving":false,"event":"heartbeat","heartbeat":true,"activity":{"type":"still"},
+        "battery":{"level":0.38,"is_charging":false},"extras":{}},"device_id":DEVICE});
+    let r = hub.http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["accepted"], 1);
+    // Half a coordinate is still an error, named.
+    let r = hub
+        .http
+        .post(format!("{url}&id={DEVICE}&lat={LAT}&timestamp={now_s}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errors"][0]["field"],
+        "lon"
+    );
     hub.stop().await;
 }

@@ -86,6 +86,7 @@ fn scenario() -> impl Strategy<Value = (Vec<Geofence>, Vec<Fix>)> {
                         accuracy_m,
                         speed_mps,
                         heading_deg: None,
+                        motion: None,
                     });
                 }
             }
@@ -138,13 +139,13 @@ proptest! {
         speed_mps in prop::option::of(0.0..100.0f64),
         heading_deg in prop::option::of(0.0..360.0f64),
     ) {
-        let ping = Ping { seq, ts: WireTs(ts_ms), lat, lon, accuracy_m, speed_mps, heading_deg, driver_id: None };
+        let ping = Ping { seq, ts: WireTs(ts_ms), lat, lon, accuracy_m, speed_mps, heading_deg, driver_id: None, motion: None };
         let mut json = serde_json::json!({"type":"ping","seq":seq,"ts":ts_ms,"lat":lat,"lon":lon});
         if let Some(a) = accuracy_m { json["accuracy_m"] = a.into(); }
         if let Some(s) = speed_mps { json["speed_mps"] = s.into(); }
         if let Some(h) = heading_deg { json["heading_deg"] = h.into(); }
         let bytes = pb::DriverIn { msg: Some(pb::driver_in::Msg::Ping(pb::Ping {
-            seq, ts_ms, lat, lon, accuracy_m, speed_mps, heading_deg, driver_id: None,
+            seq, ts_ms, lat, lon, accuracy_m, speed_mps, heading_deg, driver_id: None, motion: None,
         })) }.encode_to_vec();
         let text = json.to_string();
         let from_json = Codec::Json.decode_driver(Frame::Text(&text)).unwrap();

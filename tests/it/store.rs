@@ -11,8 +11,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use trackhub::model::Fix;
 use trackhub::model::StopKey;
+use trackhub::model::{Fix, Motion};
 use trackhub::shutdown::ShutdownTrigger;
 use trackhub::store::track::{TrackPoint, TrackWriter};
 use trackhub::store::Store;
@@ -59,6 +59,24 @@ async fn mixed_batches_round_trip(url: &str) {
             point(t0 + 4_000, None, None, Some(0.5)),
         ],
         vec![point(t0 + 5_000, None, None, None)],
+        // The device's motion state, present and absent in one batch (issue 15).
+        vec![
+            TrackPoint {
+                fix: Fix {
+                    motion: Some(Motion::Still),
+                    ..point(t0 + 6_000, Some(9.0), None, None).fix
+                },
+                ..point(t0 + 6_000, None, None, None)
+            },
+            TrackPoint {
+                fix: Fix {
+                    motion: Some(Motion::Moving),
+                    ..point(t0 + 7_000, None, Some(9.0), None).fix
+                },
+                ..point(t0 + 7_000, None, None, None)
+            },
+            point(t0 + 8_000, None, None, None),
+        ],
     ];
     let mut sent = Vec::new();
     for (i, batch) in batches.into_iter().enumerate() {

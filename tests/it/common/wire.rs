@@ -24,6 +24,7 @@ fn ping_pb(v: &Value) -> pb::Ping {
         speed_mps: v["speed_mps"].as_f64(),
         heading_deg: v["heading_deg"].as_f64(),
         driver_id: v["driver_id"].as_str().map(String::from),
+        motion: v["motion"].as_str().map(String::from),
     }
 }
 
