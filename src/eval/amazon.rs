@@ -68,6 +68,7 @@ impl Chunk {
     /// Positive and negative stop positions, see the module docs.
     pub fn eval_stops(&self) -> EvalStops {
         let mut positives = Vec::new();
+        let mut positive_starts_ms = Vec::new();
         let mut i = 0;
         while i < self.fixes.len() {
             let mut j = i;
@@ -77,6 +78,7 @@ impl Chunk {
             let f = &self.fixes[i];
             if f.on_foot && i > 0 && self.fixes[j].t_ms - f.t_ms >= MIN_ON_FOOT_MS {
                 positives.push((f.x, f.y));
+                positive_starts_ms.push(f.t_ms);
             }
             i = j + 1;
         }
@@ -96,6 +98,7 @@ impl Chunk {
         }
         EvalStops {
             positives,
+            positive_starts_ms,
             negatives,
         }
     }
@@ -106,6 +109,9 @@ impl Chunk {
 pub struct EvalStops {
     /// Where `OnFoot` stretches of ≥ 60 s begin: must check in.
     pub positives: Vec<(f64, f64)>,
+    /// When each positive stop's `OnFoot` stretch begins (chunk time, ms): detection delay is
+    /// measured from it.
+    pub positive_starts_ms: Vec<i64>,
     /// Only driven past: must not check in.
     pub negatives: Vec<(f64, f64)>,
 }
@@ -205,6 +211,7 @@ pub fn geofences(chunk: &Chunk, origin: (f64, f64)) -> Vec<Geofence> {
     let EvalStops {
         positives: pos,
         negatives: neg,
+        ..
     } = chunk.eval_stops();
     let trip: std::sync::Arc<str> = chunk.name.as_str().into();
     let mk = |prefix: &str, i: usize, (x, y): (f64, f64)| {
@@ -258,6 +265,69 @@ pub fn evaluate_chunk(chunk: &Chunk, cfg: &ArrivalConfig, origin: (f64, f64)) ->
         }
     }
     score(&fences, &checked_in)
+}
+
+/// What one device profile scored over a set of chunks.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileResult {
+    pub score: Score,
+    /// For each stop checked in correctly: from the start of its `OnFoot` stretch to the fix
+    /// that confirmed the check-in (device time), ms.
+    pub delays_ms: Vec<i64>,
+    /// Fixes the profile sent, over all chunks.
+    pub fixes_sent: usize,
+}
+
+impl ProfileResult {
+    /// The median detection delay, seconds (`None` without a true positive).
+    pub fn median_delay_s(&self) -> Option<f64> {
+        let mut d = self.delays_ms.clone();
+        d.sort_unstable();
+        (!d.is_empty()).then(|| d[d.len() / 2] as f64 / 1000.0)
+    }
+}
+
+/// Runs the detector over what `profile`'s app would have sent of each chunk, and scores it.
+pub fn evaluate_profile(
+    paths: &[PathBuf],
+    cfg: &ArrivalConfig,
+    origin: (f64, f64),
+    profile: super::profiles::Profile,
+) -> anyhow::Result<ProfileResult> {
+    let mut result = ProfileResult::default();
+    for p in paths {
+        let chunk = read_chunk(p)?;
+        let fences = geofences(&chunk, origin);
+        let starts = chunk.eval_stops().positive_starts_ms;
+        let mut tracker = ArrivalTracker::new();
+        for f in &fences {
+            tracker.add_stop(f.clone(), StopPhase::Pending, cfg);
+        }
+        let sent = profile.sample(&chunk.raw_fixes(origin));
+        result.fixes_sent += sent.len();
+        let mut checked_in = Vec::new();
+        for fix in &sent {
+            for d in tracker.observe(fix, cfg) {
+                if let Decision::CheckIn {
+                    key,
+                    confirmed_at_ms,
+                    ..
+                } = d
+                {
+                    if let Some(i) = key
+                        .stop_id
+                        .strip_prefix("pos-")
+                        .and_then(|i| i.parse::<usize>().ok())
+                    {
+                        result.delays_ms.push(confirmed_at_ms - starts[i]);
+                    }
+                    checked_in.push(key.stop_id.to_string());
+                }
+            }
+        }
+        result.score.add(&score(&fences, &checked_in));
+    }
+    Ok(result)
 }
 
 /// Scores every chunk file in `paths`.

@@ -3,17 +3,20 @@
 //!
 //! For fixes that passed validation (finite, in range) and any stops:
 //! 1. a stop is checked in at most once and departed at most once, never before its check-in;
-//! 2. a check-in's dwell spans at least `dwell_ms`, and at least `min_fixes` fixes within the
-//!    dwell's time span were inside the stop's radius with acceptable accuracy, the confirming
-//!    fix among them ("never a check-in without a fix inside the radius");
+//! 2. a check-in starts at an accurate fix inside the stop's radius ("never a check-in without
+//!    a fix inside the radius") and rests on one of the evidence kinds of `arrival`: a dwell of
+//!    at least `min_fixes` accurate fixes inside, confirmed by one of them, spanning at least
+//!    two thirds of `dwell_ms` (a sparse phone's span is credited one mean interval, at most
+//!    half the span); a quiet gap (the previous accurate fix at least `quiet_gap_ms` earlier,
+//!    no farther than `quiet_max_speed_mps` allows); or the confirming fix inside and `still`;
 //! 3. a departure's fix lies beyond the exit ring.
 
 use std::collections::HashSet;
 
 use super::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopPhase};
 use super::haversine_m;
-use crate::model::Fix;
 use crate::model::StopKey;
+use crate::model::{Fix, Motion};
 
 /// Runs `fixes` in order through a fresh tracker holding `fences` (all pending); returns the
 /// decisions, or a description of the first broken promise.
@@ -50,28 +53,42 @@ pub fn run_and_check(
                     if !checked_in.insert(key.clone()) {
                         return Err(format!("second check-in at {key:?} (fix {i})"));
                     }
-                    if confirmed_at_ms - arrived_at_ms < cfg.dwell_ms {
-                        return Err(format!(
-                            "dwell {arrived_at_ms}..{confirmed_at_ms} shorter than {} ms",
-                            cfg.dwell_ms
-                        ));
-                    }
                     let inside = |f: &&Fix| {
                         accurate(f) && haversine_m(f.lat, f.lon, g.lat, g.lon) <= g.radius_m
                     };
-                    if *confirmed_at_ms != fix.ts_ms || !inside(&fix) {
-                        return Err(format!("check-in at {key:?} confirmed by fix {i} {fix:?}, which is not an accurate fix inside"));
+                    let arrival = observed.iter().find(|f| f.ts_ms == *arrived_at_ms);
+                    if !arrival.is_some_and(inside) {
+                        return Err(format!(
+                            "check-in at {key:?} arrived at {arrived_at_ms}, not an accurate fix inside: {arrival:?}"
+                        ));
                     }
+                    if *confirmed_at_ms != fix.ts_ms {
+                        return Err(format!("check-in at {key:?} not confirmed by fix {i}"));
+                    }
+                    let previous = observed
+                        .iter()
+                        .rev()
+                        .filter(|f| accurate(f))
+                        .find(|f| f.ts_ms < fix.ts_ms);
+                    let quiet = previous.is_some_and(|p| {
+                        let gap = fix.ts_ms - p.ts_ms;
+                        gap >= cfg.quiet_gap_ms
+                            && haversine_m(p.lat, p.lon, fix.lat, fix.lon)
+                                <= cfg.quiet_max_speed_mps * gap as f64 / 1000.0
+                    });
+                    let still = inside(&fix) && fix.motion == Some(Motion::Still);
                     let n = observed
                         .iter()
                         .copied()
                         .filter(|f| (*arrived_at_ms..=*confirmed_at_ms).contains(&f.ts_ms))
                         .filter(inside)
                         .count();
-                    if n < cfg.min_fixes as usize {
+                    let dwell = inside(&fix)
+                        && n >= cfg.min_fixes as usize
+                        && 3 * (confirmed_at_ms - arrived_at_ms) >= 2 * cfg.dwell_ms;
+                    if !(dwell || quiet || still) {
                         return Err(format!(
-                            "check-in at {key:?} on {n} fixes inside (< {})",
-                            cfg.min_fixes
+                            "check-in at {key:?} ({arrived_at_ms}..{confirmed_at_ms}, {n} fixes inside) without evidence"
                         ));
                     }
                 }
