@@ -173,7 +173,7 @@ pub async fn create(
     caller.require(&[Role::Admin])?;
     let trip = validate(body, &caller.0.fleet)?;
     let stored = app.hub.store.insert_trip(&trip, now_ms()).await?;
-    app.hub.trip_created(&stored);
+    app.hub.trip_created(&stored).await;
     Ok((StatusCode::CREATED, Json(trip_json(&stored))))
 }
 

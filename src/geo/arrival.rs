@@ -371,6 +371,22 @@ impl ArrivalTracker {
         self.stops.insert(key, track);
     }
 
+    /// Moves every stop of `other` into this tracker with the state it reached there (a new
+    /// trip's stops, run first against the driver's recent fixes on their own: this tracker
+    /// has already seen those fixes and ignores them). A stop this tracker already has is kept.
+    pub fn adopt(&mut self, other: ArrivalTracker, cfg: &ArrivalConfig) {
+        for (key, track) in other.stops {
+            if self.stops.contains_key(&key) {
+                continue;
+            }
+            self.add_stop(track.fence.clone(), track.phase, cfg);
+            if track.engaged() {
+                self.engaged.insert(key.clone());
+            }
+            self.stops.insert(key, track);
+        }
+    }
+
     /// Removes a stop (trip cancelled or finished).
     pub fn remove_stop(&mut self, key: &StopKey, cfg: &ArrivalConfig) {
         if let Some(track) = self.stops.remove(key) {

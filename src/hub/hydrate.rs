@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{lock, CheckinNotice, DriverSlot, DriverState, Hub};
 use crate::bus::Outgoing;
-use crate::geo::arrival::{ArrivalConfig, Geofence, StopPhase};
-use crate::model::{now_ms, DriverKey, StopKey, StopStatus};
+use crate::geo::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopPhase};
+use crate::model::{now_ms, DriverKey, Fix, StopKey, StopStatus};
 use crate::store::{StoreError, TripRecord};
 
 /// How far back (device time, before the newest stored fix) hydration replays a driver's track:
@@ -93,10 +93,10 @@ impl Hub {
         };
         let decisions = {
             let mut state = lock(&slot.state);
-            for trip in &trips {
-                add_trip_to(&mut state, trip, &self.cfg.arrival);
-            }
             let mut decisions = Vec::new();
+            for trip in &trips {
+                decisions.extend(add_trip_to(&mut state, trip, &self.cfg.arrival));
+            }
             if let Some(newest) = recent.last().map(|f| f.ts_ms) {
                 for fix in recent
                     .iter()
@@ -105,6 +105,7 @@ impl Hub {
                     for d in state.arrival.observe(fix, &self.cfg.arrival) {
                         decisions.push((d, *fix));
                     }
+                    state.recent.push(*fix);
                 }
                 // Fixes already stored (resent after a reconnect) are late, not new.
                 state.newest_ts_ms = state.newest_ts_ms.max(Some(newest));
@@ -118,34 +119,52 @@ impl Hub {
         Ok(notices)
     }
 
-    /// A trip was just stored: detection starts for it here if this node serves its driver, and
-    /// the other nodes are told so that the node serving the driver loads it.
-    pub fn trip_created(&self, trip: &TripRecord) {
-        self.add_trip(trip);
+    /// A trip was just stored: detection starts for it here if this node serves its driver
+    /// (and its stops are checked against the driver's recent fixes: a driver already parked
+    /// at the first stop is checked in), and the other nodes are told so that the node serving
+    /// the driver does the same.
+    pub async fn trip_created(&self, trip: &TripRecord) {
         self.bus.publish(Outgoing::Trip {
             fleet: trip.fleet.as_str().into(),
             trip_id: trip.id.clone(),
             driver_id: trip.driver_id.clone(),
         });
+        self.add_trip(trip).await;
     }
 
     /// Starts detecting arrivals for a stored trip's stops, if this node serves its driver (a
-    /// driver not served yet gets its trips when it is hydrated).
-    pub(super) fn add_trip(&self, trip: &TripRecord) {
-        let key = DriverKey {
+    /// driver not served yet gets its trips when it is hydrated), and decides at once what the
+    /// driver's recent fixes already show (issue 15: a trip given to a driver who is already
+    /// there counts, and so do the fixes a node took before another node's announcement of a
+    /// trip reached it).
+    pub(super) async fn add_trip(&self, trip: &TripRecord) {
+        let who = DriverKey {
             fleet: trip.fleet.as_str().into(),
             driver_id: trip.driver_id.as_str().into(),
         };
-        if let Some(slot) = self.drivers.get(&key).map(|s| s.clone()) {
-            add_trip_to(&mut lock(&slot.state), trip, &self.cfg.arrival);
+        let Some(slot) = self.drivers.get(&who).map(|s| s.clone()) else {
+            return;
+        };
+        let decisions = add_trip_to(&mut lock(&slot.state), trip, &self.cfg.arrival);
+        for (decision, fix) in decisions {
+            self.apply_decision(&who, &fix, decision).await;
         }
     }
 }
 
-/// Adds a stored trip's stops to a driver's detector, in their stored phase. Stops already tracked
-/// keep their state (hydration and a bus announcement may both bring the same trip).
-pub(super) fn add_trip_to(state: &mut DriverState, trip: &TripRecord, cfg: &ArrivalConfig) {
+/// Adds a stored trip's stops to a driver's detector, in their stored phase, after running the
+/// new ones against the driver's recent fixes; returns what that run decided, with the fix that
+/// decided it. Stops already tracked keep their state (hydration and a bus announcement may both
+/// bring the same trip).
+pub(super) fn add_trip_to(
+    state: &mut DriverState,
+    trip: &TripRecord,
+    cfg: &ArrivalConfig,
+) -> Vec<(Decision, Fix)> {
     let trip_id: Arc<str> = trip.id.as_str().into();
+    // The new stops on their own first: the driver's tracker has seen the recent fixes already
+    // (and ignores fixes older than its newest), so they are run through these stops alone.
+    let mut fresh = ArrivalTracker::new();
     for s in &trip.stops {
         let phase = match (s.status, s.arrived_at) {
             (StopStatus::Pending, _) => StopPhase::Pending,
@@ -165,6 +184,14 @@ pub(super) fn add_trip_to(state: &mut DriverState, trip: &TripRecord, cfg: &Arri
             lon: s.lon,
             radius_m: s.radius_m,
         };
-        state.arrival.add_stop(fence, phase, cfg);
+        fresh.add_stop(fence, phase, cfg);
     }
+    let mut decisions = Vec::new();
+    for fix in state.recent.iter() {
+        for d in fresh.observe(fix, cfg) {
+            decisions.push((d, *fix));
+        }
+    }
+    state.arrival.adopt(fresh, cfg);
+    decisions
 }

@@ -135,6 +135,7 @@ impl Hub {
                 let came_online = !state.online;
                 state.online = true;
                 let decisions = state.arrival.observe(&fix, &self.cfg.arrival);
+                state.recent.push(fix);
                 // Still under the driver's lock, so that two sockets of one driver cannot
                 // publish its fixes out of order (streams in `all` mode promise the order).
                 self.publish_position(who, fix, received_ms);

@@ -31,7 +31,7 @@ use crate::fanout::Fanout;
 use crate::geo::arrival::{ArrivalConfig, ArrivalTracker};
 use crate::geo::index::LiveIndex;
 use crate::geo::seq_window::SeqWindow;
-use crate::model::{Battery, DriverKey, Event, StopKey};
+use crate::model::{Battery, DriverKey, Event, Fix, StopKey};
 use crate::store::track::TrackWriter;
 use crate::store::Store;
 use presence::{Emitter, PresenceLog};
@@ -125,7 +125,42 @@ struct DriverState {
     online: bool,
     /// The phone's battery, as its tracking app last reported it.
     battery: Option<Battery>,
+    /// The driver's newest accepted fixes, oldest first (see [`RecentFixes`]): what the stops of
+    /// a trip created while the driver is already there are run against.
+    recent: RecentFixes,
     arrival: ArrivalTracker,
+}
+
+/// A driver's newest accepted fixes, thinned to one per [`RecentFixes::SPACING_MS`] and at most
+/// [`RecentFixes::MAX`] (15 minutes at that spacing, the hydration window), so that a trip given
+/// to a driver already parked at its first stop is checked in from what the node has already
+/// seen (issue 15). About 12 KiB per driver at the cap.
+#[derive(Debug, Default)]
+pub(crate) struct RecentFixes(std::collections::VecDeque<Fix>);
+
+impl RecentFixes {
+    /// Fewest ms between two kept fixes: a 1 Hz phone keeps one in five.
+    pub(crate) const SPACING_MS: i64 = 5_000;
+    /// Most fixes kept.
+    pub(crate) const MAX: usize = 180;
+
+    pub(crate) fn push(&mut self, fix: Fix) {
+        if self
+            .0
+            .back()
+            .is_some_and(|last| fix.ts_ms - last.ts_ms < Self::SPACING_MS)
+        {
+            return;
+        }
+        if self.0.len() == Self::MAX {
+            self.0.pop_front();
+        }
+        self.0.push_back(fix);
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Fix> {
+        self.0.iter()
+    }
 }
 
 /// The hub: live state of every driver and fleet on this node.

@@ -70,7 +70,7 @@ impl Hub {
                         continue; // not served here: loaded at hydration if it comes
                     }
                     match self.store.trip(&fleet, &trip_id).await {
-                        Ok(Some(trip)) => self.add_trip(&trip),
+                        Ok(Some(trip)) => self.add_trip(&trip).await,
                         Ok(None) => tracing::warn!(trip = %trip_id, "announced trip not found"),
                         Err(e) => {
                             tracing::warn!(error = %e, trip = %trip_id, "announced trip not loaded")

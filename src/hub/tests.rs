@@ -174,7 +174,7 @@ async fn a_trip_created_for_a_served_driver_is_detected_and_checked_in_once() {
         )
         .await
         .unwrap();
-    t.hub.trip_created(&trip);
+    t.hub.trip_created(&trip).await;
     // Parked 10 m from the stop, a fix every 10 s for twice the dwell.
     let mut checkins = Vec::new();
     let mut seq = 2;

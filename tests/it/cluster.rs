@@ -245,6 +245,61 @@ async fn cluster_driver_moving_nodes_mid_dwell_is_checked_in_once() {
 }
 
 /// The next `n` events of a stream socket, as (id, trip_id).
+/// Issue 15: the driver streams to A and is already parked at the stop (2 minutes of fixes,
+/// acked) when its trip is created on B. A learns of the trip through the bus and runs its
+/// stops against the fixes it has already taken: the driver is checked in without another fix;
+/// and a second trip created on A itself for a driver parked there checks in at once too.
+#[tokio::test]
+async fn cluster_a_trip_given_to_a_driver_already_there_checks_in() {
+    let c = Cluster::start(2).await;
+    let (a, b) = (0, 1);
+    let t0 = now_ms() - 600_000;
+    let mut d = c.driver(a, "D5", "f1").await;
+    let fixes: Vec<Value> = approach(1, t0)
+        .into_iter()
+        .chain(parked(11, t0 + 50_000, 120))
+        .collect();
+    d.send(&json!({"type":"batch","pings": fixes.clone()}))
+        .await;
+    let frames = d
+        .until_ack(fixes.last().unwrap()["seq"].as_u64().unwrap())
+        .await;
+    assert!(
+        frames.iter().all(|f| f["type"] != "checkin"),
+        "no trip yet: {frames:?}"
+    );
+
+    let trip = json!({"id":"t5","driver_id":"D5","stops":[{"id":"s1","lat":LAT,"lon":LON,"radius_m":100}]});
+    let (status, body) = c.post(b, "/v1/trips", "f1", &trip).await;
+    assert_eq!(status, 201, "{body}");
+    // Checked in on A from the fixes it already had: arrival at the first parked fix.
+    let list = c
+        .poll(a, "/v1/checkins?trip_id=t5", "f1", WAIT, |l| {
+            l["checkins"].as_array().is_some_and(|c| c.len() == 1)
+        })
+        .await;
+    assert_eq!(
+        list["checkins"][0]["arrived_at"],
+        trackhub::protocol::time::format_ts(t0 + 50_000)
+    );
+    assert_eq!(list["checkins"][0]["source"], "auto");
+
+    // The same on one node: a trip created on A for a driver parked there.
+    let mut e = c.driver(a, "D6", "f1").await;
+    let fixes = parked(1, t0, 120);
+    e.send(&json!({"type":"batch","pings": fixes.clone()}))
+        .await;
+    e.until_ack(fixes.last().unwrap()["seq"].as_u64().unwrap())
+        .await;
+    let trip = json!({"id":"t6","driver_id":"D6","stops":[{"id":"s1","lat":LAT,"lon":LON,"radius_m":100}]});
+    assert_eq!(c.post(a, "/v1/trips", "f1", &trip).await.0, 201);
+    c.poll(b, "/v1/checkins?trip_id=t6", "f1", WAIT, |l| {
+        l["checkins"].as_array().is_some_and(|c| c.len() == 1)
+    })
+    .await;
+    c.stop().await;
+}
+
 async fn read_events(ws: &mut Ws, n: usize) -> Vec<(i64, Value)> {
     let mut got = Vec::new();
     while got.len() < n {
