@@ -213,9 +213,11 @@ pub async fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 .await?;
             print(&made);
             eprintln!(
-                "In Traccar Client or OsmAnd set the server URL to {}/osmand?key={} and the device \
-                 identifier to {id} (the key is shown only now). Phones reach the hub at its \
+                "Traccar Client: open this configuration link on the phone (or scan it as a QR \
+                 code): {} . OsmAnd: set the server URL to {}/osmand?key={} and the device \
+                 identifier to {id}. The key is shown only now. Phones reach the hub at its \
                  public address, not 127.0.0.1: see the README's section on phones.",
+                made["traccar_client"]["config_link"].as_str().unwrap_or("?"),
                 client.base,
                 made["key"].as_str().unwrap_or("?")
             );

@@ -42,6 +42,7 @@ fn sha256_hex(key: &str) -> String {
 pub async fn create(
     State(app): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<DeviceBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     caller.require(&[Role::Admin])?;
@@ -72,6 +73,7 @@ pub async fn create(
         created_at: now_ms(),
     };
     app.hub.store.insert_device(&record).await?;
+    let server_url = format!("{}/osmand/{key}", public_base(&headers));
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -80,8 +82,34 @@ pub async fn create(
             "fleet": record.fleet,
             "key": key,
             "created_at": format_ts(record.created_at),
+            "traccar_client": {
+                "server_url": server_url,
+                "config_link": format!("{server_url}?id={}&{TRACCAR_CLIENT_SETTINGS}", form_urlencoded::byte_serialize(record.device_id.as_bytes()).collect::<String>()),
+            },
         })),
     ))
+}
+
+/// The settings a configuration link gives Traccar Client (9+: `ConfigurationService.applyUri`
+/// reads them from a link or a QR code, and takes the link's origin and path as its server URL,
+/// which is why the key travels in the path). Chosen on `trackhub eval-arrival --profile`
+/// (BENCHMARKS.md): at its defaults (accuracy `medium`: no GPS speed; a 75 m distance filter;
+/// stop detection that pauses the phone while parked) the app's reports check in 67 % of real
+/// stops; sending the newest fix every 15 s whatever the distance, with GPS accuracy and stop
+/// detection off, behaves like the `every-15s` profile: 99.3 %. Costs battery: a phone in a
+/// delivery van is usually charging. `buffer` keeps reports across dead zones.
+pub const TRACCAR_CLIENT_SETTINGS: &str =
+    "accuracy=high&distance=0&interval=15&fastest_interval=15&stop_detection=false&buffer=true";
+
+/// `scheme://host` as the client reached us: `X-Forwarded-Proto` (behind a TLS proxy) or http,
+/// and the `Host` header. A phone must be given an address it can reach: see README § Phones.
+fn public_base(headers: &HeaderMap) -> String {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let scheme = header("x-forwarded-proto")
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    let host = header("host").unwrap_or("127.0.0.1:8080");
+    format!("{scheme}://{host}")
 }
 
 /// Most devices one list returns.
@@ -175,10 +203,13 @@ async fn report(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    path_key: Option<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let request = parse(query.as_deref(), &headers, &body?)?;
     let refused = || ApiError::Unauthorized("unknown device or wrong key".into());
-    let key = key_of(query.as_deref(), &headers).ok_or_else(refused)?;
+    let key = path_key
+        .or_else(|| key_of(query.as_deref(), &headers))
+        .ok_or_else(refused)?;
     let device = app
         .hub
         .store
@@ -293,6 +324,31 @@ async fn report(
     ))
 }
 
+/// `GET|POST /osmand/{key}`: the same with the device key in the path, the server URL a
+/// Traccar Client configuration link sets (the app keeps a link's origin and path only).
+#[utoipa::path(get, path = "/osmand/{key}", operation_id = "osmand_keyed_report_get", params(("key" = String, Path, description = "The device key")), tag = "devices", description = "OsmAnd protocol (Traccar Client, OsmAnd): parameters in the query or a form body (`id`, `key`, `lat`, `lon`, `timestamp`, `speed` in knots, `bearing`, `accuracy`, …) or Traccar Client 9 JSON. See PROTOCOL.md.", responses((status = 200, description = "Committed: `{\"accepted\",\"late\"}`", body = Object), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, description = "Over the device's rate; `Retry-After`", body = crate::error::Problem), (status = 503, description = "Storage behind or unreachable; `Retry-After`", body = crate::error::Problem)))]
+pub async fn keyed_report_get(
+    state: State<AppState>,
+    Path(key): Path<String>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    report(state, query, headers, body, Some(key)).await
+}
+
+/// `POST /osmand/{key}`: see [`keyed_report_get`].
+#[utoipa::path(post, path = "/osmand/{key}", operation_id = "osmand_keyed_report_post", params(("key" = String, Path, description = "The device key")), tag = "devices", description = "OsmAnd protocol (Traccar Client, OsmAnd): parameters in the query or a form body (`id`, `key`, `lat`, `lon`, `timestamp`, `speed` in knots, `bearing`, `accuracy`, …) or Traccar Client 9 JSON. See PROTOCOL.md.", responses((status = 200, description = "Committed: `{\"accepted\",\"late\"}`", body = Object), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, description = "Over the device's rate; `Retry-After`", body = crate::error::Problem), (status = 503, description = "Storage behind or unreachable; `Retry-After`", body = crate::error::Problem)))]
+pub async fn keyed_report_post(
+    state: State<AppState>,
+    Path(key): Path<String>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    report(state, query, headers, body, Some(key)).await
+}
+
 /// `GET /osmand`: a report in the query string (Traccar Client ≤ 8, OsmAnd).
 #[utoipa::path(get, path = "/osmand", operation_id = "osmand_report_get", tag = "devices", description = "OsmAnd protocol (Traccar Client, OsmAnd): parameters in the query or a form body (`id`, `key`, `lat`, `lon`, `timestamp`, `speed` in knots, `bearing`, `accuracy`, …) or Traccar Client 9 JSON. See PROTOCOL.md.", responses((status = 200, description = "Committed: `{\"accepted\",\"late\",\"heartbeats\"}`", body = Object), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, description = "Over the device's rate; `Retry-After`", body = crate::error::Problem), (status = 503, description = "Storage behind or unreachable; `Retry-After`", body = crate::error::Problem)))]
 pub async fn report_get(
@@ -301,7 +357,7 @@ pub async fn report_get(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    report(state, query, headers, body).await
+    report(state, query, headers, body, None).await
 }
 
 /// `POST /osmand`: a report in the query, a form body, or Traccar Client 9 JSON.
@@ -312,7 +368,7 @@ pub async fn report_post(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    report(state, query, headers, body).await
+    report(state, query, headers, body, None).await
 }
 
 /// Longest an OsmAnd request waits for its reports to be committed before answering 503 (the

@@ -47,6 +47,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(devices::create, devices::list))
         .routes(routes!(devices::delete))
         .routes(routes!(devices::report_get, devices::report_post))
+        .routes(routes!(
+            devices::keyed_report_get,
+            devices::keyed_report_post
+        ))
         .routes(routes!(events::list))
         .routes(routes!(crate::stream::sse::sse))
         .routes(routes!(webhooks::create, webhooks::list))

@@ -407,3 +407,59 @@ async fn traccar_client_9_and_10_bodies_and_heartbeats_without_coordinates() {
     );
     hub.stop().await;
 }
+
+/// `POST /v1/devices` answers what Traccar Client needs (issue 15): its server URL, with the key
+/// in the path (the app keeps only a configuration link's origin and path), and a configuration
+/// link (`ConfigurationService.applyUri`: link or QR code) with the settings that make arrival
+/// detection work. The app then reports to that URL.
+#[tokio::test]
+async fn a_new_device_gets_a_traccar_client_configuration_link() {
+    let hub = TestHub::start().await;
+    let (status, body) = hub
+        .post(
+            "/v1/devices",
+            "f1",
+            &json!({"id": "phone 7", "driver_id": "D7"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let key = body["key"].as_str().unwrap();
+    let server_url = body["traccar_client"]["server_url"].as_str().unwrap();
+    assert_eq!(server_url, format!("{}/osmand/{key}", hub.base));
+    let link =
+        reqwest::Url::parse(body["traccar_client"]["config_link"].as_str().unwrap()).unwrap();
+    // What applyUri keeps as the server URL: origin and path.
+    assert_eq!(
+        format!("{}{}", link.origin().ascii_serialization(), link.path()),
+        server_url
+    );
+    let settings: std::collections::BTreeMap<String, String> =
+        link.query_pairs().into_owned().collect();
+    assert_eq!(settings["id"], "phone 7");
+    assert_eq!(settings["stop_detection"], "false");
+    assert_eq!(settings["distance"], "0");
+    assert_eq!(settings["accuracy"], "high");
+    // Traccar Client 9 posting its JSON to that URL.
+    let report = json!({"location":{"timestamp": trackhub::protocol::time::format_ts(now_ms() - 1000),
+        "coords":{"latitude":LAT,"longitude":LON,"accuracy":6,"speed":0,"heading":-1,"altitude":0},
+        "is_moving":true,"event":"","activity":{"type":"in_vehicle"},"extras":{}},"device_id":"phone 7"});
+    let r = hub
+        .http
+        .post(server_url)
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(hub.get("/v1/drivers/D7", "f1").await.1["lat"], LAT);
+    // A wrong key in the path is refused like any wrong key.
+    let r = hub
+        .http
+        .post(format!("{}/osmand/not-the-key", hub.base))
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    hub.stop().await;
+}
