@@ -217,7 +217,9 @@ pub async fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                  code): {} . OsmAnd: set the server URL to {}/osmand?key={} and the device \
                  identifier to {id}. The key is shown only now. Phones reach the hub at its \
                  public address, not 127.0.0.1: see the README's section on phones.",
-                made["traccar_client"]["config_link"].as_str().unwrap_or("?"),
+                made["traccar_client"]["config_link"]
+                    .as_str()
+                    .unwrap_or("?"),
                 client.base,
                 made["key"].as_str().unwrap_or("?")
             );

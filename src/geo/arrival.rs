@@ -51,7 +51,7 @@ use std::collections::{HashMap, HashSet};
 use rstar::{primitives::GeomWithData, primitives::Rectangle, RTree};
 
 use super::{haversine_m, BBox};
-use crate::model::{Fix, Motion, StopKey};
+use crate::model::{Fix, Motion, Sampling, StopKey};
 
 /// Detection parameters. See the module docs for where each default comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -329,11 +329,43 @@ pub struct ArrivalTracker {
     engaged: HashSet<StopKey>,
     /// Device time of the newest fix observed; older or equal fixes are ignored.
     last_ts_ms: Option<i64>,
+    /// How many stops are pending (kept with every phase change, so [`Self::sampling_at`]
+    /// needs no scan of the stops).
+    pending: usize,
 }
 
 impl ArrivalTracker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The sampling this driver needs at `fix`: dense with a dwell in progress or a pending
+    /// stop within `near_m`, sparse with pending stops farther away, off without any. One
+    /// R-tree query of a box around the fix.
+    pub fn sampling_at(&self, fix: &Fix, near_m: f64) -> Sampling {
+        let pending = |k: &StopKey| {
+            self.stops
+                .get(k)
+                .is_some_and(|t| t.phase == StopPhase::Pending)
+        };
+        if self.engaged.iter().any(pending) {
+            return Sampling::Dense;
+        }
+        let near = BBox::around(fix.lat, fix.lon, near_m)
+            .parts()
+            .into_iter()
+            .any(|(lo, hi)| {
+                self.tree
+                    .locate_in_envelope_intersecting(&rstar::AABB::from_corners(lo, hi))
+                    .any(|e| pending(&e.data))
+            });
+        if near {
+            Sampling::Dense
+        } else if self.pending > 0 {
+            Sampling::Sparse
+        } else {
+            Sampling::Off
+        }
     }
 
     /// Number of stops tracked.
@@ -355,6 +387,9 @@ impl ArrivalTracker {
                 Rectangle::from_corners(lo, hi),
                 key.clone(),
             ));
+        }
+        if phase == StopPhase::Pending {
+            self.pending += 1;
         }
         let track = StopTrack {
             fence,
@@ -390,6 +425,9 @@ impl ArrivalTracker {
     /// Removes a stop (trip cancelled or finished).
     pub fn remove_stop(&mut self, key: &StopKey, cfg: &ArrivalConfig) {
         if let Some(track) = self.stops.remove(key) {
+            if track.phase == StopPhase::Pending {
+                self.pending -= 1;
+            }
             let exit = track.exit_radius_m(cfg);
             for (lo, hi) in BBox::around(track.fence.lat, track.fence.lon, exit).parts() {
                 self.tree.remove(&FenceEntry::new(
@@ -405,6 +443,7 @@ impl ArrivalTracker {
     pub fn mark_arrived(&mut self, key: &StopKey, arrived_at_ms: i64) {
         if let Some(track) = self.stops.get_mut(key) {
             if track.phase == StopPhase::Pending {
+                self.pending -= 1;
                 track.phase = StopPhase::Arrived { arrived_at_ms };
                 track.dwell = Dwell::default();
                 self.engaged.insert(key.clone());
@@ -415,6 +454,14 @@ impl ArrivalTracker {
     /// Forces a stop's phase, e.g. back to `Pending` when a check-in could not be stored.
     pub fn set_phase(&mut self, key: &StopKey, phase: StopPhase) {
         if let Some(track) = self.stops.get_mut(key) {
+            match (
+                track.phase == StopPhase::Pending,
+                phase == StopPhase::Pending,
+            ) {
+                (true, false) => self.pending -= 1,
+                (false, true) => self.pending += 1,
+                _ => {}
+            }
             track.phase = phase;
             track.dwell = Dwell::default();
             track.strikes = 0;
@@ -458,6 +505,9 @@ impl ArrivalTracker {
                 continue;
             };
             if let Some(decision) = track.observe(fix, cfg) {
+                if matches!(decision, Decision::CheckIn { .. }) {
+                    self.pending -= 1;
+                }
                 decisions.push(decision);
             }
             if track.engaged() {

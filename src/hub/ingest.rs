@@ -5,7 +5,7 @@
 use super::{lock, Commit, DriverState, Hub, IngestStatus, Ingested};
 use crate::bus::Outgoing;
 use crate::metrics as m;
-use crate::model::{now_ms, DriverKey, EventKind, Fix, LivePosition};
+use crate::model::{now_ms, DriverKey, EventKind, Fix, LivePosition, TrackingHint};
 use crate::store::track::{TrackPoint, WriterStopped};
 
 /// How long a refused seq holds a driver's acks back, ms ([`Hub::note_refused`]): far longer
@@ -110,6 +110,7 @@ impl Hub {
         fix: Fix,
     ) -> Result<Ingested, WriterStopped> {
         let (slot, mut checkins) = self.ready_slot(who).await;
+        let mut tracking = None;
         let received_ms = now_ms();
         let (status, came_online, decisions) = {
             let mut state = lock(&slot.state);
@@ -123,6 +124,7 @@ impl Hub {
                 return Ok(Ingested {
                     status: IngestStatus::Duplicate,
                     checkins,
+                    tracking: None,
                 });
             }
             let newest = state.newest_ts_ms.is_none_or(|n| fix.ts_ms > n);
@@ -136,6 +138,11 @@ impl Hub {
                 state.online = true;
                 let decisions = state.arrival.observe(&fix, &self.cfg.arrival);
                 state.recent.push(fix);
+                let hint = TrackingHint::of(state.arrival.sampling_at(&fix, TrackingHint::NEAR_M));
+                if state.tracking != Some(hint) {
+                    state.tracking = Some(hint);
+                    tracking = Some(hint);
+                }
                 // Still under the driver's lock, so that two sockets of one driver cannot
                 // publish its fixes out of order (streams in `all` mode promise the order).
                 self.publish_position(who, fix, received_ms);
@@ -156,7 +163,11 @@ impl Hub {
             })
             .await?;
         if status != IngestStatus::Accepted {
-            return Ok(Ingested { status, checkins });
+            return Ok(Ingested {
+                status,
+                checkins,
+                tracking,
+            });
         }
         if came_online {
             self.presence_event(
@@ -172,7 +183,11 @@ impl Hub {
                 checkins.push(notice);
             }
         }
-        Ok(Ingested { status, checkins })
+        Ok(Ingested {
+            status,
+            checkins,
+            tracking,
+        })
     }
 
     /// Moves the driver in the live index and offers the position to watchers, streams and the

@@ -31,7 +31,7 @@ use crate::fanout::Fanout;
 use crate::geo::arrival::{ArrivalConfig, ArrivalTracker};
 use crate::geo::index::LiveIndex;
 use crate::geo::seq_window::SeqWindow;
-use crate::model::{Battery, DriverKey, Event, Fix, StopKey};
+use crate::model::{Battery, DriverKey, Event, Fix, StopKey, TrackingHint};
 use crate::store::track::TrackWriter;
 use crate::store::Store;
 use presence::{Emitter, PresenceLog};
@@ -98,6 +98,9 @@ pub enum Commit {
 pub struct Ingested {
     pub status: IngestStatus,
     pub checkins: Vec<CheckinNotice>,
+    /// The sampling the driver's phone should use from now on, when it changed with this fix
+    /// (the driver socket sends it as a `tracking` message).
+    pub tracking: Option<TrackingHint>,
 }
 
 /// One driver served by this node: its state, built from the database once (`ready`).
@@ -125,6 +128,8 @@ struct DriverState {
     online: bool,
     /// The phone's battery, as its tracking app last reported it.
     battery: Option<Battery>,
+    /// The sampling last asked of the driver's phone.
+    tracking: Option<TrackingHint>,
     /// The driver's newest accepted fixes, oldest first (see [`RecentFixes`]): what the stops of
     /// a trip created while the driver is already there are run against.
     recent: RecentFixes,

@@ -9,6 +9,7 @@ pub mod fix;
 pub mod ids;
 pub mod position;
 pub mod status;
+pub mod tracking;
 
 pub use clock::now_ms;
 pub use event::{CheckinSource, Event, EventFields, EventKind, EVENT_TYPES};
@@ -16,3 +17,4 @@ pub use fix::{Battery, Fix, Motion};
 pub use ids::{DriverId, DriverKey, StopKey};
 pub use position::LivePosition;
 pub use status::{StopStatus, TripStatus};
+pub use tracking::{Sampling, TrackingHint};

@@ -327,6 +327,11 @@ enum DriverOutJson<'a> {
         arrived_at: String,
         checked_in_at: String,
     },
+    Tracking {
+        sampling: &'static str,
+        interval_s: u32,
+        distance_m: u32,
+    },
 }
 
 impl<'a> From<&'a DriverOut> for DriverOutJson<'a> {
@@ -354,6 +359,11 @@ impl<'a> From<&'a DriverOut> for DriverOutJson<'a> {
                 stop_id,
                 arrived_at: format_ts(*arrived_at_ms),
                 checked_in_at: format_ts(*checked_in_at_ms),
+            },
+            DriverOut::Tracking(h) => DriverOutJson::Tracking {
+                sampling: h.sampling.as_str(),
+                interval_s: h.interval_s,
+                distance_m: h.distance_m,
             },
         }
     }
@@ -391,6 +401,11 @@ fn driver_out_pb(out: &DriverOut) -> pb::DriverOut {
             stop_id: stop_id.clone(),
             arrived_at_ms: *arrived_at_ms,
             checked_in_at_ms: *checked_in_at_ms,
+        }),
+        DriverOut::Tracking(h) => Msg::Tracking(pb::Tracking {
+            sampling: h.sampling.as_str().into(),
+            interval_s: h.interval_s,
+            distance_m: h.distance_m,
         }),
     };
     pb::DriverOut { msg: Some(msg) }

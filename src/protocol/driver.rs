@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::time::WireTs;
-use crate::model::{Fix, Motion};
+use crate::model::{Fix, Motion, TrackingHint};
 
 /// Most pings accepted in one `batch` frame.
 pub const MAX_BATCH: usize = 1_000;
@@ -111,6 +111,8 @@ pub enum DriverOut {
         arrived_at_ms: i64,
         checked_in_at_ms: i64,
     },
+    /// How often to report from now on (sent when it changes).
+    Tracking(TrackingHint),
 }
 
 #[cfg(test)]

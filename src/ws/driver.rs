@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
@@ -24,17 +24,22 @@ use crate::store::track::WriterStopped;
 
 /// Upgrade handler: 403 for a foreign browser origin, 401 without a valid token, 403 unless the
 /// role is `driver`.
-#[utoipa::path(get, path = "/v1/ws/driver", operation_id = "driver_socket", tag = "sockets", description = "The driver socket: `ping`/`batch` of fixes in, `ack`/`checkin`/`error` out. Token in `Authorization` or `access_token`.", security(("bearer" = [])), responses((status = 101, description = "Switching Protocols: the WebSocket; frames in PROTOCOL.md (JSON, or protobuf with the `trackhub.v1.proto` subprotocol)"), (status = 401, body = crate::error::Problem), (status = 403, description = "Origin not allowed, or another role", body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/v1/ws/driver", operation_id = "driver_socket", tag = "sockets", description = "The driver socket: `ping`/`batch` of fixes in, `ack`/`checkin`/`error` (and with `?tracking=1` `tracking`) out. Token in `Authorization` or `access_token`.", security(("bearer" = [])), responses((status = 101, description = "Switching Protocols: the WebSocket; frames in PROTOCOL.md (JSON, or protobuf with the `trackhub.v1.proto` subprotocol)"), (status = 401, body = crate::error::Problem), (status = 403, description = "Origin not allowed, or another role", body = crate::error::Problem)))]
 pub async fn upgrade(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     caller: Result<Caller, ApiError>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Opt-in, so that a phone built before `tracking` messages existed never meets one.
+    let hints = query.as_deref().is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "tracking" && v == "1")
+    });
     match admit(&app, peer, &headers, caller, &[Role::Driver], ws) {
         Ok((admitted, ws)) => ws
-            .on_upgrade(move |socket| session(app, admitted, socket))
+            .on_upgrade(move |socket| session(app, admitted, socket, hints))
             .into_response(),
         Err(refused) => refused.into_response(),
     }
@@ -112,7 +117,7 @@ fn ack_when_committed(hub: Arc<Hub>, highest: Option<u64>) -> PendingAck {
     })
 }
 
-async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
+async fn session(app: AppState, admitted: Admitted, socket: WebSocket, hints: bool) {
     let _guard = app.session_guard.clone();
     let mut conn = Conn::new(&app, socket, &admitted, "driver");
     let codec = conn.codec;
@@ -165,7 +170,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket) {
                     }
                 };
                 let Some(frame) = data.frame() else { continue };
-                let handled = handle_frame(&app, &who, codec.decode_driver(frame)).await;
+                let handled = handle_frame(&app, &who, codec.decode_driver(frame), hints).await;
                 for reply in &handled.now {
                     if !conn.send(codec.encode_driver(reply)).await {
                         return;
@@ -226,6 +231,7 @@ async fn handle_frame(
     app: &AppState,
     who: &DriverKey,
     decoded: Result<DriverMsg, crate::protocol::codec::DecodeError>,
+    hints: bool,
 ) -> Handled {
     // The seqs are collected only when the frame is refused (off the accepted path).
     let seqs = |decoded: &Result<DriverMsg, _>| -> Vec<u64> {
@@ -297,7 +303,7 @@ async fn handle_frame(
             }
             Ok(ping) => {
                 let seq = ping.seq;
-                if handle_ping(app, who, ping, &mut now).await.is_err() {
+                if handle_ping(app, who, ping, &mut now, hints).await.is_err() {
                     // This fix and the rest of the frame were not taken.
                     let rest = pings.by_ref().flatten().map(|p| p.seq);
                     app.hub.note_refused(who, std::iter::once(seq).chain(rest));
@@ -337,6 +343,7 @@ async fn handle_ping(
     who: &DriverKey,
     ping: Ping,
     replies: &mut Vec<DriverOut>,
+    hints: bool,
 ) -> Result<(), WriterStopped> {
     match ping.validate(now_ms(), app.hub.cfg.max_future_ms) {
         Err(Rejection { code, message, .. }) => {
@@ -352,6 +359,7 @@ async fn handle_ping(
                 arrived_at_ms: c.arrived_at_ms,
                 checked_in_at_ms: c.checked_in_at_ms,
             }));
+            replies.extend(done.tracking.filter(|_| hints).map(DriverOut::Tracking));
         }
     }
     Ok(())

@@ -327,3 +327,64 @@ async fn idle_driver_slots_are_evicted_and_a_returning_driver_is_served() {
         .await;
     hub.stop().await;
 }
+
+/// Issue 15: a phone that asks for them (`?tracking=1`) is told how often to report: `off`
+/// without a stop to detect, `sparse` with stops ahead but none near, `dense` within 500 m of a
+/// pending stop, each sent once when it changes; a phone that did not ask never gets one.
+#[tokio::test]
+async fn the_hub_tells_an_opted_in_phone_how_densely_to_sample() {
+    let hub = TestHub::start().await;
+    let token = hub.token(Role::Driver, "D1", "f1");
+    let mut d = Ws::connect(&format!(
+        "{}&tracking=1",
+        hub.ws_url("/v1/ws/driver", &token)
+    ))
+    .await;
+    let t = now_ms() - 600_000;
+    let tracking = |frames: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        frames
+            .iter()
+            .filter(|f| f["type"] == "tracking")
+            .cloned()
+            .collect()
+    };
+    let frames = d.ping_acked(ping(1, t, LAT - 0.05, LON)).await;
+    assert_eq!(
+        tracking(&frames),
+        [json!({"type":"tracking","sampling":"off","interval_s":300,"distance_m":0})]
+    );
+    // Unchanged: not sent again.
+    let frames = d.ping_acked(ping(2, t + 5_000, LAT - 0.05, LON)).await;
+    assert!(tracking(&frames).is_empty(), "{frames:?}");
+
+    let trip = json!({"id":"t1","driver_id":"D1","stops":[{"id":"s1","lat":LAT,"lon":LON}]});
+    assert_eq!(hub.post("/v1/trips", "f1", &trip).await.0, 201);
+    // 5.5 km away: stops ahead, none near.
+    let frames = d.ping_acked(ping(3, t + 10_000, LAT - 0.05, LON)).await;
+    assert_eq!(tracking(&frames)[0]["sampling"], "sparse", "{frames:?}");
+    assert_eq!(tracking(&frames)[0]["interval_s"], 30);
+    // 300 m from the stop: dense.
+    let (lat, lon) = offset(LAT, LON, -300.0, 0.0);
+    let frames = d.ping_acked(ping(4, t + 60_000, lat, lon)).await;
+    assert_eq!(tracking(&frames)[0]["sampling"], "dense", "{frames:?}");
+    assert_eq!(tracking(&frames)[0]["interval_s"], 5);
+    // Parked at the stop until the check-in: nothing left to detect, off again.
+    let (plat, plon) = offset(LAT, LON, 10.0, 0.0);
+    let pings: Vec<_> = (0..20)
+        .map(|k| ping(5 + k, t + 70_000 + k as i64 * 5_000, plat, plon))
+        .collect();
+    d.send(&json!({"type":"batch","pings": pings})).await;
+    let frames = d.until_ack(24).await;
+    assert!(frames.iter().any(|f| f["type"] == "checkin"), "{frames:?}");
+    assert_eq!(
+        tracking(&frames).last().unwrap()["sampling"],
+        "off",
+        "{frames:?}"
+    );
+
+    // Without `tracking=1`: acks and check-ins only.
+    let mut plain = hub.driver("D2", "f1").await;
+    let frames = plain.ping_acked(ping(1, t, LAT, LON)).await;
+    assert!(tracking(&frames).is_empty(), "{frames:?}");
+    hub.stop().await;
+}

@@ -124,6 +124,12 @@ pub fn decode(edge: Edge, bytes: &[u8]) -> Value {
                     "arrived_at": format_ts(c.arrived_at_ms),
                     "checked_in_at": format_ts(c.checked_in_at_ms),
                 }),
+                Msg::Tracking(t) => json!({
+                    "type": "tracking",
+                    "sampling": t.sampling,
+                    "interval_s": t.interval_s,
+                    "distance_m": t.distance_m,
+                }),
             }
         }
         Edge::Watch => {
