@@ -64,6 +64,11 @@ pub struct ReplayArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Ask for the hub's sampling hints (`?tracking=1`) and obey them as our own app would:
+    /// a fix is skipped when it comes sooner than the hinted interval after the last one sent
+    /// (device time). The last fix of a trace is always sent.
+    #[arg(long)]
+    pub obey_tracking: bool,
     /// Trace files: CSV, GPX, Go!Track, Porto, cabspotting, Amazon chunks.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -77,6 +82,8 @@ pub struct Summary {
     pub fixes_acked: u64,
     pub fixes_rejected: u64,
     pub checkins: u64,
+    /// Fixes not sent because the hub's sampling hint did not need them (`--obey-tracking`).
+    pub fixes_skipped: u64,
     /// Drivers whose socket failed before every fix was acked.
     pub failed_drivers: usize,
     pub trips_created: usize,
@@ -86,8 +93,8 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "drivers {} | fixes sent {} acked {} rejected {} | check-ins {} | trips created {} | failed drivers {}",
-            self.drivers, self.fixes_sent, self.fixes_acked, self.fixes_rejected, self.checkins, self.trips_created, self.failed_drivers
+            "drivers {} | fixes sent {} acked {} rejected {} skipped {} | check-ins {} | trips created {} | failed drivers {}",
+            self.drivers, self.fixes_sent, self.fixes_acked, self.fixes_rejected, self.fixes_skipped, self.checkins, self.trips_created, self.failed_drivers
         )
     }
 }
@@ -95,6 +102,7 @@ impl std::fmt::Display for Summary {
 #[derive(Default)]
 struct Counters {
     sent: AtomicU64,
+    skipped: AtomicU64,
     acked: AtomicU64,
     rejected: AtomicU64,
     checkins: AtomicU64,
@@ -178,7 +186,12 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Summary> {
     let drivers = traces.len();
     for trace in traces {
         let token = keys.mint(&trace.driver_id, Role::Driver, &args.fleet, 7 * 86_400);
-        let url = format!("{ws_base}/v1/ws/driver?access_token={token}");
+        let hints = if args.obey_tracking {
+            "&tracking=1"
+        } else {
+            ""
+        };
+        let url = format!("{ws_base}/v1/ws/driver?access_token={token}{hints}");
         let codec = args.codec;
         let (counters, bar, slots, speed) = (
             counters.clone(),
@@ -213,7 +226,10 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Summary> {
     Ok(Summary {
         drivers,
         fixes_sent: counters.sent.load(Ordering::Relaxed),
-        fixes_acked: counters.acked.load(Ordering::Relaxed),
+        // A skipped fix's seq is covered by the next ack (acks are cumulative): not acked.
+        fixes_acked: counters.acked.load(Ordering::Relaxed)
+            - counters.skipped.load(Ordering::Relaxed),
+        fixes_skipped: counters.skipped.load(Ordering::Relaxed),
         fixes_rejected: counters.rejected.load(Ordering::Relaxed),
         checkins: counters.checkins.load(Ordering::Relaxed),
         failed_drivers,
@@ -250,8 +266,11 @@ async fn drive(
     };
     let (mut sink, mut stream) = ws.split();
     let n = trace.fixes.len() as u64;
+    // The hub's latest sampling hint, ms (0: none: send every fix).
+    let interval_ms = Arc::new(AtomicU64::new(0));
     let reader = {
         let counters = counters.clone();
+        let interval_ms = interval_ms.clone();
         tokio::spawn(async move {
             let mut acked = 0u64;
             while let Some(Ok(msg)) = stream.next().await {
@@ -272,6 +291,7 @@ async fn drive(
                     Reply::Checkin => {
                         counters.checkins.fetch_add(1, Ordering::Relaxed);
                     }
+                    Reply::Tracking(secs) => interval_ms.store(secs * 1000, Ordering::Relaxed),
                     Reply::Other => {}
                 }
             }
@@ -283,6 +303,7 @@ async fn drive(
     let span_ms = ((t_last - t0) as f64 / speed) as i64;
     let due = |f: &Fix| start + Duration::from_millis(((f.ts_ms - t0) as f64 / speed) as u64);
     let mut next_send = start;
+    let mut last_sent_ts: Option<i64> = None;
     let mut i = 0;
     while i < trace.fixes.len() {
         tokio::time::sleep_until(due(&trace.fixes[i]).max(next_send).into()).await;
@@ -294,19 +315,32 @@ async fn drive(
             .find(|&j| due(&trace.fixes[j]) > now)
             .unwrap_or(trace.fixes.len().min(i + MAX_BATCH));
         // Recorded spacing, ending at "now" for the last fix; never stamped in the future.
-        let pings: Vec<(u64, i64, &Fix)> = (i..end)
-            .map(|k| {
-                let f = &trace.fixes[k];
-                let ts = (start_ms + span_ms - (t_last - f.ts_ms)).min(now_ms());
-                (k as u64 + 1, ts, f)
-            })
-            .collect();
+        // Obeying a sampling hint: a fix sooner than the interval after the last one sent is
+        // skipped (the trace's last fix never is, so its ack covers every seq).
+        let interval = interval_ms.load(Ordering::Relaxed) as i64;
+        let last = trace.fixes.len() - 1;
+        let mut pings: Vec<(u64, i64, &Fix)> = Vec::with_capacity(end - i);
+        for k in i..end {
+            let f = &trace.fixes[k];
+            if k != last && last_sent_ts.is_some_and(|t| f.ts_ms - t < interval) {
+                counters.skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            last_sent_ts = Some(f.ts_ms);
+            let ts = (start_ms + span_ms - (t_last - f.ts_ms)).min(now_ms());
+            pings.push((k as u64 + 1, ts, f));
+        }
+        i = end;
+        if pings.is_empty() {
+            continue;
+        }
         sink.send(frame_of(codec, &pings))
             .await
             .map_err(|e| anyhow!("send: {e}"))?;
-        counters.sent.fetch_add((end - i) as u64, Ordering::Relaxed);
+        counters
+            .sent
+            .fetch_add(pings.len() as u64, Ordering::Relaxed);
         next_send = now + SEND_INTERVAL;
-        i = end;
     }
     let acked = tokio::time::timeout(Duration::from_secs(30), reader)
         .await
@@ -381,6 +415,8 @@ enum Reply {
     Ack(u64),
     Error,
     Checkin,
+    /// A sampling hint: send at least every this many seconds.
+    Tracking(u64),
     Other,
 }
 
@@ -394,6 +430,7 @@ fn reply_of(codec: Codec, msg: Message) -> Reply {
                 Some("ack") => Reply::Ack(v["seq"].as_u64().unwrap_or(0)),
                 Some("error") => Reply::Error,
                 Some("checkin") => Reply::Checkin,
+                Some("tracking") => Reply::Tracking(v["interval_s"].as_u64().unwrap_or(0)),
                 _ => Reply::Other,
             }
         }
@@ -403,6 +440,7 @@ fn reply_of(codec: Codec, msg: Message) -> Reply {
                 Ok(Some(Msg::Ack(a))) => Reply::Ack(a.seq),
                 Ok(Some(Msg::Error(_))) => Reply::Error,
                 Ok(Some(Msg::Checkin(_))) => Reply::Checkin,
+                Ok(Some(Msg::Tracking(t))) => Reply::Tracking(u64::from(t.interval_s)),
                 _ => Reply::Other,
             }
         }

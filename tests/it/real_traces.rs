@@ -24,8 +24,43 @@ fn replay_args(hub: &TestHub, files: Vec<std::path::PathBuf>, speed: f64) -> Rep
         amazon_trips: false,
         codec: Codec::Json,
         quiet: true,
+        obey_tracking: false,
         files,
     }
+}
+
+/// `trackhub replay --obey-tracking` sends what the hub's sampling hints ask for, as our own
+/// app would (issue 15): dense near stops, sparse between them, a keep-alive once every stop
+/// is done. Fewer fixes go out, and the check-ins are those of every fix within a few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_obeying_the_sampling_hints_sends_less_and_checks_in_alike() {
+    let hub = TestHub::start().await;
+    let paths: Vec<_> =
+        amazon::chunk_paths(&shared_data("amazon_delivery_activity_labels/data_anon")).unwrap()
+            [..24]
+            .to_vec();
+    let expected: usize = paths
+        .iter()
+        .map(|p| detect_in_process(&amazon::read_chunk(p).unwrap()).len())
+        .sum();
+    let mut args = replay_args(&hub, paths, 240.0);
+    args.amazon_trips = true;
+    args.obey_tracking = true;
+    args.origin = Some(format!(
+        "{},{}",
+        amazon::DEFAULT_ORIGIN.0,
+        amazon::DEFAULT_ORIGIN.1
+    ));
+    let summary = replay::run(&args).await.unwrap();
+    eprintln!("obeying the hints: {summary}; every fix checks in {expected}");
+    assert_eq!(summary.failed_drivers, 0, "{summary}");
+    assert_eq!(summary.fixes_acked, summary.fixes_sent, "{summary}");
+    assert!(summary.fixes_skipped > 0, "{summary}");
+    assert!(
+        summary.checkins as usize * 10 >= expected * 9,
+        "{summary} vs {expected} with every fix"
+    );
+    hub.stop().await;
 }
 
 /// The fixed evaluation subset: the first 200 chunks, scored in-process.
