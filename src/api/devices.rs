@@ -273,10 +273,7 @@ async fn report(
             retry_after,
         });
     }
-    let who = DriverKey {
-        fleet: device.fleet.as_str().into(),
-        driver_id: device.driver_id.as_str().into(),
-    };
+    let who = DriverKey::new(&device.fleet, &device.driver_id);
     app.hub.note_device(&who, battery, heartbeats > 0);
     if fixes.is_empty() {
         return Ok(Json(

@@ -211,10 +211,7 @@ async fn driver(
         .hub
         .position(&caller.0.fleet, &id)
         .ok_or_else(|| ApiError::NotFound(format!("driver `{id}` is not online")))?;
-    let who = crate::model::DriverKey {
-        fleet: caller.0.fleet.as_str().into(),
-        driver_id: id.as_str().into(),
-    };
+    let who = crate::model::DriverKey::new(&caller.0.fleet, &id);
     Ok(Json(PositionView {
         battery: app.hub.battery(&who).map(Into::into),
         ..PositionView::from(&position)

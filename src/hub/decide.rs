@@ -132,10 +132,7 @@ impl Hub {
         trip: &TripRecord,
         stop_id: &str,
     ) -> Result<CheckinOutcome, StoreError> {
-        let who = DriverKey {
-            fleet: trip.fleet.as_str().into(),
-            driver_id: trip.driver_id.as_str().into(),
-        };
+        let who = DriverKey::new(&trip.fleet, &trip.driver_id);
         let key = StopKey {
             trip_id: trip.id.as_str().into(),
             stop_id: stop_id.into(),

@@ -138,10 +138,7 @@ impl Hub {
     /// there counts, and so do the fixes a node took before another node's announcement of a
     /// trip reached it).
     pub(super) async fn add_trip(&self, trip: &TripRecord) {
-        let who = DriverKey {
-            fleet: trip.fleet.as_str().into(),
-            driver_id: trip.driver_id.as_str().into(),
-        };
+        let who = DriverKey::new(&trip.fleet, &trip.driver_id);
         let Some(slot) = self.drivers.get(&who).map(|s| s.clone()) else {
             return;
         };

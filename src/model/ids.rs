@@ -12,6 +12,16 @@ pub struct DriverKey {
     pub driver_id: DriverId,
 }
 
+impl DriverKey {
+    /// The driver `driver_id` of `fleet` (a token's `fleet` and `sub`).
+    pub fn new(fleet: &str, driver_id: &str) -> Self {
+        Self {
+            fleet: fleet.into(),
+            driver_id: driver_id.into(),
+        }
+    }
+}
+
 /// Identifies one stop of one trip.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StopKey {

@@ -132,10 +132,7 @@ async fn session(app: AppState, admitted: Admitted, socket: WebSocket, hints: bo
             .await;
         return;
     }
-    let who = DriverKey {
-        fleet: admitted.claims.fleet.as_str().into(),
-        driver_id: admitted.claims.sub.as_str().into(),
-    };
+    let who = DriverKey::new(&admitted.claims.fleet, &admitted.claims.sub);
     let Some(_permit) = app.limits.driver_socket(&who) else {
         let message = app.limits.too_many_sockets_message(SocketKind::Driver);
         let refusal = error("too_many_sockets", message, None);

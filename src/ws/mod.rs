@@ -65,10 +65,7 @@ pub struct Admitted {
 ///
 /// [`LimitsConfig::sockets_per_watcher`]: crate::limits::LimitsConfig::sockets_per_watcher
 pub fn watcher_identity(claims: &Claims) -> DriverKey {
-    DriverKey {
-        fleet: claims.fleet.as_str().into(),
-        driver_id: claims.sub.as_str().into(),
-    }
+    DriverKey::new(&claims.fleet, &claims.sub)
 }
 
 /// Checks an upgrade before it happens: 403 for a browser `Origin` not allowed, 401 without a
