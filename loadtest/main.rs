@@ -68,6 +68,10 @@ struct Args {
     /// Connect and hold the driver sockets without sending (memory per idle connection).
     #[arg(long)]
     idle: bool,
+    /// Drivers ask for the hub's sampling hints (`?tracking=1`) and obey them: a tick sooner
+    /// than the hinted interval after the last send sends nothing (issue 15).
+    #[arg(long)]
+    obey_tracking: bool,
     #[arg(long, default_value_t = 30)]
     duration_s: u64,
     /// Seconds at the start whose latencies are not counted (connections, snapshots).
@@ -109,6 +113,8 @@ struct Args {
 struct Counters {
     connected: AtomicU64,
     sent: AtomicU64,
+    /// Fixes not sent because the hub's sampling hint did not need them (`--obey-tracking`).
+    skipped: AtomicU64,
     acked: AtomicU64,
     errors: AtomicU64,
     positions_seen: AtomicU64,
@@ -123,6 +129,7 @@ impl Counters {
         Self {
             connected: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             positions_seen: AtomicU64::new(0),
@@ -292,9 +299,14 @@ async fn main() -> anyhow::Result<()> {
     let connect_spread_us = 1_000_000 * args.drivers as u64 / args.connect_rate.max(1);
     for d in 0..args.drivers {
         let url = format!(
-            "{}/v1/ws/driver?access_token={}",
+            "{}/v1/ws/driver?access_token={}{}",
             ws_base(&args.hub[d % args.hub.len()]),
-            keys.mint(&driver_id(d), Role::Driver, &fleet, 86_400)
+            keys.mint(&driver_id(d), Role::Driver, &fleet, 86_400),
+            if args.obey_tracking {
+                "&tracking=1"
+            } else {
+                ""
+            }
         );
         // Connections spread at `--connect-rate`; sends then spread over one interval so fixes
         // arrive evenly, not in bursts.
@@ -383,6 +395,8 @@ async fn main() -> anyhow::Result<()> {
         "traces": args.traces,
         "connected": counters.connected.load(Ordering::Relaxed),
         "fixes_sent": sent,
+        "fixes_skipped": counters.skipped.load(Ordering::Relaxed),
+        "obey_tracking": args.obey_tracking,
         "fixes_acked": acked,
         "acks_lost": sent - acked.min(sent),
         "fixes_per_s": fixes_per_s,
@@ -572,6 +586,9 @@ async fn driver(
     let drive_start = Instant::now();
     // Seqs continue across runs (a phone's counter survives reconnects).
     let mut seq = now_ms() as u64 * 16;
+    // The hub's sampling hint (`--obey-tracking`): least time between two sends.
+    let mut min_gap = Duration::ZERO;
+    let mut last_send: Option<Instant> = None;
     let on_ack =
         |upto: u64, inflight: &mut VecDeque<(u64, Instant, u64)>, mine: &mut Vec<(u32, u32)>| {
             let now = Instant::now();
@@ -594,6 +611,11 @@ async fn driver(
         tokio::select! {
             _ = tick.tick() => {
                 if Instant::now() >= clock.end { break; }
+                if last_send.is_some_and(|t| t.elapsed() < min_gap) {
+                    counters.skipped.fetch_add(sim.batch, Ordering::Relaxed);
+                    continue;
+                }
+                last_send = Some(Instant::now());
                 let now = now_ms();
                 let step_s = sim.interval.as_secs_f64();
                 let elapsed = drive_start.elapsed().as_secs_f64();
@@ -639,6 +661,9 @@ async fn driver(
                 match v["type"].as_str() {
                     Some("ack") => on_ack(v["seq"].as_u64().unwrap_or(0), &mut inflight, &mut mine),
                     Some("error") => counters.error(|| format!("driver error frame: {text}")),
+                    Some("tracking") => {
+                        min_gap = Duration::from_secs(v["interval_s"].as_u64().unwrap_or(0));
+                    }
                     _ => {}
                 }
             }
