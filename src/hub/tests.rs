@@ -248,3 +248,23 @@ fn a_restarted_counter_starts_the_window_again_but_a_resend_stays_a_duplicate() 
         &Fix::at(t0 + 1_000, LAT, LON)
     ));
 }
+
+#[test]
+fn recent_fixes_are_thinned_and_capped() {
+    use super::RecentFixes;
+    assert_eq!(
+        std::mem::size_of::<Fix>(),
+        80,
+        "the memory figure in RecentFixes' docs"
+    );
+    let mut r = RecentFixes::default();
+    for s in 0..2_000 {
+        r.push(Fix::at(s * 1000, LAT, LON));
+    }
+    let kept: Vec<i64> = r.iter().map(|f| f.ts_ms).collect();
+    assert_eq!(kept.len(), RecentFixes::MAX);
+    assert!(kept
+        .windows(2)
+        .all(|w| w[1] - w[0] == RecentFixes::SPACING_MS));
+    assert_eq!(*kept.last().unwrap(), 1_995_000);
+}
