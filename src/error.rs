@@ -7,21 +7,7 @@ use serde::Serialize;
 
 use crate::store::StoreError;
 
-/// One invalid field of a request: `field` is a path such as `stops[1].lat`.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use crate::protocol::FieldError;
 
 /// An error answered to a REST client.
 #[derive(Debug, thiserror::Error)]

@@ -184,14 +184,7 @@ fn parse(
         }
         osmand::parse_params(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     };
-    parsed.map_err(|errors| {
-        ApiError::Invalid(
-            errors
-                .into_iter()
-                .map(|e| FieldError::new(e.field, e.message))
-                .collect(),
-        )
-    })
+    parsed.map_err(ApiError::Invalid)
 }
 
 /// `GET|POST /osmand`: a registered device reports positions (OsmAnd protocol, see

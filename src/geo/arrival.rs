@@ -232,14 +232,7 @@ impl StopTrack {
         });
         let still_inside = inside && fix.motion == Some(Motion::Still);
         if quiet || still_inside {
-            let arrived_at_ms = self.dwell.first_ts_ms;
-            self.phase = StopPhase::Arrived { arrived_at_ms };
-            self.dwell = Dwell::default();
-            return Some(Decision::CheckIn {
-                key: self.fence.key.clone(),
-                arrived_at_ms,
-                confirmed_at_ms: fix.ts_ms,
-            });
+            return Some(self.check_in(fix.ts_ms));
         }
         let (clat, clon) = self.dwell.centroid();
         let stationary = haversine_m(fix.lat, fix.lon, clat, clon) <= cfg.stationary_radius_m;
@@ -282,16 +275,22 @@ impl StopTrack {
             0
         };
         if self.dwell.count >= cfg.min_fixes && span + sparse >= cfg.dwell_ms {
-            let arrived_at_ms = self.dwell.first_ts_ms;
-            self.phase = StopPhase::Arrived { arrived_at_ms };
-            self.dwell = Dwell::default();
-            return Some(Decision::CheckIn {
-                key: self.fence.key.clone(),
-                arrived_at_ms,
-                confirmed_at_ms: fix.ts_ms,
-            });
+            return Some(self.check_in(fix.ts_ms));
         }
         None
+    }
+
+    /// Checks in on the evidence so far: arrival at the dwell's first fix, confirmed at
+    /// `confirmed_at_ms` (device time).
+    fn check_in(&mut self, confirmed_at_ms: i64) -> Decision {
+        let arrived_at_ms = self.dwell.first_ts_ms;
+        self.phase = StopPhase::Arrived { arrived_at_ms };
+        self.dwell = Dwell::default();
+        Decision::CheckIn {
+            key: self.fence.key.clone(),
+            arrived_at_ms,
+            confirmed_at_ms,
+        }
     }
 
     fn observe_arrived(&mut self, fix: &Fix, d: f64, cfg: &ArrivalConfig) -> Option<Decision> {

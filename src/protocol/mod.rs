@@ -16,6 +16,24 @@ use crate::model::Event;
 use crate::model::{Battery, LivePosition};
 use time::format_ts;
 
+/// One invalid field of a request: `field` as the client named it (`lat`, `stops[1].lat`,
+/// `location[2].timestamp`, …), and why. REST answers them in a 422's `errors`; the OsmAnd
+/// parser returns them.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// A driver's position as sent to watchers and REST clients.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PositionView {

@@ -31,22 +31,7 @@ use serde::Deserialize;
 
 use crate::model::{Battery, Motion};
 
-/// A parameter or JSON field of a request that cannot be read: `field` as the client named it
-/// (`lat`, `timestamp`, `location[2].timestamp`, …). The HTTP edge answers them as a 422.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use super::FieldError;
 
 /// 1 knot in m/s (exactly 1852 m per hour).
 pub const MPS_PER_KNOT: f64 = 1852.0 / 3600.0;
