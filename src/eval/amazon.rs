@@ -249,24 +249,6 @@ pub fn score(fences: &[Geofence], checked_in: &[String]) -> Score {
     s
 }
 
-/// Runs the detector in-process over one chunk and scores it.
-pub fn evaluate_chunk(chunk: &Chunk, cfg: &ArrivalConfig, origin: (f64, f64)) -> Score {
-    let fences = geofences(chunk, origin);
-    let mut tracker = ArrivalTracker::new();
-    for f in &fences {
-        tracker.add_stop(f.clone(), StopPhase::Pending, cfg);
-    }
-    let mut checked_in = Vec::new();
-    for fix in chunk.raw_fixes(origin) {
-        for d in tracker.observe(&fix, cfg) {
-            if let Decision::CheckIn { key, .. } = d {
-                checked_in.push(key.stop_id.to_string());
-            }
-        }
-    }
-    score(&fences, &checked_in)
-}
-
 /// What one device profile scored over a set of chunks.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileResult {
@@ -330,17 +312,13 @@ pub fn evaluate_profile(
     Ok(result)
 }
 
-/// Scores every chunk file in `paths`.
+/// Scores every chunk file in `paths`, every recorded fix sent.
 pub fn evaluate(
     paths: &[PathBuf],
     cfg: &ArrivalConfig,
     origin: (f64, f64),
 ) -> anyhow::Result<Score> {
-    let mut total = Score::default();
-    for p in paths {
-        total.add(&evaluate_chunk(&read_chunk(p)?, cfg, origin));
-    }
-    Ok(total)
+    Ok(evaluate_profile(paths, cfg, origin, super::profiles::Profile::Every)?.score)
 }
 
 #[cfg(test)]

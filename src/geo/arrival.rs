@@ -340,8 +340,12 @@ impl ArrivalTracker {
 
     /// The sampling this driver needs at `fix`: dense with a dwell in progress or a pending
     /// stop within `near_m`, sparse with pending stops farther away, off without any. One
-    /// R-tree query of a box around the fix.
+    /// R-tree query of a box around the fix, none without a pending stop.
     pub fn sampling_at(&self, fix: &Fix, near_m: f64) -> Sampling {
+        // Most fixes come from drivers without a pending stop: no query for them.
+        if self.pending == 0 {
+            return Sampling::Off;
+        }
         let pending = |k: &StopKey| {
             self.stops
                 .get(k)
@@ -360,10 +364,8 @@ impl ArrivalTracker {
             });
         if near {
             Sampling::Dense
-        } else if self.pending > 0 {
-            Sampling::Sparse
         } else {
-            Sampling::Off
+            Sampling::Sparse
         }
     }
 
