@@ -118,31 +118,26 @@ pub async fn run(
         }
     };
     let (total, per_fleet) = (cfg.concurrency.max(1), cfg.fleet_concurrency.max(1));
-    // Requests in flight, each task returning its fleet; and how many each fleet has.
-    let mut in_flight: JoinSet<String> = JoinSet::new();
-    let mut busy: HashMap<String, usize> = HashMap::new();
-    let release = |busy: &mut HashMap<String, usize>, done: Result<String, _>| {
-        if let Ok(fleet) = done {
-            if let Some(n) = busy.get_mut(&fleet) {
-                *n -= 1;
-                if *n == 0 {
-                    busy.remove(&fleet);
-                }
-            }
-        }
-    };
+    // Requests in flight, and the fleet of each (by task id: a task that panicked is still
+    // known when it is joined, so its fleet's count never stays taken).
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut fleet_of: HashMap<tokio::task::Id, String> = HashMap::new();
     loop {
-        while let Some(done) = in_flight.try_join_next() {
-            release(&mut busy, done);
+        while let Some(done) = in_flight.try_join_next_with_id() {
+            fleet_of.remove(&finished(done));
         }
         let free = total.saturating_sub(in_flight.len());
         let claimed = if free == 0 {
             Vec::new()
         } else {
+            let mut busy: HashMap<&str, usize> = HashMap::new();
+            for fleet in fleet_of.values() {
+                *busy.entry(fleet).or_default() += 1;
+            }
             let full: Vec<String> = busy
-                .iter()
-                .filter(|(_, n)| **n >= per_fleet)
-                .map(|(fleet, _)| fleet.clone())
+                .into_iter()
+                .filter(|(_, n)| *n >= per_fleet)
+                .map(|(fleet, _)| fleet.to_string())
                 .collect();
             let lease_until = now_ms() + cfg.lease().as_millis() as i64;
             match store
@@ -158,13 +153,10 @@ pub async fn run(
         };
         let idle = claimed.is_empty();
         for delivery in claimed {
-            *busy.entry(delivery.fleet.clone()).or_default() += 1;
+            let fleet = delivery.fleet.clone();
             let (store, http) = (store.clone(), http.clone());
-            in_flight.spawn(async move {
-                let fleet = delivery.fleet.clone();
-                attempt(&store, &http, &cfg, delivery).await;
-                fleet
-            });
+            let task = in_flight.spawn(async move { attempt(&store, &http, &cfg, delivery).await });
+            fleet_of.insert(task.id(), fleet);
         }
         if !idle {
             // One delivery per fleet per claim: claim again while slots are free.
@@ -173,13 +165,23 @@ pub async fn run(
         tokio::select! {
             _ = wake.changed() => {}
             _ = tokio::time::sleep(cfg.poll) => {}
-            Some(done) = in_flight.join_next() => release(&mut busy, done),
+            Some(done) = in_flight.join_next_with_id() => {
+                fleet_of.remove(&finished(done));
+            }
             _ = stop.recv() => {
                 // In-flight requests are abandoned; their leases lapse and they are retried.
                 in_flight.shutdown().await;
                 return;
             }
         }
+    }
+}
+
+/// The id of a joined request task, finished or panicked.
+fn finished(done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> tokio::task::Id {
+    match done {
+        Ok((id, ())) => id,
+        Err(e) => e.id(),
     }
 }
 
