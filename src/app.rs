@@ -109,6 +109,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         cfg.track_retention,
         shutdown_rx.clone(),
     ));
+    let etas = tokio::spawn(hub.clone().run_eta_refresher(shutdown_rx.clone()));
     let sweeper = tokio::spawn(presence_sweeper(hub, state.limits.clone(), shutdown_rx));
     tracing::info!(
         %addr,
@@ -122,7 +123,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         shutdown_tx,
         sessions_rx,
         server,
-        background: vec![sweeper, webhooks, retention, flusher],
+        background: vec![sweeper, webhooks, retention, flusher, etas],
         bus_tasks,
         writer_stop,
         writer,

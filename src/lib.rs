@@ -21,6 +21,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod error;
+pub mod eta;
 pub mod eval;
 pub mod extract;
 pub mod fanout;

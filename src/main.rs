@@ -1,11 +1,12 @@
-//! The `trackhub` command: `serve`, `token`, `trips`, `devices`, `replay`, `eval-arrival`.
+//! The `trackhub` command: `serve`, `token`, `trips`, `devices`, `replay`, `eval-arrival`,
+//! `eval-eta`.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use trackhub::auth::{load_secret, Keys, Role};
 use trackhub::config::{LogFormat, ServeArgs};
-use trackhub::eval::{amazon, profiles};
+use trackhub::eval::{amazon, eta as eval_eta, profiles};
 use trackhub::geo::arrival::ArrivalConfig;
 use trackhub::replay::ReplayArgs;
 
@@ -32,6 +33,22 @@ enum Command {
     Replay(ReplayArgs),
     /// Score arrival detection on the Amazon delivery dataset.
     EvalArrival(EvalArgs),
+    /// Score ETAs on real trips (Porto taxi, Go!Track) against naive baselines.
+    EvalEta(EvalEtaArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalEtaArgs {
+    /// Trace files (any format `replay` reads); default: the Porto taxi training trips and the
+    /// Go!Track trips in ../shared/data.
+    #[arg(long = "trace")]
+    traces: Vec<PathBuf>,
+    /// Weight of the driver's own pace (see `EtaConfig::pace_weight`).
+    #[arg(long)]
+    pace_weight: Option<f64>,
+    /// Print the approach curve learned from all the trips (the figures of `PRIOR_MPS`).
+    #[arg(long)]
+    learn: bool,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +143,41 @@ async fn main() -> anyhow::Result<()> {
             println!("{summary}");
             if summary.failed_drivers > 0 {
                 anyhow::bail!("{} driver(s) failed", summary.failed_drivers);
+            }
+            Ok(())
+        }
+        Command::EvalEta(args) => {
+            let mut cfg = trackhub::eta::EtaConfig::default();
+            if let Some(w) = args.pace_weight {
+                cfg.pace_weight = w;
+            }
+            let paths = if args.traces.is_empty() {
+                vec![
+                    PathBuf::from(eval_eta::PORTO),
+                    PathBuf::from(eval_eta::GOTRACK),
+                ]
+            } else {
+                args.traces
+            };
+            for path in paths {
+                let traces = eval_eta::load(&path)?;
+                let name = path
+                    .file_name()
+                    .map_or(String::new(), |n| n.to_string_lossy().to_string());
+                let from_prior = name != eval_eta::PRIOR_SOURCE;
+                if args.learn {
+                    let l = eval_eta::learn(&traces, false);
+                    println!(
+                        "{name}: curve m/s {:?} | fleet travelled {:.2} m/s | median effective {:.2} m/s",
+                        l.curve.speeds_mps().map(|v| (v * 10.0).round() / 10.0),
+                        l.fleet_mps,
+                        l.median_effective_mps
+                    );
+                }
+                println!(
+                    "{}",
+                    eval_eta::table(&name, &eval_eta::evaluate(&cfg, &traces, from_prior))
+                );
             }
             Ok(())
         }

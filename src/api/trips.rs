@@ -10,7 +10,8 @@ use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::model::now_ms;
-use crate::protocol::time::format_ts;
+use crate::model::StopStatus;
+use crate::protocol::time::{format_ts, WireTs};
 use crate::state::AppState;
 use crate::store::{CheckinFilter, CheckinRecord, NewStop, NewTrip, StopRecord, TripRecord};
 
@@ -37,7 +38,18 @@ pub struct StopBody {
     lat: f64,
     lon: f64,
     radius_m: Option<f64>,
+    /// The stop's time window: not served before `window_start`, late after `window_end`
+    /// (RFC 3339 or unix ms; either may be absent).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    window_start: Option<WireTs>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    window_end: Option<WireTs>,
+    /// Time spent at the stop, s (0-86,400; default 0): the ETAs of the stops after it count it.
+    service_s: Option<f64>,
 }
+
+/// Longest service time of a stop, s (a day).
+pub const MAX_SERVICE_S: f64 = 86_400.0;
 
 pub(super) fn check_id(field: &str, id: &str, errors: &mut Vec<FieldError>) {
     if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(|c| c.is_control() || c == '/') {
@@ -87,6 +99,23 @@ fn validate(body: TripBody, fleet: &str) -> Result<NewTrip, ApiError> {
                 "must be within [10, 5000] metres",
             ));
         }
+        let service_s = s.service_s.unwrap_or(0.0);
+        if !service_s.is_finite() || !(0.0..=MAX_SERVICE_S).contains(&service_s) {
+            errors.push(FieldError::new(
+                at("service_s"),
+                format!("must be within [0, {MAX_SERVICE_S}] seconds"),
+            ));
+        }
+        let (window_start_ms, window_end_ms) =
+            (s.window_start.map(|t| t.0), s.window_end.map(|t| t.0));
+        if let (Some(a), Some(b)) = (window_start_ms, window_end_ms) {
+            if a > b {
+                errors.push(FieldError::new(
+                    at("window_end"),
+                    "must not be before window_start",
+                ));
+            }
+        }
         if s.name.as_ref().is_some_and(|n| n.len() > 512) {
             errors.push(FieldError::new(at("name"), "must be at most 512 bytes"));
         }
@@ -96,6 +125,9 @@ fn validate(body: TripBody, fleet: &str) -> Result<NewTrip, ApiError> {
             lat: s.lat,
             lon: s.lon,
             radius_m,
+            window_start_ms,
+            window_end_ms,
+            service_s,
         });
     }
     if !errors.is_empty() {
@@ -120,6 +152,14 @@ struct StopView<'a> {
     arrived_at: Option<String>,
     checked_in_at: Option<String>,
     departed_at: Option<String>,
+    window_start: Option<String>,
+    window_end: Option<String>,
+    service_s: f64,
+    /// Pending stops: the latest ETA, RFC 3339 UTC, and when it was computed.
+    eta: Option<String>,
+    eta_updated_at: Option<String>,
+    /// Pending stops with a window: the ETA is past its end (`stop.late` announced).
+    late: bool,
 }
 
 fn trip_json(t: &TripRecord) -> serde_json::Value {
@@ -146,6 +186,18 @@ fn stop_view(s: &StopRecord) -> StopView<'_> {
         arrived_at: s.arrived_at.map(format_ts),
         checked_in_at: s.checked_in_at.map(format_ts),
         departed_at: s.departed_at.map(format_ts),
+        window_start: s.window_start.map(format_ts),
+        window_end: s.window_end.map(format_ts),
+        service_s: s.service_s,
+        eta: s
+            .eta
+            .filter(|_| s.status == StopStatus::Pending)
+            .map(format_ts),
+        eta_updated_at: s
+            .eta_updated_at
+            .filter(|_| s.status == StopStatus::Pending)
+            .map(format_ts),
+        late: s.late && s.status == StopStatus::Pending,
     }
 }
 

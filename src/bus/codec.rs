@@ -9,7 +9,7 @@ use super::{Incoming, Outgoing};
 
 use crate::model::Event;
 use crate::model::Fix;
-use crate::model::LivePosition;
+use crate::model::{LivePosition, NextStop, StopKey};
 use crate::protocol::pb;
 
 /// Channel of a fleet's positions: `trackhub:{fleet}:pos`.
@@ -162,6 +162,16 @@ fn position_from_pb(p: &pb::Position) -> LivePosition {
             motion: None,
         },
         received_ms: p.received_ms.unwrap_or(p.ts_ms),
+        next_stop: match (&p.next_trip_id, &p.next_stop_id, p.next_eta_ms) {
+            (Some(trip), Some(stop), Some(eta_ms)) => Some(NextStop {
+                key: StopKey {
+                    trip_id: trip.as_str().into(),
+                    stop_id: stop.as_str().into(),
+                },
+                eta_ms,
+            }),
+            _ => None,
+        },
     }
 }
 
@@ -181,6 +191,7 @@ mod tests {
                 ..Fix::at(ts_ms, 41.15, -8.61)
             },
             received_ms: ts_ms + 5,
+            next_stop: None,
         }
     }
 

@@ -239,6 +239,7 @@ mod tests {
             driver_id: id.into(),
             fix: Fix::at(ts_ms, lat, lon),
             received_ms: 0,
+            next_stop: None,
         }
     }
 

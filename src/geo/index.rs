@@ -168,6 +168,7 @@ mod tests {
             driver_id: id.into(),
             fix: Fix::at(0, lat, lon),
             received_ms: 0,
+            next_stop: None,
         }
     }
 

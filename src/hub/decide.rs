@@ -42,6 +42,12 @@ impl Hub {
                 match stored {
                     Ok(outcome) => {
                         let inserted = outcome.checkin.is_some();
+                        if inserted {
+                            self.learn_arrival(who, &key, arrived_at_ms);
+                            if let Some(slot) = self.drivers.get(who) {
+                                lock(&slot.state).eta_basis = None;
+                            }
+                        }
                         self.publish_checkin(event, outcome);
                         inserted.then_some(CheckinNotice {
                             key,
@@ -158,7 +164,9 @@ impl Hub {
         let outcome = self.store.record_checkin(&event).await?;
         if outcome.checkin.is_some() {
             if let Some(slot) = self.drivers.get(&who).map(|s| s.clone()) {
-                lock(&slot.state).arrival.mark_arrived(&key, now);
+                let mut state = lock(&slot.state);
+                state.arrival.mark_arrived(&key, now);
+                state.eta_basis = None; // the next refresh moves on to the next stop
             }
         }
         self.publish_checkin(event, outcome.clone());

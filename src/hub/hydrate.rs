@@ -106,6 +106,7 @@ impl Hub {
                         decisions.push((d, *fix));
                     }
                     state.recent.push(*fix);
+                    state.pace.observe(fix);
                 }
                 // Fixes already stored (resent after a reconnect) are late, not new.
                 state.newest_ts_ms = state.newest_ts_ms.max(Some(newest));
@@ -182,6 +183,10 @@ pub(super) fn add_trip_to(
             radius_m: s.radius_m,
         };
         fresh.add_stop(fence, phase, cfg);
+    }
+    if !state.plans.iter().any(|p| *p.trip_id == *trip.id) {
+        state.plans.push(super::eta::plan_of(trip));
+        state.eta_basis = None; // estimated at the next refresh
     }
     let mut decisions = Vec::new();
     for fix in state.recent.iter() {

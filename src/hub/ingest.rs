@@ -5,7 +5,7 @@
 use super::{lock, Commit, DriverState, Hub, IngestStatus, Ingested};
 use crate::bus::Outgoing;
 use crate::metrics as m;
-use crate::model::{now_ms, DriverKey, EventKind, Fix, LivePosition, TrackingHint};
+use crate::model::{now_ms, DriverKey, EventKind, Fix, LivePosition, NextStop, TrackingHint};
 use crate::store::track::{TrackPoint, WriterStopped};
 
 /// How long a refused seq holds a driver's acks back, ms ([`Hub::note_refused`]): far longer
@@ -138,6 +138,8 @@ impl Hub {
                 state.online = true;
                 let decisions = state.arrival.observe(&fix, &self.cfg.arrival);
                 state.recent.push(fix);
+                state.pace.observe(&fix);
+                state.last_fix = Some((fix, received_ms));
                 let hint = TrackingHint::of(state.arrival.sampling_at(&fix, TrackingHint::NEAR_M));
                 if state.tracking != Some(hint) {
                     state.tracking = Some(hint);
@@ -145,7 +147,7 @@ impl Hub {
                 }
                 // Still under the driver's lock, so that two sockets of one driver cannot
                 // publish its fixes out of order (streams in `all` mode promise the order).
-                self.publish_position(who, fix, received_ms);
+                self.publish_position(who, fix, received_ms, state.next_stop.clone());
                 self.fix_counters.accepted.increment(1);
                 m::activity()
                     .fixes
@@ -192,11 +194,18 @@ impl Hub {
 
     /// Moves the driver in the live index and offers the position to watchers, streams and the
     /// other nodes. Nothing here waits.
-    pub(super) fn publish_position(&self, who: &DriverKey, fix: Fix, received_ms: i64) {
+    pub(super) fn publish_position(
+        &self,
+        who: &DriverKey,
+        fix: Fix,
+        received_ms: i64,
+        next_stop: Option<NextStop>,
+    ) {
         let position = LivePosition {
             driver_id: who.driver_id.clone(),
             fix,
             received_ms,
+            next_stop,
         };
         let previous = self
             .index_or_create(&who.fleet)

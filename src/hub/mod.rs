@@ -13,6 +13,7 @@
 //! keeps a race between two nodes to one check-in.
 
 mod decide;
+pub mod eta;
 mod hydrate;
 mod ingest;
 mod liveness;
@@ -50,6 +51,10 @@ pub struct HubConfig {
     /// primary key keeps a resent fix a no-op. Without eviction every driver ever seen stayed in
     /// memory until the node restarted (issue 16).
     pub slot_idle_ms: i64,
+    /// The ETA model's tunables.
+    pub eta: crate::eta::EtaConfig,
+    /// When `stop.approaching` and `stop.late` fire.
+    pub alerts: crate::eta::plan::AlertConfig,
 }
 
 impl Default for HubConfig {
@@ -59,6 +64,8 @@ impl Default for HubConfig {
             presence_timeout_ms: 120_000,
             max_future_ms: 60_000,
             slot_idle_ms: 3_600_000,
+            eta: Default::default(),
+            alerts: Default::default(),
         }
     }
 }
@@ -134,6 +141,16 @@ struct DriverState {
     /// a trip created while the driver is already there are run against.
     recent: RecentFixes,
     arrival: ArrivalTracker,
+    /// The newest accepted fix and its server receive time (ms): what ETAs start from.
+    last_fix: Option<(Fix, i64)>,
+    /// The driver's recent travelled speed (updated per fix: the only ETA work on ingest).
+    pace: crate::eta::Pace,
+    /// The driver's active trips as the ETA refresh sees them, oldest first.
+    plans: Vec<crate::eta::plan::TripPlan>,
+    /// The next stop and its ETA, carried on the driver's published positions.
+    next_stop: Option<crate::model::NextStop>,
+    /// (device time of the fix, server time) of the last ETA estimate.
+    eta_basis: Option<(i64, i64)>,
 }
 
 /// A driver's newest accepted fixes, thinned to one per [`RecentFixes::SPACING_MS`] and at most
@@ -181,6 +198,7 @@ pub struct Hub {
     presence: PresenceLog,
     fleets: DashMap<Arc<str>, Arc<RwLock<LiveIndex>>>,
     drivers: DashMap<DriverKey, Arc<DriverSlot>>,
+    fleet_etas: DashMap<Arc<str>, Arc<Mutex<eta::FleetEta>>>,
     fix_counters: crate::metrics::FixCounters,
 }
 
@@ -208,6 +226,7 @@ impl Hub {
             presence,
             fleets: DashMap::new(),
             drivers: DashMap::new(),
+            fleet_etas: DashMap::new(),
             fix_counters: crate::metrics::FixCounters::new(),
         }
     }

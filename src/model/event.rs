@@ -40,14 +40,31 @@ pub enum EventKind {
     StopDeparted { key: StopKey, departed_at_ms: i64 },
     /// Every stop of the trip is checked in.
     TripCompleted { trip_id: Arc<str> },
+    /// The driver's next stop came within the approach threshold (ETA or distance); once per
+    /// crossing: again only after the driver went back past the threshold's hysteresis.
+    StopApproaching {
+        key: StopKey,
+        eta_ms: i64,
+        distance_m: f64,
+    },
+    /// A pending stop's ETA passed its window's end (`late: true`), or came back inside it
+    /// (`late: false`); once per crossing, with hysteresis.
+    StopLate {
+        key: StopKey,
+        eta_ms: i64,
+        window_end_ms: i64,
+        late: bool,
+    },
 }
 
 /// Every event type, as named on the wire.
-pub const EVENT_TYPES: [&str; 5] = [
+pub const EVENT_TYPES: [&str; 7] = [
     "driver.online",
     "driver.offline",
     "stop.checked_in",
     "stop.departed",
+    "stop.approaching",
+    "stop.late",
     "trip.completed",
 ];
 
@@ -60,6 +77,8 @@ impl EventKind {
             Self::StopCheckedIn { .. } => "stop.checked_in",
             Self::StopDeparted { .. } => "stop.departed",
             Self::TripCompleted { .. } => "trip.completed",
+            Self::StopApproaching { .. } => "stop.approaching",
+            Self::StopLate { .. } => "stop.late",
         }
     }
 }
@@ -74,6 +93,11 @@ pub struct EventFields {
     pub checked_in_at_ms: Option<i64>,
     pub departed_at_ms: Option<i64>,
     pub source: Option<CheckinSource>,
+    pub eta_ms: Option<i64>,
+    pub window_end_ms: Option<i64>,
+    pub late: Option<bool>,
+    /// m.
+    pub distance_m: Option<f64>,
 }
 
 impl EventKind {
@@ -105,6 +129,30 @@ impl EventKind {
             },
             Self::TripCompleted { trip_id } => EventFields {
                 trip_id: Some(trip_id.clone()),
+                ..EventFields::default()
+            },
+            Self::StopApproaching {
+                key,
+                eta_ms,
+                distance_m,
+            } => EventFields {
+                trip_id: Some(key.trip_id.clone()),
+                stop_id: Some(key.stop_id.clone()),
+                eta_ms: Some(*eta_ms),
+                distance_m: Some(*distance_m),
+                ..EventFields::default()
+            },
+            Self::StopLate {
+                key,
+                eta_ms,
+                window_end_ms,
+                late,
+            } => EventFields {
+                trip_id: Some(key.trip_id.clone()),
+                stop_id: Some(key.stop_id.clone()),
+                eta_ms: Some(*eta_ms),
+                window_end_ms: Some(*window_end_ms),
+                late: Some(*late),
                 ..EventFields::default()
             },
         }
@@ -151,7 +199,18 @@ impl EventKind {
                 departed_at_ms: f.departed_at_ms.ok_or_else(|| missing("departed_at_ms"))?,
             },
             "trip.completed" => Self::TripCompleted {
-                trip_id: f.trip_id.ok_or_else(|| missing("trip_id"))?,
+                trip_id: f.trip_id.clone().ok_or_else(|| missing("trip_id"))?,
+            },
+            "stop.approaching" => Self::StopApproaching {
+                key: key(&f)?,
+                eta_ms: f.eta_ms.ok_or_else(|| missing("eta_ms"))?,
+                distance_m: f.distance_m.ok_or_else(|| missing("distance_m"))?,
+            },
+            "stop.late" => Self::StopLate {
+                key: key(&f)?,
+                eta_ms: f.eta_ms.ok_or_else(|| missing("eta_ms"))?,
+                window_end_ms: f.window_end_ms.ok_or_else(|| missing("window_end_ms"))?,
+                late: f.late.ok_or_else(|| missing("late"))?,
             },
             _ => return Err(missing("a known type")),
         })

@@ -15,6 +15,6 @@ pub use clock::now_ms;
 pub use event::{CheckinSource, Event, EventFields, EventKind, EVENT_TYPES};
 pub use fix::{Battery, Fix, Motion};
 pub use ids::{DriverId, DriverKey, StopKey};
-pub use position::LivePosition;
+pub use position::{LivePosition, NextStop};
 pub use status::{StopStatus, TripStatus};
 pub use tracking::{Sampling, TrackingHint};

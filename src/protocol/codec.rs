@@ -468,11 +468,13 @@ mod tests {
                 driver_id: "d1".into(),
                 fix: fix(1_790_000_000_123, 41.15, -8.61),
                 received_ms: 1_790_000_000_200,
+                next_stop: None,
             },
             LivePosition {
                 driver_id: "d\"2".into(),
                 fix: crate::model::Fix::at(1_790_000_001_000, -33.9, 151.2),
                 received_ms: 5,
+                next_stop: None,
             },
         ];
         struct Encoded(Box<str>, Box<[u8]>);

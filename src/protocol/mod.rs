@@ -53,6 +53,17 @@ pub struct PositionView {
     /// tracking app reports it (Traccar Client, OsmAnd).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub battery: Option<BatteryView>,
+    /// The driver's next stop and its ETA, when it has an active trip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_stop: Option<NextStopView>,
+}
+
+/// `{"trip_id","stop_id","eta"}`: a driver's next stop and its ETA (RFC 3339 UTC).
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct NextStopView {
+    pub trip_id: String,
+    pub stop_id: String,
+    pub eta: String,
 }
 
 /// A phone's battery on the wire: `level` in [0, 1].
@@ -83,6 +94,11 @@ impl From<&LivePosition> for PositionView {
             speed_mps: p.fix.speed_mps,
             heading_deg: p.fix.heading_deg,
             battery: None,
+            next_stop: p.next_stop.as_ref().map(|n| NextStopView {
+                trip_id: n.key.trip_id.to_string(),
+                stop_id: n.key.stop_id.to_string(),
+                eta: format_ts(n.eta_ms),
+            }),
         }
     }
 }
@@ -116,6 +132,18 @@ pub struct EventView {
     pub departed_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// `stop.approaching`, `stop.late`: the ETA that crossed, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<String>,
+    /// `stop.late`: the end of the stop's window, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<String>,
+    /// `stop.late`: true when the ETA passed the window's end, false when it is back inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<bool>,
+    /// `stop.approaching`: great-circle distance to the stop, m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance_m: Option<f64>,
 }
 
 impl From<&Event> for EventView {
@@ -135,6 +163,10 @@ impl From<&Event> for EventView {
             checked_in_at: f.checked_in_at_ms.map(format_ts),
             departed_at: f.departed_at_ms.map(format_ts),
             source: f.source.map(|s| s.as_str().to_string()),
+            eta: f.eta_ms.map(format_ts),
+            window_end: f.window_end_ms.map(format_ts),
+            late: f.late,
+            distance_m: f.distance_m,
         }
     }
 }

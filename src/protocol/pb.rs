@@ -18,6 +18,9 @@ impl From<&LivePosition> for Position {
             speed_mps: p.fix.speed_mps,
             heading_deg: p.fix.heading_deg,
             received_ms: Some(p.received_ms),
+            next_trip_id: p.next_stop.as_ref().map(|n| n.key.trip_id.to_string()),
+            next_stop_id: p.next_stop.as_ref().map(|n| n.key.stop_id.to_string()),
+            next_eta_ms: p.next_stop.as_ref().map(|n| n.eta_ms),
         }
     }
 }
@@ -39,6 +42,10 @@ impl From<&DomainEvent> for Event {
             departed_at_ms: f.departed_at_ms,
             source: f.source.map(|s| s.as_str().into()),
             id: e.id,
+            eta_ms: f.eta_ms,
+            window_end_ms: f.window_end_ms,
+            late: f.late,
+            distance_m: f.distance_m,
         }
     }
 }
@@ -54,6 +61,10 @@ impl TryFrom<Event> for DomainEvent {
             checked_in_at_ms: m.checked_in_at_ms,
             departed_at_ms: m.departed_at_ms,
             source: m.source.as_deref().and_then(CheckinSource::parse),
+            eta_ms: m.eta_ms,
+            window_end_ms: m.window_end_ms,
+            late: m.late,
+            distance_m: m.distance_m,
         };
         let kind = EventKind::from_fields(&m.r#type, fields)?;
         Ok(DomainEvent {

@@ -38,6 +38,14 @@ struct StoredEvent {
     departed_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    eta: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    window_end: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    late: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    distance_m: Option<f64>,
 }
 
 fn format_time(ms: i64) -> String {
@@ -74,6 +82,10 @@ pub fn encode(event: &Event, id: Option<i64>) -> Result<String, StoreError> {
         checked_in_at: f.checked_in_at_ms.map(format_time),
         departed_at: f.departed_at_ms.map(format_time),
         source: f.source.map(|s| s.as_str().to_string()),
+        eta: f.eta_ms.map(format_time),
+        window_end: f.window_end_ms.map(format_time),
+        late: f.late,
+        distance_m: f.distance_m,
     };
     serde_json::to_string(&stored).map_err(|_| StoreError::Invalid("event not serializable"))
 }
@@ -90,6 +102,10 @@ pub fn decode(text: &str) -> Result<Event, StoreError> {
         checked_in_at_ms: time(s.checked_in_at)?,
         departed_at_ms: time(s.departed_at)?,
         source: s.source.as_deref().and_then(CheckinSource::parse),
+        eta_ms: time(s.eta)?,
+        window_end_ms: time(s.window_end)?,
+        late: s.late,
+        distance_m: s.distance_m,
     };
     let kind = EventKind::from_fields(&s.kind, fields)
         .map_err(|_| StoreError::Invalid("stored event payload is not an event"))?;
@@ -128,6 +144,23 @@ mod tests {
             },
             EventKind::TripCompleted {
                 trip_id: "t1".into(),
+            },
+            EventKind::StopApproaching {
+                key: StopKey {
+                    trip_id: "t1".into(),
+                    stop_id: "s2".into(),
+                },
+                eta_ms: 1_790_000_300_000,
+                distance_m: 950.5,
+            },
+            EventKind::StopLate {
+                key: StopKey {
+                    trip_id: "t1".into(),
+                    stop_id: "s2".into(),
+                },
+                eta_ms: 1_790_000_900_000,
+                window_end_ms: 1_790_000_600_000,
+                late: true,
             },
         ];
         for kind in kinds {

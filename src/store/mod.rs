@@ -5,6 +5,7 @@
 //! UTC and every coordinate DOUBLE PRECISION degrees, which both engines store natively.
 
 pub mod devices;
+pub mod etas;
 pub mod event_record;
 pub mod events;
 pub mod track;
@@ -64,6 +65,11 @@ pub struct NewStop {
     pub lat: f64,
     pub lon: f64,
     pub radius_m: f64,
+    /// Time window, unix ms UTC (either end may be open).
+    pub window_start_ms: Option<i64>,
+    pub window_end_ms: Option<i64>,
+    /// Time the driver spends at the stop, s.
+    pub service_s: f64,
 }
 
 /// A trip to create, already validated.
@@ -88,6 +94,18 @@ pub struct StopRecord {
     pub arrived_at: Option<i64>,
     pub checked_in_at: Option<i64>,
     pub departed_at: Option<i64>,
+    /// Time window, unix ms UTC.
+    pub window_start: Option<i64>,
+    pub window_end: Option<i64>,
+    /// Service time at the stop, s.
+    pub service_s: f64,
+    /// The latest ETA the node serving the driver stored, and when, unix ms UTC.
+    pub eta: Option<i64>,
+    pub eta_updated_at: Option<i64>,
+    /// `stop.approaching` announced and not re-armed since (see `Store::record_stop_alert`).
+    pub approaching: bool,
+    /// Announced late (`stop.late` with `late: true`) and not recovered since.
+    pub late: bool,
 }
 
 /// A stored trip with its stops in order.
@@ -253,8 +271,9 @@ impl Store {
         }
         for (i, s) in trip.stops.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO stops (fleet, trip_id, id, position, name, lat, lon, radius_m, status) \
-                 VALUES ($8, $1, $2, $3, $4, $5, $6, $7, 'pending')",
+                "INSERT INTO stops (fleet, trip_id, id, position, name, lat, lon, radius_m, status, \
+                                    window_start, window_end, service_s) \
+                 VALUES ($8, $1, $2, $3, $4, $5, $6, $7, 'pending', $9, $10, $11)",
             )
             .bind(&trip.id)
             .bind(&s.id)
@@ -264,6 +283,9 @@ impl Store {
             .bind(s.lon)
             .bind(s.radius_m)
             .bind(&trip.fleet)
+            .bind(s.window_start_ms)
+            .bind(s.window_end_ms)
+            .bind(s.service_s)
             .execute(&mut *tx)
             .await?;
         }
@@ -314,7 +336,8 @@ impl Store {
 
     async fn stops_of(&self, fleet: &str, trip_id: &str) -> Result<Vec<StopRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, position, name, lat, lon, radius_m, status, arrived_at, checked_in_at, departed_at \
+            "SELECT id, position, name, lat, lon, radius_m, status, arrived_at, checked_in_at, departed_at, \
+                    window_start, window_end, service_s, eta, eta_updated_at, approaching_at, late_since \
              FROM stops WHERE fleet = $1 AND trip_id = $2 ORDER BY position",
         )
         .bind(fleet)
@@ -349,7 +372,8 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let stops = sqlx::query(
             "SELECT s.trip_id, s.id, s.position, s.name, s.lat, s.lon, s.radius_m, s.status, \
-                    s.arrived_at, s.checked_in_at, s.departed_at \
+                    s.arrived_at, s.checked_in_at, s.departed_at, s.window_start, s.window_end, \
+                    s.service_s, s.eta, s.eta_updated_at, s.approaching_at, s.late_since \
              FROM stops s JOIN (SELECT id FROM trips WHERE fleet = $1 AND ($2 = '' OR status = $2) \
                                 ORDER BY created_at DESC, id LIMIT $3) t \
                   ON s.fleet = $1 AND s.trip_id = t.id \
@@ -588,6 +612,13 @@ fn stop_from_row(r: &AnyRow) -> Result<StopRecord, StoreError> {
         arrived_at: r.try_get("arrived_at")?,
         checked_in_at: r.try_get("checked_in_at")?,
         departed_at: r.try_get("departed_at")?,
+        window_start: r.try_get("window_start")?,
+        window_end: r.try_get("window_end")?,
+        service_s: r.try_get("service_s")?,
+        eta: r.try_get("eta")?,
+        eta_updated_at: r.try_get("eta_updated_at")?,
+        approaching: r.try_get::<Option<i64>, _>("approaching_at")?.is_some(),
+        late: r.try_get::<Option<i64>, _>("late_since")?.is_some(),
     })
 }
 

@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("formats", &["protocol"]),
     (
         "core",
-        &["geo", "store", "fanout", "bus", "webhooks", "limits"],
+        &["geo", "eta", "store", "fanout", "bus", "webhooks", "limits"],
     ),
     ("hub", &["hub"]),
     (

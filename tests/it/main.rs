@@ -12,6 +12,7 @@ mod codecs;
 mod deploy;
 mod drain;
 mod driver_socket;
+mod etas;
 mod events;
 mod faults;
 mod layers;

@@ -138,6 +138,9 @@ async fn concurrent_last_checkins_complete_the_trip(url: &str) {
         lat: 47.61,
         lon: -122.33,
         radius_m: 50.0,
+        window_start_ms: None,
+        window_end_ms: None,
+        service_s: 0.0,
     };
     let checkin = |trip: &str, stop: &str| Event {
         id: None,

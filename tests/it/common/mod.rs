@@ -203,6 +203,29 @@ impl TestHub {
         }
     }
 
+    /// Polls `GET path` (as the fleet's admin) until `pred` holds for the body; returns it;
+    /// panics after `WAIT` with `what` and the last body.
+    pub async fn wait_get(
+        &self,
+        path: &str,
+        fleet: &str,
+        what: &str,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (_, body) = self.get(path, fleet).await;
+            if pred(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path}: waited for {what}; last: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn post(&self, path: &str, fleet: &str, body: &Value) -> (u16, Value) {
         self.post_as(path, &self.token(Role::Admin, "admin", fleet), body)
             .await

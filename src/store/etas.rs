@@ -1,0 +1,101 @@
+//! Live ETAs of stops and the approaching/late state behind `stop.approaching` and `stop.late`.
+
+use super::{events::append_event, Store, StoreError};
+use crate::model::{now_ms, Event, EventKind, StopKey};
+
+/// One stop's new ETA, unix ms UTC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtaRow {
+    pub fleet: std::sync::Arc<str>,
+    pub key: StopKey,
+    pub eta_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl Store {
+    /// Stores ETAs in one transaction (the node serving the driver writes them as it refreshes
+    /// them, so `GET /v1/trips/{id}` on any node shows them). Only pending stops are touched.
+    pub async fn update_etas(&self, rows: &[EtaRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "UPDATE stops SET eta = $1, eta_updated_at = $2 \
+                 WHERE fleet = $3 AND trip_id = $4 AND id = $5 AND status = 'pending'",
+            )
+            .bind(r.eta_ms)
+            .bind(r.updated_at_ms)
+            .bind(&*r.fleet)
+            .bind(&*r.key.trip_id)
+            .bind(&*r.key.stop_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a `stop.approaching` or `stop.late` event with the stop state it changes, in one
+    /// transaction, only if that state is not already so: `Ok(Some(id))` when recorded,
+    /// `Ok(None)` when another node (or an earlier refresh) already did. This is what makes each
+    /// crossing announced once across nodes and restarts. `Invalid` for any other kind.
+    pub async fn record_stop_alert(&self, event: &Event) -> Result<Option<i64>, StoreError> {
+        let (key, sql, at) = match &event.kind {
+            EventKind::StopApproaching { key, .. } => (
+                key,
+                "UPDATE stops SET approaching_at = $1 \
+                 WHERE fleet = $2 AND trip_id = $3 AND id = $4 AND status = 'pending' AND approaching_at IS NULL",
+                Some(event.ts_ms),
+            ),
+            EventKind::StopLate { key, late: true, .. } => (
+                key,
+                "UPDATE stops SET late_since = $1 \
+                 WHERE fleet = $2 AND trip_id = $3 AND id = $4 AND status = 'pending' AND late_since IS NULL",
+                Some(event.ts_ms),
+            ),
+            EventKind::StopLate {
+                key, late: false, ..
+            } => (
+                key,
+                "UPDATE stops SET late_since = $1 \
+                 WHERE fleet = $2 AND trip_id = $3 AND id = $4 AND status = 'pending' AND late_since IS NOT NULL",
+                None,
+            ),
+            _ => {
+                return Err(StoreError::Invalid(
+                    "record_stop_alert takes stop.approaching or stop.late",
+                ))
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(sql)
+            .bind(at)
+            .bind(&*event.fleet)
+            .bind(&*key.trip_id)
+            .bind(&*key.stop_id)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let id = append_event(&mut tx, self.backend, event, now_ms()).await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    /// Re-arms `stop.approaching` for a stop the driver went back away from (past the
+    /// hysteresis), so the next approach is announced again. No event.
+    pub async fn rearm_approach(&self, fleet: &str, key: &StopKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE stops SET approaching_at = NULL WHERE fleet = $1 AND trip_id = $2 AND id = $3",
+        )
+        .bind(fleet)
+        .bind(&*key.trip_id)
+        .bind(&*key.stop_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
