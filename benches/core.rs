@@ -36,6 +36,7 @@ fn live_index(c: &mut Criterion) {
                 driver_id: ids[i].clone(),
                 fix: fix(*lat, *lon, 0),
                 received_ms: 0,
+                next_stop: None,
             });
         }
         let mut k = 0usize;
@@ -47,6 +48,7 @@ fn live_index(c: &mut Criterion) {
                     driver_id: ids[k].clone(),
                     fix: fix(lat, lon, 1),
                     received_ms: 0,
+                    next_stop: None,
                 })
             })
         });
@@ -112,6 +114,7 @@ fn positions(n: usize) -> Vec<LivePosition> {
                 motion: None,
             },
             received_ms: 1_790_000_000_000 + i as i64,
+            next_stop: None,
         })
         .collect()
 }
