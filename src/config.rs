@@ -1,5 +1,6 @@
 //! Configuration of `trackhub serve`: flags, each with an environment variable.
 
+use crate::eta::plan::AlertConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,6 +63,9 @@ pub struct ServeArgs {
     /// `/osmand` requests per second one device may make, burst ten times that (0: no limit).
     #[arg(long, env = "TRACKHUB_OSMAND_PER_DEVICE_PER_S", default_value_t = LimitsConfig::default().osmand_per_device_per_s)]
     pub osmand_per_device_per_s: u32,
+    /// Requests per second per client IP to the public tracking pages `/t/…` (0: unlimited).
+    #[arg(long, env = "TRACKHUB_PUBLIC_RATE_PER_IP", default_value_t = LimitsConfig::default().public_per_ip_per_s)]
+    pub public_rate_per_ip: u32,
     /// Open driver sockets per driver.
     #[arg(long, env = "TRACKHUB_MAX_SOCKETS_PER_DRIVER", default_value_t = LimitsConfig::default().sockets_per_driver)]
     pub max_sockets_per_driver: u32,
@@ -86,6 +90,16 @@ pub struct ServeArgs {
     /// Watchers get coalesced positions once per this interval, ms.
     #[arg(long, env = "TRACKHUB_FLUSH_INTERVAL_MS", default_value_t = 100)]
     pub flush_interval_ms: u64,
+    /// `stop.approaching` fires when the next stop's ETA is at most this far ahead, seconds.
+    #[arg(long, env = "TRACKHUB_APPROACH_ETA_S", default_value_t = AlertConfig::default().approach_eta_s)]
+    pub approach_eta_s: f64,
+    /// … or when the driver is at most this far from it, metres.
+    #[arg(long, env = "TRACKHUB_APPROACH_DISTANCE_M", default_value_t = AlertConfig::default().approach_distance_m)]
+    pub approach_distance_m: f64,
+    /// A customer's tracking link keeps working this long after its stop's check-in (it shows
+    /// "delivered at …"), then answers 410; seconds.
+    #[arg(long, env = "TRACKHUB_LINK_GRACE_S", default_value_t = 3_600)]
+    pub link_grace_s: u64,
     /// Sockets silent this long are closed, seconds (the server pings at a third of it).
     #[arg(long, env = "TRACKHUB_IDLE_TIMEOUT_S", default_value_t = 60)]
     pub idle_timeout_s: u64,
@@ -223,6 +237,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Stored fixes older than this (server time of storage) are deleted; `None` keeps them.
     pub track_retention: Option<Duration>,
+    /// How long a tracking link works after its stop's check-in, s.
+    pub link_grace_s: i64,
 }
 
 impl ServeArgs {
@@ -260,6 +276,7 @@ impl ServeArgs {
                 fixes_per_driver_per_s: self.max_fixes_per_driver_per_s,
                 fix_burst_per_driver: self.max_fix_burst_per_driver,
                 osmand_per_device_per_s: self.osmand_per_device_per_s,
+                public_per_ip_per_s: self.public_rate_per_ip,
                 sockets_per_driver: self.max_sockets_per_driver.max(1),
                 sockets_per_watcher: self.max_watch_sockets_per_identity.max(1),
                 conns_per_ip_per_s: self.conn_rate_per_ip,
@@ -270,8 +287,14 @@ impl ServeArgs {
                 arrival,
                 presence_timeout_ms: self.presence_timeout_s as i64 * 1000,
                 max_future_ms: self.max_future_s as i64 * 1000,
+                alerts: AlertConfig {
+                    approach_eta_s: self.approach_eta_s.max(0.0),
+                    approach_distance_m: self.approach_distance_m.max(0.0),
+                    ..AlertConfig::default()
+                },
                 ..HubConfig::default()
             },
+            link_grace_s: self.link_grace_s as i64,
             flush_interval_ms: self.flush_interval_ms.max(1),
             idle_timeout_s: self.idle_timeout_s.max(3),
             events: EventsConfig {
@@ -320,6 +343,7 @@ impl ServerConfig {
             limits: LimitsConfig::default(),
             hub: HubConfig::default(),
             flush_interval_ms: 100,
+            link_grace_s: 3_600,
             idle_timeout_s: 60,
             events: EventsConfig::default(),
             webhooks: WebhookConfig::default(),

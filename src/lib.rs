@@ -20,6 +20,7 @@ pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod customer;
 pub mod error;
 pub mod eta;
 pub mod eval;

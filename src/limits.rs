@@ -42,6 +42,9 @@ pub struct LimitsConfig {
     pub fix_burst_per_driver: u32,
     /// `/osmand` requests per second one device may make, sustained (burst: ten times that).
     pub osmand_per_device_per_s: u32,
+    /// Requests per second one client IP may make to the public tracking pages (`/t/…`),
+    /// sustained (burst: six times that).
+    pub public_per_ip_per_s: u32,
 }
 
 impl Default for LimitsConfig {
@@ -64,6 +67,7 @@ impl Default for LimitsConfig {
             fixes_per_driver_per_s: 50,
             fix_burst_per_driver: 20_000,
             osmand_per_device_per_s: 20,
+            public_per_ip_per_s: 5,
         }
     }
 }
@@ -78,6 +82,7 @@ pub struct Limits {
     watcher_sockets: DashMap<DriverKey, u32>,
     driver_fixes: Option<DefaultKeyedRateLimiter<DriverKey>>,
     device_requests: Option<DefaultKeyedRateLimiter<String>>,
+    public_requests: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 fn quota(per_s: u32, burst: u32) -> Option<Quota> {
@@ -100,7 +105,23 @@ impl Limits {
                 cfg.osmand_per_device_per_s.saturating_mul(10),
             )
             .map(RateLimiter::keyed),
+            public_requests: quota(
+                cfg.public_per_ip_per_s,
+                cfg.public_per_ip_per_s.saturating_mul(6),
+            )
+            .map(RateLimiter::keyed),
         })
+    }
+
+    /// Takes one public tracking-page request (a page load, a status read, a live stream) from
+    /// the client IP's budget; `Err(wait)` when over it. Tokens are 256-bit, so this is about
+    /// load, not guessing: a customer's page makes one request a few times a minute at most.
+    pub fn admit_public_request(&self, ip: IpAddr) -> Result<(), Duration> {
+        let Some(l) = &self.public_requests else {
+            return Ok(());
+        };
+        l.check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// Takes `n` fixes from the driver's budget; `Err(wait)` when over it (nothing taken): the
@@ -207,6 +228,10 @@ impl Limits {
             l.shrink_to_fit();
         }
         if let Some(l) = &self.device_requests {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        if let Some(l) = &self.public_requests {
             l.retain_recent();
             l.shrink_to_fit();
         }

@@ -34,9 +34,13 @@ macro_rules! asset {
 
 /// The page itself, served at `/` (not at its `route`), with a CSP.
 const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
+/// The customer's tracking page, served at `/t/{token}` by `crate::customer`.
+const TRACK: Asset = asset!("track.html", "text/html; charset=utf-8");
 
 /// Every file under `/map/`.
-static FILES: [Asset; 10] = [
+static FILES: [Asset; 12] = [
+    asset!("track.js", "text/javascript; charset=utf-8"),
+    asset!("track.css", "text/css; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!(
@@ -80,7 +84,15 @@ fn respond(asset: &Asset) -> Response {
 /// The page, with a Content Security Policy: scripts and sockets only from the hub itself,
 /// images from the hub and the configured tile server.
 async fn index(State(app): State<AppState>) -> Response {
-    let mut response = respond(&INDEX);
+    with_csp(&app, respond(&INDEX))
+}
+
+/// The customer's tracking page, with the map's CSP (the token stays in the page's address).
+pub fn tracking_page(app: &AppState) -> Response {
+    with_csp(app, respond(&TRACK))
+}
+
+fn with_csp(app: &AppState, mut response: Response) -> Response {
     let tiles = tile_origin(&app.cfg.map.tile_url).unwrap_or_default();
     let csp = format!(
         "default-src 'self'; img-src 'self' data: {tiles}; connect-src 'self' ws: wss:; \

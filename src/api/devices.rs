@@ -103,7 +103,7 @@ pub const TRACCAR_CLIENT_SETTINGS: &str =
 
 /// `scheme://host` as the client reached us: `X-Forwarded-Proto` (behind a TLS proxy) or http,
 /// and the `Host` header. A phone must be given an address it can reach: see README § Phones.
-fn public_base(headers: &HeaderMap) -> String {
+pub(super) fn public_base(headers: &HeaderMap) -> String {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let scheme = header("x-forwarded-proto")
         .filter(|p| *p == "https" || *p == "http")

@@ -3,6 +3,7 @@
 
 mod devices;
 mod events;
+pub mod links;
 pub mod openapi;
 mod trips;
 mod webhooks;
@@ -44,6 +45,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(trips::get))
         .routes(routes!(trips::manual_checkin))
         .routes(routes!(trips::checkins))
+        .routes(routes!(links::create, links::list))
+        .routes(routes!(links::revoke))
         .routes(routes!(devices::create, devices::list))
         .routes(routes!(devices::delete))
         .routes(routes!(devices::report_get, devices::report_post))
@@ -69,6 +72,9 @@ pub fn edge_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::ws::driver::upgrade))
         .routes(routes!(crate::ws::watch::upgrade))
         .routes(routes!(crate::stream::ws::upgrade))
+        .routes(routes!(crate::customer::page))
+        .routes(routes!(crate::customer::status))
+        .routes(routes!(crate::customer::live))
 }
 
 /// `GET /livez`: 200 while the process serves requests.

@@ -7,7 +7,7 @@ use super::{DriverId, Fix, StopKey};
 #[derive(Debug, Clone, PartialEq)]
 pub struct NextStop {
     pub key: StopKey,
-    /// Estimated arrival, unix ms UTC (see `crate::eta`).
+    /// Estimated arrival, unix ms UTC (estimated by the core's `eta` module).
     pub eta_ms: i64,
 }
 

@@ -23,7 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "edges",
         &[
             "config", "state", "error", "extract", "auth", "api", "ws", "stream", "web", "admin",
-            "replay", "eval",
+            "customer", "replay", "eval",
         ],
     ),
     ("app", &["app"]),

@@ -16,6 +16,7 @@ mod etas;
 mod events;
 mod faults;
 mod layers;
+mod links;
 mod openapi;
 mod osmand;
 mod properties;
