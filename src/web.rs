@@ -34,7 +34,7 @@ macro_rules! asset {
 
 /// The page itself, served at `/` (not at its `route`), with a CSP.
 const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
-/// The customer's tracking page, served at `/t/{token}` by `crate::customer`.
+/// The customer's tracking page, served at `/t/{token}` (the `customer` module).
 const TRACK: Asset = asset!("track.html", "text/html; charset=utf-8");
 
 /// Every file under `/map/`.
