@@ -160,7 +160,13 @@ async fn main() -> anyhow::Result<()> {
                 args.traces
             };
             for path in paths {
-                let traces = eval_eta::load(&path)?;
+                anyhow::ensure!(
+                    path.exists(),
+                    "{} not found: the real traces live in ../shared/data (see its README)",
+                    path.display()
+                );
+                let read = trackhub::replay::formats::read(&path, None)?;
+                let traces = eval_eta::prepare(read.into_iter().map(|t| t.fixes));
                 let name = path
                     .file_name()
                     .map_or(String::new(), |n| n.to_string_lossy().to_string());

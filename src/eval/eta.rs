@@ -9,11 +9,9 @@
 //! - **average so far**: the great-circle distance at the trip's own average speed so far
 //!   (distance along its fixes ÷ elapsed time), what a tracking page without a model shows.
 
-use std::path::Path;
-
 use crate::eta::{estimate, ApproachCurve, EtaConfig, Pace, PlannedStop};
 use crate::geo::distance::haversine_m;
-use crate::replay::formats::{self, Trace};
+use crate::model::Fix;
 
 /// The city speed of the fixed-speed baseline, m/s: 30 km/h, the urban speed limit of much of
 /// Europe and the figure a dispatcher would guess.
@@ -58,13 +56,16 @@ impl EtaScore {
     }
 }
 
+/// One trip's fixes, in time order.
+pub type Trip = Vec<Fix>;
+
 /// Trips worth scoring: at least 8 fixes over at least 3 minutes, ending at least 500 m (great
 /// circle) from where they started (a loop back to its start has no meaningful straight line).
-pub fn usable(trace: &Trace) -> bool {
-    let (Some(first), Some(last)) = (trace.fixes.first(), trace.fixes.last()) else {
+pub fn usable(fixes: &Trip) -> bool {
+    let (Some(first), Some(last)) = (fixes.first(), fixes.last()) else {
         return false;
     };
-    trace.fixes.len() >= 8
+    fixes.len() >= 8
         && last.ts_ms - first.ts_ms >= 180_000
         && haversine_m(first.lat, first.lon, last.lat, last.lon) >= 500.0
 }
@@ -74,15 +75,15 @@ pub fn usable(trace: &Trace) -> bool {
 /// with minutes of it), and the hub's arrival is entering the stop, not the end of recording.
 pub const ARRIVED_M: f64 = 50.0;
 
-/// The trace cut at its arrival (see [`ARRIVED_M`]).
-pub fn until_arrival(mut trace: Trace) -> Trace {
-    let Some(end) = trace.fixes.last().copied() else {
-        return trace;
+/// The trip cut at its arrival (see [`ARRIVED_M`]).
+pub fn until_arrival(mut fixes: Trip) -> Trip {
+    let Some(end) = fixes.last().copied() else {
+        return fixes;
     };
-    let dist = |f: &crate::model::Fix| haversine_m(f.lat, f.lon, end.lat, end.lon);
-    let mut arrived = trace.fixes.len() - 1;
-    for i in (0..trace.fixes.len()).rev() {
-        let d = dist(&trace.fixes[i]);
+    let dist = |f: &Fix| haversine_m(f.lat, f.lon, end.lat, end.lon);
+    let mut arrived = fixes.len() - 1;
+    for i in (0..fixes.len()).rev() {
+        let d = dist(&fixes[i]);
         if d > 2.0 * ARRIVED_M {
             break;
         }
@@ -90,23 +91,18 @@ pub fn until_arrival(mut trace: Trace) -> Trace {
             arrived = i;
         }
     }
-    trace.fixes.truncate(arrived + 1);
-    trace
+    fixes.truncate(arrived + 1);
+    fixes
 }
 
-/// Reads a dataset's usable trips, each cut at its arrival.
-pub fn load(path: &Path) -> anyhow::Result<Vec<Trace>> {
-    anyhow::ensure!(
-        path.exists(),
-        "{} not found: the real traces live in ../shared/data (see its README)",
-        path.display()
-    );
-    let traces = formats::read(path, None)?;
-    Ok(traces
+/// A dataset's usable trips (each trace's fixes, as `replay` reads them), each cut at its
+/// arrival.
+pub fn prepare(traces: impl IntoIterator<Item = Trip>) -> Vec<Trip> {
+    traces
         .into_iter()
         .map(until_arrival)
         .filter(usable)
-        .collect())
+        .collect()
 }
 
 /// What the model learns from training trips.
@@ -121,7 +117,7 @@ pub struct Learned {
 
 /// Learns the curve and the fleet speed from `trips`, as the hub does from check-ins: from the
 /// built-in prior (what a new fleet starts with) when `from_prior`, else from nothing.
-pub fn learn<'a>(trips: impl IntoIterator<Item = &'a Trace>, from_prior: bool) -> Learned {
+pub fn learn<'a>(trips: impl IntoIterator<Item = &'a Trip>, from_prior: bool) -> Learned {
     let mut curve = if from_prior {
         ApproachCurve::default()
     } else {
@@ -130,9 +126,9 @@ pub fn learn<'a>(trips: impl IntoIterator<Item = &'a Trace>, from_prior: bool) -
     let mut paces = Vec::new();
     let mut effective = Vec::new();
     for t in trips {
-        let end = t.fixes.last().expect("usable trips have fixes");
+        let end = t.last().expect("usable trips have fixes");
         let mut pace = Pace::default();
-        for f in &t.fixes {
+        for f in t {
             pace.observe(f);
             paces.extend(pace.speed_mps());
             let d = haversine_m(f.lat, f.lon, end.lat, end.lon);
@@ -158,21 +154,21 @@ pub fn learn<'a>(trips: impl IntoIterator<Item = &'a Trace>, from_prior: bool) -
 }
 
 /// Scores `test` trips with a model `learned` elsewhere.
-pub fn score(cfg: &EtaConfig, learned: &Learned, test: &[&Trace], into: &mut EtaScore) {
+pub fn score(cfg: &EtaConfig, learned: &Learned, test: &[&Trip], into: &mut EtaScore) {
     for t in test {
         into.trips += 1;
-        let end = *t.fixes.last().expect("usable trips have fixes");
+        let end = *t.last().expect("usable trips have fixes");
         let stop = [PlannedStop {
             lat: end.lat,
             lon: end.lon,
             service_s: 0.0,
             window_start_ms: None,
         }];
-        let first = t.fixes[0];
+        let first = t[0];
         let mut pace = Pace::default();
         let mut travelled_m = 0.0;
         let mut prev = first;
-        for f in &t.fixes {
+        for f in t.iter() {
             pace.observe(f);
             travelled_m += haversine_m(prev.lat, prev.lon, f.lat, f.lon);
             prev = *f;
@@ -219,12 +215,12 @@ pub const PRIOR_SOURCE: &str = "train_first1999trips.csv";
 /// Two-fold evaluation of one dataset: even-position trips train, odd ones are scored, and the
 /// other way round. `from_prior`: as a new fleet would, starting from the built-in curve (every
 /// dataset but [`PRIOR_SOURCE`]).
-pub fn evaluate(cfg: &EtaConfig, traces: &[Trace], from_prior: bool) -> EtaScore {
+pub fn evaluate(cfg: &EtaConfig, traces: &[Trip], from_prior: bool) -> EtaScore {
     let mut s = EtaScore::default();
     for fold in 0..2 {
         let train = traces.iter().enumerate().filter(|(i, _)| i % 2 != fold);
         let learned = learn(train.map(|(_, t)| t), from_prior);
-        let test: Vec<&Trace> = traces
+        let test: Vec<&Trip> = traces
             .iter()
             .enumerate()
             .filter(|(i, _)| i % 2 == fold)
