@@ -8,7 +8,12 @@
   const base = `/t/${encodeURIComponent(token)}`;
   const $ = (id) => document.getElementById(id);
   const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-  const at = (iso) => time.format(new Date(iso));
+  const day = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+  // A time today as "14:32", another day with its date.
+  const when = (iso) => {
+    const t = new Date(iso);
+    return t.toDateString() === new Date().toDateString() ? time.format(t) : day.format(t);
+  };
 
   const map = L.map("map", { zoomControl: true, attributionControl: true });
   map.setView([0, 0], 2);
@@ -38,7 +43,7 @@
     const headline = $("headline");
     headline.dataset.stopsBefore = String(view.stops_before);
     if (view.state === "delivered") {
-      headline.textContent = `Delivered at ${at(view.delivered_at)}`;
+      headline.textContent = `Delivered at ${when(view.delivered_at)}`;
     } else if (view.state === "next") {
       headline.textContent = "Your driver is on the way to you";
     } else if (view.stops_before > 0) {
@@ -49,7 +54,7 @@
     const eta = view.state !== "delivered" ? view.stop.eta : null;
     $("eta-line").hidden = !eta;
     if (eta) {
-      $("eta").textContent = at(eta);
+      $("eta").textContent = when(eta);
       $("eta").dataset.eta = eta;
       const mins = minutesUntil(eta);
       $("eta-in").textContent = mins <= 1 ? "(any minute now)" : `(in ${mins} min)`;
@@ -57,8 +62,8 @@
     $("late").hidden = !view.stop.late;
     const w = view.stop;
     $("window-line").hidden = !(w.window_start || w.window_end) || view.state === "delivered";
-    $("window").textContent = [w.window_start && at(w.window_start), w.window_end && at(w.window_end)].filter(Boolean).join(" – ");
-    $("expires").textContent = `Link valid until ${at(view.expires_at)}`;
+    $("window").textContent = [w.window_start && when(w.window_start), w.window_end && when(w.window_end)].filter(Boolean).join(" – ");
+    $("expires").textContent = `Link valid until ${when(view.expires_at)}`;
 
     const stopAt = [view.stop.lat, view.stop.lon];
     if (!stopMarker) {

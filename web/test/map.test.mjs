@@ -7,71 +7,32 @@
 //
 // Run: `npm test` in web/ after `cargo build` (TRACKHUB_BIN, CHROMIUM and SHARED_DATA override the
 // paths).
-import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { spawn } from "node:child_process";
+import { mkdirSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { AMAZON, BIN, CHROMIUM, Hub, ORIGIN, repo } from "../test-support/hub.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, "../..");
-const BIN = process.env.TRACKHUB_BIN || join(repo, "target/debug/trackhub");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const DATA = process.env.SHARED_DATA || resolve(repo, "../shared/data");
 const SCREENSHOT = process.env.SCREENSHOT || join(repo, "target/browser/map-replay.png");
-const AMAZON = join(DATA, "amazon_delivery_activity_labels/data_anon");
-const ORIGIN = "47.6062,-122.3321";
 
-const dataDir = mkdtempSync(join(tmpdir(), "trackhub-map-"));
+const hubProcess = new Hub("trackhub-map-");
+const dataDir = hubProcess.dataDir;
 let port;
-let hub;
 let browser;
 let page;
 
-function freePort() {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.once("error", fail);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-  });
-}
-
-/** Polls `check` until it returns a truthy value or `ms` pass. */
-async function until(what, ms, check) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check().catch(() => undefined);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 async function startHub() {
-  hub = spawn(
-    BIN,
-    ["serve", "--data-dir", dataDir, "--addr", `127.0.0.1:${port}`, "--map-tile-url", "", "--conn-rate-per-ip", "0"],
-    { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, RUST_LOG: "warn" } },
-  );
-  await until("the hub's /readyz", 30_000, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok);
+  await hubProcess.start();
+  port = hubProcess.port;
 }
 
 async function stopHub() {
-  if (!hub || hub.exitCode !== null) return;
-  const exited = new Promise((ok) => hub.once("exit", ok));
-  hub.kill("SIGTERM");
-  await exited;
+  await hubProcess.stop();
 }
 
 before(async () => {
-  port = await freePort();
   await startHub();
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
   page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
@@ -81,13 +42,11 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await stopHub();
-  rmSync(dataDir, { recursive: true, force: true });
+  hubProcess.remove();
 });
 
 test("the map follows a replay of real traces, lists check-ins and reconnects", { timeout: 240_000 }, async () => {
-  const minted = spawnSync(BIN, ["token", "--data-dir", dataDir, "--role", "admin", "--sub", "map-test"], { encoding: "utf8" });
-  assert.equal(minted.status, 0, minted.stderr);
-  const token = minted.stdout.trim().split("\n").pop();
+  const token = hubProcess.token("admin", "map-test");
 
   // Wall-screen sign-in: the token comes in the fragment and leaves the address bar.
   await page.goto(`http://127.0.0.1:${port}/#token=${token}`);
@@ -152,9 +111,7 @@ test("the map follows a replay of real traces, lists check-ins and reconnects", 
 });
 
 test("stop names and ids are shown as text, never as HTML", { timeout: 60_000 }, async () => {
-  const minted = spawnSync(BIN, ["token", "--data-dir", dataDir, "--role", "admin", "--sub", "map-test"], { encoding: "utf8" });
-  assert.equal(minted.status, 0, minted.stderr);
-  const token = minted.stdout.trim().split("\n").pop();
+  const token = hubProcess.token("admin", "map-test");
   const evil = `<img src=x onerror="window.__xss = 1">`;
   const [lat, lon] = ORIGIN.split(",").map(Number);
   const made = await fetch(`http://127.0.0.1:${port}/v1/trips`, {
