@@ -39,8 +39,9 @@ fn mps_of(bin: usize) -> f64 {
 /// *median* of what the fleet's arrivals showed in each band, starting from [`PRIOR_MPS`]. A
 /// median, not a mean: the estimate is scored by absolute error, whose best answer is the
 /// median, and a taxi that circled the block once (a sample at 0.2 m/s) must not drag the band.
-/// Measured on Porto: the geometric mean lost to a fixed speed 5 minutes out (55 s median error
-/// against 44 s), the median does not (BENCHMARKS.md).
+/// Measured with `eval-eta` five minutes out: the geometric mean tied a fixed 30 km/h on Porto
+/// (52 s median error each) and lost to it on Go!Track (76 s against 53 s); the median gives
+/// 46 and 53 s (BENCHMARKS.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApproachCurve {
     counts: [[f32; BINS]; BANDS],

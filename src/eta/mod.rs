@@ -7,7 +7,7 @@
 //!   (great-circle metres per second of remaining time) by distance band, learned from the
 //!   fleet's own arrivals. It folds the road network's detour and the time lost at lights and in
 //!   traffic into one learned figure, which is why it beats a fixed speed: on Porto taxi trips a
-//!   vehicle 300 m from its stop covers the straight line at ~3 m/s, one 5 km away at ~8 m/s.
+//!   vehicle 300 m from its stop covers the straight line at ~3.7 m/s, one 5 km away at ~7 m/s.
 //! - **The driver's pace**: a [`Pace`], the driver's recent travelled speed over the fleet's
 //!   typical one, scales the estimate partly ([`EtaConfig::pace_weight`]): a driver stuck in
 //!   traffic now is slower than the curve says, a driver on a motorway faster.
@@ -32,7 +32,7 @@ use crate::geo::distance::haversine_m;
 pub struct EtaConfig {
     /// How much of the driver's own pace scales the fleet curve: the estimate is divided by
     /// `pace^pace_weight`. 0 ignores the driver, 1 trusts its last minutes fully. Default 0.5:
-    /// the best of 0, 0.25, 0.5, 0.75 and 1 on the Porto training trips (`eval-eta`).
+    /// the best of 0, 0.5 and 1 on the Porto trips (`eval-eta`, BENCHMARKS.md).
     pub pace_weight: f64,
     /// Range the driver's pace ratio is clamped to: a driver parked for a minute (ratio ~0) must
     /// not push the ETA to infinity, nor a GPS jump bring it to zero. Default [0.5, 2.0].

@@ -3,8 +3,9 @@
 use crate::geo::distance::haversine_m;
 use crate::model::Fix;
 
-/// Time constant of the average, s: the last ~5 minutes count (a red light fades within a few
-/// minutes; a traffic jam stays in it).
+/// Time constant of the average, s: the last ~2 minutes count (a red light fades within a few
+/// minutes; a traffic jam stays in it). 120 s, chosen among 60, 120 and 300 s by `eval-eta`
+/// (BENCHMARKS.md).
 const TAU_S: f64 = 120.0;
 /// Segments faster than this are GPS jumps, not driving, m/s (250 km/h).
 const MAX_MPS: f64 = 70.0;
