@@ -5,6 +5,7 @@ mod devices;
 mod events;
 pub mod links;
 pub mod openapi;
+mod settings;
 mod trips;
 mod webhooks;
 
@@ -47,6 +48,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(trips::checkins))
         .routes(routes!(links::create, links::list))
         .routes(routes!(links::revoke))
+        .routes(routes!(settings::get, settings::put))
         .routes(routes!(devices::create, devices::list))
         .routes(routes!(devices::delete))
         .routes(routes!(devices::report_get, devices::report_post))

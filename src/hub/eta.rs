@@ -5,13 +5,14 @@
 use std::sync::{Arc, Mutex};
 
 use super::{lock, DriverState, Hub};
-use crate::eta::plan::{refresh, Alert, PlanStop, Situation, TripPlan};
+use crate::eta::plan::{refresh, Alert, AlertConfig, PlanStop, Situation, TripPlan};
 use crate::eta::ApproachCurve;
 use crate::geo::arrival::StopPhase;
 use crate::geo::distance::haversine_m;
 use crate::model::{now_ms, DriverKey, Event, EventKind, StopKey, StopStatus};
 use crate::shutdown::Shutdown;
 use crate::store::etas::EtaRow;
+use crate::store::settings::FleetSettings;
 use crate::store::TripRecord;
 
 /// How often the refresher runs, ms.
@@ -28,12 +29,20 @@ pub const DEFAULT_FLEET_MPS: f64 = 6.88;
 /// over a few thousand samples: minutes of a busy fleet, hours of a small one).
 const FLEET_MPS_ALPHA: f64 = 0.001;
 
-/// What one fleet's ETAs learn: its approach curve and typical travelled speed.
+/// How long a fleet's settings are trusted before they are read again, ms: a change made on
+/// another node reaches this one within it (on this node, at once).
+const SETTINGS_TTL_MS: i64 = 60_000;
+
+/// What one fleet's ETAs learn and use: its approach curve, typical travelled speed and its own
+/// settings.
 #[derive(Debug, Clone)]
 pub struct FleetEta {
     pub curve: ApproachCurve,
     /// m/s.
     pub travelled_mps: f64,
+    pub settings: FleetSettings,
+    /// Server time the settings were read, ms (`None`: never).
+    settings_read_ms: Option<i64>,
 }
 
 impl Default for FleetEta {
@@ -41,6 +50,25 @@ impl Default for FleetEta {
         Self {
             curve: ApproachCurve::default(),
             travelled_mps: DEFAULT_FLEET_MPS,
+            settings: FleetSettings::default(),
+            settings_read_ms: None,
+        }
+    }
+}
+
+impl FleetEta {
+    /// The alert thresholds for this fleet: its own settings over the node's defaults.
+    pub fn alerts(&self, defaults: &AlertConfig) -> AlertConfig {
+        AlertConfig {
+            approach_eta_s: self
+                .settings
+                .approach_eta_s
+                .unwrap_or(defaults.approach_eta_s),
+            approach_distance_m: self
+                .settings
+                .approach_distance_m
+                .unwrap_or(defaults.approach_distance_m),
+            ..*defaults
         }
     }
 }
@@ -77,6 +105,42 @@ impl Hub {
             return f.clone();
         }
         self.fleet_etas.entry(fleet.clone()).or_default().clone()
+    }
+
+    /// Uses a fleet's new settings at once (the REST handler stored them).
+    pub fn fleet_settings_changed(&self, fleet: &str, settings: FleetSettings) {
+        let f = self.fleet_eta(&fleet.into());
+        let mut f = lock(&f);
+        f.settings = settings;
+        f.settings_read_ms = Some(now_ms());
+    }
+
+    /// Reads the settings of the fleets with drivers on this node that were not read for a
+    /// while. A fleet whose read fails keeps what it had and is retried at the next refresh.
+    async fn read_fleet_settings(&self, now: i64) {
+        let stale: Vec<Arc<str>> = self
+            .fleet_etas
+            .iter()
+            .filter(|f| {
+                lock(f.value())
+                    .settings_read_ms
+                    .is_none_or(|at| now - at >= SETTINGS_TTL_MS)
+            })
+            .map(|f| f.key().clone())
+            .collect();
+        for fleet in stale {
+            match self.store.fleet_settings(&fleet).await {
+                Ok(settings) => {
+                    let f = self.fleet_eta(&fleet);
+                    let mut f = lock(&f);
+                    f.settings = settings;
+                    f.settings_read_ms = Some(now);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %fleet, "fleet settings not read; using the last known")
+                }
+            }
+        }
     }
 
     /// The fleet's learned ETA figures (for tools and tests).
@@ -132,6 +196,10 @@ impl Hub {
             .iter()
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
+        for (who, _) in &slots {
+            self.fleet_eta(&who.fleet);
+        }
+        self.read_fleet_settings(now).await;
         let mut rows = Vec::new();
         let mut alerts = Vec::new();
         for (who, slot) in slots {
@@ -179,27 +247,28 @@ impl Hub {
             return None;
         }
         state.eta_basis = Some((fix.ts_ms, now));
-        let (curve, pace) = {
-            let mut f = lock(fleet);
-            let pace = state.pace.ratio(f.travelled_mps);
-            if let Some(v) = state.pace.speed_mps() {
-                f.travelled_mps += FLEET_MPS_ALPHA * (v - f.travelled_mps);
-            }
-            (f.curve.clone(), pace)
-        };
+        // The fleet's lock is held for this driver's few haversines (after the driver's: the
+        // one order both are taken in).
+        let mut f = lock(fleet);
+        let pace = state.pace.ratio(f.travelled_mps);
+        if let Some(v) = state.pace.speed_mps() {
+            f.travelled_mps += FLEET_MPS_ALPHA * (v - f.travelled_mps);
+        }
+        let alerts = f.alerts(&self.cfg.alerts);
         let arrival = &state.arrival;
         let update = refresh(
             &mut state.plans,
             |k| arrival.phase(k) == Some(StopPhase::Pending),
             Situation {
                 cfg: &self.cfg.eta,
-                alerts: &self.cfg.alerts,
-                curve: &curve,
+                alerts: &alerts,
+                curve: &f.curve,
                 pace,
                 position: (fix.lat, fix.lon),
                 now_ms: now,
             },
         );
+        drop(f);
         // Trips with nothing left to estimate are dropped.
         state.plans.retain(|p| {
             p.stops

@@ -9,6 +9,7 @@ pub mod etas;
 pub mod event_record;
 pub mod events;
 pub mod links;
+pub mod settings;
 pub mod track;
 pub mod webhooks;
 

@@ -159,3 +159,60 @@ async fn stop_times_are_validated() {
         .await;
     assert!(status == 400 || status == 422, "{status} {body}");
 }
+
+/// A fleet's own approach threshold (`PUT /v1/settings`) is in force at once: with 10 km the
+/// driver 5 km out is approaching; the other fleet keeps the defaults.
+#[tokio::test]
+async fn the_approach_threshold_is_set_per_fleet() {
+    let hub = TestHub::start().await;
+    let admin = hub.token(trackhub::auth::Role::Admin, "admin", "f1");
+    let put = |body: Value| {
+        let (hub, admin) = (&hub, admin.clone());
+        async move {
+            let r = hub
+                .http
+                .put(hub.url("/v1/settings"))
+                .bearer_auth(admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = put(json!({"approach_eta_s": -1, "approach_distance_m": 1e9})).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"].as_array().unwrap().len(), 2);
+    let (status, body) = put(json!({"approach_distance_m": 10_000})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["effective"]["approach_distance_m"], 10_000.0);
+    assert_eq!(body["effective"]["approach_eta_s"], 300.0);
+    assert_eq!(hub.get("/v1/settings", "f1").await.1, body);
+    assert!(hub.get("/v1/settings", "f2").await.1["approach_distance_m"].is_null());
+
+    for fleet in ["f1", "f2"] {
+        let stop = json!({"id": "s1", "lat": LAT + 5_000.0 / M_PER_DEG, "lon": LON});
+        let (status, _) = hub
+            .post(
+                "/v1/trips",
+                fleet,
+                &json!({"id": "t1", "driver_id": "D", "stops": [stop]}),
+            )
+            .await;
+        assert_eq!(status, 201);
+        let mut d = hub.driver("D", fleet).await;
+        d.ping_acked(ping(1, now_ms(), LAT, LON)).await;
+    }
+    hub.wait_get(
+        "/v1/events?types=stop.approaching",
+        "f1",
+        "f1's approach",
+        |b| events_of(b, "stop.approaching", "s1").len() == 1,
+    )
+    .await;
+    // f2's driver got its ETA (so it was refreshed) without approaching.
+    hub.wait_get("/v1/trips/t1", "f2", "f2's ETA", |t| eta_of(t, 0).is_some())
+        .await;
+    let (_, f2) = hub.get("/v1/events?types=stop.approaching", "f2").await;
+    assert!(events_of(&f2, "stop.approaching", "s1").is_empty(), "{f2}");
+}
