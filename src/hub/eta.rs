@@ -22,6 +22,10 @@ pub const REFRESH_EVERY_MS: u64 = 2_000;
 const STALE_MS: i64 = 30_000;
 /// How far before an arrival the driver's recent fixes teach the fleet's curve, ms.
 const LEARN_WINDOW_MS: i64 = 30 * 60 * 1000;
+/// Check-ins a node reads back to start a fleet's curve, and most fixes it reads for them
+/// (200 approaches of 15 min at one fix per 5 s is 36,000).
+const HISTORY_CHECKINS: i64 = 200;
+const HISTORY_MAX_FIXES: i64 = 40_000;
 /// The fleet's typical travelled speed before any is seen, m/s: the median travelled speed of
 /// the Porto taxi training trips (`trackhub eval-eta --learn`).
 pub const DEFAULT_FLEET_MPS: f64 = 6.88;
@@ -43,6 +47,8 @@ pub struct FleetEta {
     pub settings: FleetSettings,
     /// Server time the settings were read, ms (`None`: never).
     settings_read_ms: Option<i64>,
+    /// The curve has learned from the fleet's stored check-ins (once per node).
+    from_history: bool,
 }
 
 impl Default for FleetEta {
@@ -52,6 +58,7 @@ impl Default for FleetEta {
             travelled_mps: DEFAULT_FLEET_MPS,
             settings: FleetSettings::default(),
             settings_read_ms: None,
+            from_history: false,
         }
     }
 }
@@ -113,6 +120,39 @@ impl Hub {
         let mut f = lock(&f);
         f.settings = settings;
         f.settings_read_ms = Some(now_ms());
+    }
+
+    /// Teaches the curve of each fleet new to this node from its stored history: the fixes
+    /// before its last [`HISTORY_CHECKINS`] automatic check-ins, so a restarted node does not
+    /// start from the prior again. Retried at the next refresh when the read fails.
+    async fn learn_from_history(&self) {
+        let new: Vec<Arc<str>> = self
+            .fleet_etas
+            .iter()
+            .filter(|f| !lock(f.value()).from_history)
+            .map(|f| f.key().clone())
+            .collect();
+        for fleet in new {
+            let samples = self
+                .store
+                .approach_samples(&fleet, HISTORY_CHECKINS, LEARN_WINDOW_MS, HISTORY_MAX_FIXES)
+                .await;
+            match samples {
+                Ok(samples) => {
+                    let f = self.fleet_eta(&fleet);
+                    let mut f = lock(&f);
+                    for s in &samples {
+                        f.curve.observe(
+                            haversine_m(s.lat, s.lon, s.stop_lat, s.stop_lon),
+                            (s.arrived_at_ms - s.ts_ms) as f64 / 1000.0,
+                        );
+                    }
+                    f.from_history = true;
+                    tracing::debug!(%fleet, fixes = samples.len(), "ETA curve learned from stored check-ins");
+                }
+                Err(e) => tracing::warn!(error = %e, %fleet, "ETA history not read; retrying"),
+            }
+        }
     }
 
     /// Reads the settings of the fleets with drivers on this node that were not read for a
@@ -200,6 +240,7 @@ impl Hub {
             self.fleet_eta(&who.fleet);
         }
         self.read_fleet_settings(now).await;
+        self.learn_from_history().await;
         let mut rows = Vec::new();
         let mut alerts = Vec::new();
         for (who, slot) in slots {

@@ -12,7 +12,59 @@ pub struct EtaRow {
     pub updated_at_ms: i64,
 }
 
+/// One fix of a driver before an automatic check-in: what the fleet's approach curve learns.
+/// Degrees WGS84, unix ms UTC.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ApproachSample {
+    pub stop_lat: f64,
+    pub stop_lon: f64,
+    pub arrived_at_ms: i64,
+    pub lat: f64,
+    pub lon: f64,
+    pub ts_ms: i64,
+}
+
 impl Store {
+    /// The stored fixes of the fleet's last `checkins` automatic check-ins, each within
+    /// `window_ms` before its arrival, at most `max_rows` in all (newest check-ins first): the
+    /// history a node's ETA curve starts from.
+    pub async fn approach_samples(
+        &self,
+        fleet: &str,
+        checkins: i64,
+        window_ms: i64,
+        max_rows: i64,
+    ) -> Result<Vec<ApproachSample>, StoreError> {
+        use sqlx::Row;
+        let rows = sqlx::query(
+            "SELECT s.lat, s.lon, c.arrived_at, t.lat, t.lon, t.ts \
+             FROM (SELECT fleet, trip_id, stop_id, driver_id, arrived_at, id FROM checkins \
+                   WHERE fleet = $1 AND source = 'auto' ORDER BY id DESC LIMIT $2) c \
+             JOIN stops s ON s.fleet = c.fleet AND s.trip_id = c.trip_id AND s.id = c.stop_id \
+             JOIN track_points t ON t.fleet = c.fleet AND t.driver_id = c.driver_id \
+                  AND t.ts >= c.arrived_at - $3 AND t.ts < c.arrived_at \
+             ORDER BY c.id DESC, t.ts LIMIT $4",
+        )
+        .bind(fleet)
+        .bind(checkins)
+        .bind(window_ms)
+        .bind(max_rows)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApproachSample {
+                    stop_lat: r.try_get(0)?,
+                    stop_lon: r.try_get(1)?,
+                    arrived_at_ms: r.try_get(2)?,
+                    lat: r.try_get(3)?,
+                    lon: r.try_get(4)?,
+                    ts_ms: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
     /// Stores ETAs in one transaction (the node serving the driver writes them as it refreshes
     /// them, so `GET /v1/trips/{id}` on any node shows them). Only pending stops are touched.
     pub async fn update_etas(&self, rows: &[EtaRow]) -> Result<(), StoreError> {

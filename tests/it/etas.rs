@@ -216,3 +216,72 @@ async fn the_approach_threshold_is_set_per_fleet() {
     let (_, f2) = hub.get("/v1/events?types=stop.approaching", "f2").await;
     assert!(events_of(&f2, "stop.approaching", "s1").is_empty(), "{f2}");
 }
+
+/// The fleet's ETA curve learns from its check-ins, and a restarted node starts from them (the
+/// stored fixes before each automatic check-in), not from the built-in prior again.
+#[tokio::test]
+async fn the_eta_curve_learns_from_check_ins_and_survives_a_restart() {
+    use trackhub::eta::ApproachCurve;
+    let hub = TestHub::start().await;
+    let curve = |hub: &TestHub| {
+        hub.running
+            .as_ref()
+            .unwrap()
+            .state
+            .hub
+            .fleet_eta_snapshot("f1")
+            .curve
+    };
+    let (status, _) = hub
+        .post(
+            "/v1/trips",
+            "f1",
+            &json!({"id": "t1", "driver_id": "D", "stops": [{"id": "s1", "lat": LAT, "lon": LON}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // 2 km in 10 minutes (a slow 3.3 m/s approach, one fix per 10 s), then 2 minutes parked.
+    let t0 = now_ms() - 15 * 60_000;
+    let mut d = hub.driver("D", "f1").await;
+    let mut pings = Vec::new();
+    for i in 0..=60 {
+        let south_m = 2_000.0 * (1.0 - i as f64 / 60.0);
+        pings.push(ping(
+            i as u64 + 1,
+            t0 + i * 10_000,
+            LAT - south_m / M_PER_DEG,
+            LON,
+        ));
+    }
+    for i in 1..=12 {
+        pings.push(ping(61 + i as u64, t0 + 600_000 + i * 10_000, LAT, LON));
+    }
+    d.send(&json!({"type": "batch", "pings": pings})).await;
+    d.until_ack(73).await;
+    hub.wait_get("/v1/checkins", "f1", "the check-in", |b| {
+        b["checkins"].as_array().is_some_and(|c| c.len() == 1)
+    })
+    .await;
+    let learned = curve(&hub);
+    assert_ne!(
+        learned,
+        ApproachCurve::default(),
+        "the check-in taught the curve"
+    );
+    d.close().await;
+
+    // After a restart the curve is rebuilt from the stored fixes once a driver of the fleet is
+    // served here.
+    let hub = hub.restart().await;
+    let mut e = hub.driver("E", "f1").await;
+    e.ping_acked(ping(1, now_ms(), LAT, LON)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while curve(&hub) == ApproachCurve::default() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the curve was not rebuilt"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(curve(&hub), learned);
+}
