@@ -110,10 +110,12 @@ impl Hub {
             }
             let previous = {
                 let mut index = index.write().unwrap_or_else(|e| e.into_inner());
-                if index
-                    .get(&pos.driver_id)
-                    .is_some_and(|cur| cur.fix.ts_ms >= pos.fix.ts_ms)
-                {
+                // Older, or the same fix again: skipped. The same fix with another next stop or
+                // ETA is the serving node's ETA refresh, and is taken.
+                if index.get(&pos.driver_id).is_some_and(|cur| {
+                    cur.fix.ts_ms > pos.fix.ts_ms
+                        || (cur.fix.ts_ms == pos.fix.ts_ms && cur.next_stop == pos.next_stop)
+                }) {
                     continue;
                 }
                 index.upsert(pos.clone())
