@@ -417,3 +417,41 @@ async fn cluster_events_have_global_ids_and_reach_streams_on_every_node() {
     ids.dedup();
     assert_eq!(ids.len(), 30);
 }
+
+/// ETAs and tracking links across nodes (issue 17): the driver streams to A; the trip and the
+/// customer's link are made on B; B's trip view has A's ETAs (stored), and B's tracking page
+/// shows the driver on the way with the ETA A computed (carried on the bus with the position).
+#[tokio::test]
+async fn cluster_etas_and_a_tracking_link_follow_a_driver_served_by_another_node() {
+    let c = Cluster::start(2).await;
+    let (a, b) = (0, 1);
+    let (stop_lat, stop_lon) = offset(LAT, LON, 2_000.0, 0.0);
+    let (status, trip) = c
+        .post(
+            b,
+            "/v1/trips",
+            "f1",
+            &json!({"id": "t1", "driver_id": "D", "stops": [{"id": "s1", "lat": stop_lat, "lon": stop_lon}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{trip}");
+    let (status, link) = c
+        .post(b, "/v1/trips/t1/stops/s1/links", "f1", &json!({}))
+        .await;
+    assert_eq!(status, 201, "{link}");
+    let mut d = c.driver(a, "D", "f1").await;
+    d.ping_acked(ping(1, now_ms(), LAT, LON)).await;
+
+    let trip = c
+        .poll(b, "/v1/trips/t1", "f1", WAIT, |t| {
+            t["stops"][0]["eta"].is_string()
+        })
+        .await;
+    let path = format!("{}/status", link["path"].as_str().unwrap());
+    let view = c.poll(b, &path, "f1", WAIT, |v| v["state"] == "next").await;
+    assert_eq!(view["driver"]["lat"].as_f64().unwrap(), LAT);
+    // The page's ETA is the one A stored, to the ETA refresh's 10 s of slack.
+    let eta = |v: &Value| trackhub::protocol::time::parse_ts(v.as_str().unwrap()).unwrap();
+    assert!((eta(&view["stop"]["eta"]) - eta(&trip["stops"][0]["eta"])).abs() <= 10_000);
+    c.stop().await;
+}
