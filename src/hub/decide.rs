@@ -144,22 +144,16 @@ impl Hub {
             stop_id: stop_id.into(),
         };
         let now = now_ms();
-        let position = self
-            .position(&trip.fleet, &trip.driver_id)
-            .map(|p| (p.fix.lat, p.fix.lon));
-        let event = Event {
-            id: None,
-            fleet: who.fleet.clone(),
-            driver_id: who.driver_id.clone(),
-            ts_ms: now,
-            position,
-            kind: EventKind::StopCheckedIn {
+        let event = self.event_at_live_position(
+            &who,
+            now,
+            EventKind::StopCheckedIn {
                 key: key.clone(),
                 arrived_at_ms: now,
                 checked_in_at_ms: now,
                 source: CheckinSource::Manual,
             },
-        };
+        );
         self.presence.barrier().await;
         let outcome = self.store.record_checkin(&event).await?;
         if outcome.checkin.is_some() {

@@ -359,17 +359,7 @@ impl Hub {
                 },
             ),
         };
-        let position = self
-            .position(&who.fleet, &who.driver_id)
-            .map(|p| (p.fix.lat, p.fix.lon));
-        let event = Event {
-            id: None,
-            fleet: who.fleet.clone(),
-            driver_id: who.driver_id.clone(),
-            ts_ms: now,
-            position,
-            kind,
-        };
+        let event = self.event_at_live_position(who, now, kind);
         self.presence.barrier().await;
         match self.store.record_stop_alert(&event).await {
             Ok(Some(id)) => self.emit(Arc::new(Event {

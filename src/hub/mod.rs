@@ -249,6 +249,25 @@ impl Hub {
         self.fleets.entry(fleet.clone()).or_default().clone()
     }
 
+    /// A new (unstored) event of a driver at `ts_ms`, placed where the live index has it.
+    fn event_at_live_position(
+        &self,
+        who: &DriverKey,
+        ts_ms: i64,
+        kind: crate::model::EventKind,
+    ) -> Event {
+        Event {
+            id: None,
+            fleet: who.fleet.clone(),
+            driver_id: who.driver_id.clone(),
+            ts_ms,
+            position: self
+                .position(&who.fleet, &who.driver_id)
+                .map(|p| (p.fix.lat, p.fix.lon)),
+            kind,
+        }
+    }
+
     /// Delivers a stored event to this node's watchers and log readers, and to the other nodes.
     fn emit(&self, event: Arc<Event>) {
         self.emitter().emit(event);
