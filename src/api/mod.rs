@@ -3,6 +3,7 @@
 
 mod devices;
 mod events;
+mod geofences;
 pub mod links;
 pub mod openapi;
 mod settings;
@@ -49,6 +50,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(links::create, links::list))
         .routes(routes!(links::revoke))
         .routes(routes!(settings::get, settings::put))
+        .routes(routes!(geofences::create, geofences::list))
+        .routes(routes!(
+            geofences::get,
+            geofences::update,
+            geofences::delete
+        ))
         .routes(routes!(devices::create, devices::list))
         .routes(routes!(devices::delete))
         .routes(routes!(devices::report_get, devices::report_post))

@@ -9,5 +9,6 @@ pub mod arrival_invariants;
 pub mod distance;
 pub mod index;
 pub mod seq_window;
+pub mod zones;
 
 pub use distance::{haversine_m, BBox};

@@ -390,13 +390,17 @@ impl Hub {
         }
     }
 
-    /// Runs [`Hub::refresh_etas`] every [`REFRESH_EVERY_MS`] until shutdown.
+    /// Runs [`Hub::refresh_etas`] (and re-reads stale geofences) every [`REFRESH_EVERY_MS`]
+    /// until shutdown.
     pub async fn run_eta_refresher(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(REFRESH_EVERY_MS));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.refresh_etas().await,
+                _ = tick.tick() => {
+                    self.refresh_etas().await;
+                    self.reload_stale_zones(now_ms()).await;
+                }
                 _ = shutdown.recv() => return,
             }
         }

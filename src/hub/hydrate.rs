@@ -71,6 +71,7 @@ impl Hub {
         // to the end, so no decision is lost half-way.
         let limit = std::time::Duration::from_millis(HYDRATE_TIMEOUT_MS);
         let load = async {
+            self.ensure_zones(&who.fleet).await?;
             let trips = self
                 .store
                 .active_trips_of(&who.fleet, &who.driver_id)

@@ -20,6 +20,7 @@ mod liveness;
 pub mod presence;
 mod queries;
 mod remote;
+mod zones;
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -151,6 +152,8 @@ struct DriverState {
     next_stop: Option<crate::model::NextStop>,
     /// (device time of the fix, server time) of the last ETA estimate.
     eta_basis: Option<(i64, i64)>,
+    /// The driver's presence in its fleet's geofences.
+    zones: crate::geo::zones::ZoneTracker,
 }
 
 /// A driver's newest accepted fixes, thinned to one per [`RecentFixes::SPACING_MS`] and at most
@@ -199,6 +202,7 @@ pub struct Hub {
     fleets: DashMap<Arc<str>, Arc<RwLock<LiveIndex>>>,
     drivers: DashMap<DriverKey, Arc<DriverSlot>>,
     fleet_etas: DashMap<Arc<str>, Arc<Mutex<eta::FleetEta>>>,
+    zones: DashMap<Arc<str>, zones::FleetZones>,
     fix_counters: crate::metrics::FixCounters,
 }
 
@@ -227,6 +231,7 @@ impl Hub {
             fleets: DashMap::new(),
             drivers: DashMap::new(),
             fleet_etas: DashMap::new(),
+            zones: DashMap::new(),
             fix_counters: crate::metrics::FixCounters::new(),
         }
     }

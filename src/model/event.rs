@@ -55,10 +55,22 @@ pub enum EventKind {
         window_end_ms: i64,
         late: bool,
     },
+    /// Entered a fleet geofence (past its hysteresis margin, confirmed); `ts` is the entry.
+    GeofenceEntered { geofence_id: Arc<str> },
+    /// Inside a fleet geofence for its dwell time since `entered_at_ms`.
+    GeofenceDwelled {
+        geofence_id: Arc<str>,
+        entered_at_ms: i64,
+    },
+    /// Left a fleet geofence (past its margin, confirmed) entered at `entered_at_ms`.
+    GeofenceExited {
+        geofence_id: Arc<str>,
+        entered_at_ms: i64,
+    },
 }
 
 /// Every event type, as named on the wire.
-pub const EVENT_TYPES: [&str; 7] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "driver.online",
     "driver.offline",
     "stop.checked_in",
@@ -66,6 +78,9 @@ pub const EVENT_TYPES: [&str; 7] = [
     "stop.approaching",
     "stop.late",
     "trip.completed",
+    "geofence.entered",
+    "geofence.dwelled",
+    "geofence.exited",
 ];
 
 impl EventKind {
@@ -79,6 +94,9 @@ impl EventKind {
             Self::TripCompleted { .. } => "trip.completed",
             Self::StopApproaching { .. } => "stop.approaching",
             Self::StopLate { .. } => "stop.late",
+            Self::GeofenceEntered { .. } => "geofence.entered",
+            Self::GeofenceDwelled { .. } => "geofence.dwelled",
+            Self::GeofenceExited { .. } => "geofence.exited",
         }
     }
 }
@@ -98,6 +116,8 @@ pub struct EventFields {
     pub late: Option<bool>,
     /// m.
     pub distance_m: Option<f64>,
+    pub geofence_id: Option<Arc<str>>,
+    pub entered_at_ms: Option<i64>,
 }
 
 impl EventKind {
@@ -153,6 +173,22 @@ impl EventKind {
                 eta_ms: Some(*eta_ms),
                 window_end_ms: Some(*window_end_ms),
                 late: Some(*late),
+                ..EventFields::default()
+            },
+            Self::GeofenceEntered { geofence_id } => EventFields {
+                geofence_id: Some(geofence_id.clone()),
+                ..EventFields::default()
+            },
+            Self::GeofenceDwelled {
+                geofence_id,
+                entered_at_ms,
+            }
+            | Self::GeofenceExited {
+                geofence_id,
+                entered_at_ms,
+            } => EventFields {
+                geofence_id: Some(geofence_id.clone()),
+                entered_at_ms: Some(*entered_at_ms),
                 ..EventFields::default()
             },
         }
@@ -211,6 +247,26 @@ impl EventKind {
                 eta_ms: f.eta_ms.ok_or_else(|| missing("eta_ms"))?,
                 window_end_ms: f.window_end_ms.ok_or_else(|| missing("window_end_ms"))?,
                 late: f.late.ok_or_else(|| missing("late"))?,
+            },
+            "geofence.entered" => Self::GeofenceEntered {
+                geofence_id: f
+                    .geofence_id
+                    .clone()
+                    .ok_or_else(|| missing("geofence_id"))?,
+            },
+            "geofence.dwelled" => Self::GeofenceDwelled {
+                geofence_id: f
+                    .geofence_id
+                    .clone()
+                    .ok_or_else(|| missing("geofence_id"))?,
+                entered_at_ms: f.entered_at_ms.ok_or_else(|| missing("entered_at_ms"))?,
+            },
+            "geofence.exited" => Self::GeofenceExited {
+                geofence_id: f
+                    .geofence_id
+                    .clone()
+                    .ok_or_else(|| missing("geofence_id"))?,
+                entered_at_ms: f.entered_at_ms.ok_or_else(|| missing("entered_at_ms"))?,
             },
             _ => return Err(missing("a known type")),
         })

@@ -144,6 +144,12 @@ pub struct EventView {
     /// `stop.approaching`: great-circle distance to the stop, m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distance_m: Option<f64>,
+    /// `geofence.*`: the fleet geofence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geofence_id: Option<String>,
+    /// `geofence.dwelled`, `geofence.exited`: when the driver entered it, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entered_at: Option<String>,
 }
 
 impl From<&Event> for EventView {
@@ -167,6 +173,8 @@ impl From<&Event> for EventView {
             window_end: f.window_end_ms.map(format_ts),
             late: f.late,
             distance_m: f.distance_m,
+            geofence_id: f.geofence_id.map(|g| g.to_string()),
+            entered_at: f.entered_at_ms.map(format_ts),
         }
     }
 }

@@ -51,6 +51,8 @@ impl From<&DomainEvent> for Event {
             window_end_ms: f.window_end_ms,
             late: f.late,
             distance_m: f.distance_m,
+            geofence_id: f.geofence_id.map(|g| g.to_string()),
+            entered_at_ms: f.entered_at_ms,
         }
     }
 }
@@ -70,6 +72,8 @@ impl TryFrom<Event> for DomainEvent {
             window_end_ms: m.window_end_ms,
             late: m.late,
             distance_m: m.distance_m,
+            geofence_id: m.geofence_id.as_deref().map(Into::into),
+            entered_at_ms: m.entered_at_ms,
         };
         let kind = EventKind::from_fields(&m.r#type, fields)?;
         Ok(DomainEvent {

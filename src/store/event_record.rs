@@ -46,6 +46,10 @@ struct StoredEvent {
     late: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     distance_m: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    geofence_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    entered_at: Option<String>,
 }
 
 fn format_time(ms: i64) -> String {
@@ -86,6 +90,8 @@ pub fn encode(event: &Event, id: Option<i64>) -> Result<String, StoreError> {
         window_end: f.window_end_ms.map(format_time),
         late: f.late,
         distance_m: f.distance_m,
+        geofence_id: f.geofence_id.map(|g| g.to_string()),
+        entered_at: f.entered_at_ms.map(format_time),
     };
     serde_json::to_string(&stored).map_err(|_| StoreError::Invalid("event not serializable"))
 }
@@ -106,6 +112,8 @@ pub fn decode(text: &str) -> Result<Event, StoreError> {
         window_end_ms: time(s.window_end)?,
         late: s.late,
         distance_m: s.distance_m,
+        geofence_id: s.geofence_id.as_deref().map(Into::into),
+        entered_at_ms: time(s.entered_at)?,
     };
     let kind = EventKind::from_fields(&s.kind, fields)
         .map_err(|_| StoreError::Invalid("stored event payload is not an event"))?;
@@ -161,6 +169,13 @@ mod tests {
                 eta_ms: 1_790_000_900_000,
                 window_end_ms: 1_790_000_600_000,
                 late: true,
+            },
+            EventKind::GeofenceEntered {
+                geofence_id: "depot".into(),
+            },
+            EventKind::GeofenceExited {
+                geofence_id: "depot".into(),
+                entered_at_ms: 1_790_000_000_000,
             },
         ];
         for kind in kinds {

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod etas;
 pub mod event_record;
 pub mod events;
+pub mod geofences;
 pub mod links;
 pub mod settings;
 pub mod track;

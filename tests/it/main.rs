@@ -15,6 +15,7 @@ mod driver_socket;
 mod etas;
 mod events;
 mod faults;
+mod geofences;
 mod layers;
 mod links;
 mod openapi;

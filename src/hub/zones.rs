@@ -1,0 +1,117 @@
+//! Fleet geofences on the ingest path: each fleet's zones in an immutable R-tree index, read
+//! from the database when the fleet's first driver reaches this node, rebuilt at once when this
+//! node changes them and re-read every 30 s (changes made on other nodes); each accepted fix is
+//! run through its driver's [`ZoneTracker`], and what it decides goes to the ordered event
+//! writer (durable, then announced with its log id).
+
+use std::sync::Arc;
+
+use super::{DriverState, Hub};
+use crate::geo::zones::{ZoneEvent, ZoneIndex};
+use crate::model::{now_ms, DriverKey, EventKind, Fix};
+use crate::store::StoreError;
+
+/// How long a fleet's zones are trusted before they are read again, ms.
+const ZONES_TTL_MS: i64 = 30_000;
+
+/// One fleet's zones and when they were read (server time, ms).
+#[derive(Debug, Clone)]
+pub(super) struct FleetZones {
+    index: Arc<ZoneIndex>,
+    read_ms: i64,
+}
+
+impl Hub {
+    /// The fleet's zone index, when it has been loaded on this node.
+    pub(super) fn zone_index(&self, fleet: &str) -> Option<Arc<ZoneIndex>> {
+        self.zones.get(fleet).map(|z| z.index.clone())
+    }
+
+    /// Reads a fleet's geofences and swaps its index (what a change on this node calls).
+    pub async fn reload_zones(&self, fleet: &str) -> Result<usize, StoreError> {
+        let records = self.store.geofences(fleet).await?;
+        let index = ZoneIndex::new(records.iter().map(|g| g.zone()).collect());
+        let n = index.len();
+        self.zones.insert(
+            fleet.into(),
+            FleetZones {
+                index: Arc::new(index),
+                read_ms: now_ms(),
+            },
+        );
+        Ok(n)
+    }
+
+    /// Loads a fleet's zones the first time one of its drivers reaches this node.
+    pub(super) async fn ensure_zones(&self, fleet: &str) -> Result<(), StoreError> {
+        if self.zones.contains_key(fleet) {
+            return Ok(());
+        }
+        self.reload_zones(fleet).await.map(|_| ())
+    }
+
+    /// Re-reads the zones of fleets read more than 30 s ago; a failed read keeps the old index
+    /// and is retried at the next call.
+    pub(super) async fn reload_stale_zones(&self, now: i64) {
+        let stale: Vec<Arc<str>> = self
+            .zones
+            .iter()
+            .filter(|z| now - z.read_ms >= ZONES_TTL_MS)
+            .map(|z| z.key().clone())
+            .collect();
+        for fleet in stale {
+            if let Err(e) = self.reload_zones(&fleet).await {
+                tracing::warn!(error = %e, %fleet, "geofences not re-read; keeping the last known");
+            }
+        }
+    }
+
+    /// Runs an accepted fix through the driver's zones (under the driver's lock).
+    pub(super) fn observe_zones(
+        &self,
+        who: &DriverKey,
+        state: &mut DriverState,
+        fix: &Fix,
+    ) -> Vec<ZoneEvent> {
+        match self.zone_index(&who.fleet) {
+            Some(index) if !index.is_empty() || state.zones.inside().next().is_some() => {
+                state.zones.observe(&index, &who.driver_id, fix)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Queues zone events on the ordered event writer (stored, then announced with ids).
+    pub(super) fn record_zone_events(&self, who: &DriverKey, fix: &Fix, events: Vec<ZoneEvent>) {
+        for e in events {
+            let (ts_ms, kind) = match e {
+                ZoneEvent::Entered { zone, at_ms } => {
+                    (at_ms, EventKind::GeofenceEntered { geofence_id: zone })
+                }
+                ZoneEvent::Dwelled {
+                    zone,
+                    at_ms,
+                    entered_at_ms,
+                } => (
+                    at_ms,
+                    EventKind::GeofenceDwelled {
+                        geofence_id: zone,
+                        entered_at_ms,
+                    },
+                ),
+                ZoneEvent::Exited {
+                    zone,
+                    at_ms,
+                    entered_at_ms,
+                } => (
+                    at_ms,
+                    EventKind::GeofenceExited {
+                        geofence_id: zone,
+                        entered_at_ms,
+                    },
+                ),
+            };
+            self.presence_event(who, ts_ms, Some((fix.lat, fix.lon)), kind);
+        }
+    }
+}
