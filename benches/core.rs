@@ -1,5 +1,6 @@
 //! The core's hot paths: live index upsert and queries (10k-1M drivers), the arrival check per
-//! fix (1k-1M stops), the wire codecs, and one coalescing flush to 1k watchers.
+//! fix (1k-1M stops), the geofence check per fix (10 vs 10k zones), the wire codecs, and one
+//! coalescing flush to 1k watchers.
 //! `cargo bench --bench core`; figures in BENCHMARKS.md, the Redis baseline in `redis_geo`.
 
 use std::hint::black_box;
@@ -91,6 +92,48 @@ fn arrival(c: &mut Criterion) {
                 ts += 5_000;
                 let (lat, lon) = route[(ts / 5_000) as usize % route.len()];
                 black_box(t.observe(&fix(lat, lon, ts), &cfg)).len()
+            })
+        });
+    }
+    g.finish();
+}
+
+/// One fix through a driver's fleet geofences (issue 18): 10 vs 10,000 zones, half circles of
+/// 100 m and half 200 m squares, over the same 50 × 50 km as the fixes.
+fn zones(c: &mut Criterion) {
+    use geo::polygon;
+    use trackhub::geo::zones::{Shape, Zone, ZoneIndex, ZoneTracker};
+    let mut g = c.benchmark_group("zones_observe");
+    for n in [10usize, 10_000] {
+        let zones: Vec<Zone> = points(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (lat, lon))| {
+                let shape = if i % 2 == 0 {
+                    Shape::Circle {
+                        lat,
+                        lon,
+                        radius_m: 100.0,
+                    }
+                } else {
+                    let (dlat, dlon) = (0.0018, 0.0024);
+                    Shape::Polygons(geo::MultiPolygon::new(vec![polygon![
+                        (x: lon, y: lat), (x: lon + dlon, y: lat), (x: lon + dlon, y: lat + dlat),
+                        (x: lon, y: lat + dlat), (x: lon, y: lat)
+                    ]]))
+                };
+                Zone::new(format!("z{i}").into(), shape, None, 60_000, 20.0)
+            })
+            .collect();
+        let index = ZoneIndex::new(zones);
+        let mut tracker = ZoneTracker::default();
+        let route = points(1_000);
+        let mut ts = 0i64;
+        g.bench_with_input(BenchmarkId::new("zones", n), &n, |b, _| {
+            b.iter(|| {
+                ts += 5_000;
+                let (lat, lon) = route[(ts / 5_000) as usize % route.len()];
+                black_box(tracker.observe(&index, "D", &fix(lat, lon, ts))).len()
             })
         });
     }
@@ -222,5 +265,12 @@ fn coalescing_flush(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, live_index, arrival, codecs, coalescing_flush);
+criterion_group!(
+    benches,
+    live_index,
+    arrival,
+    zones,
+    codecs,
+    coalescing_flush
+);
 criterion_main!(benches);

@@ -65,6 +65,10 @@ struct Args {
     /// Stops in each driver's trip, created over REST before the run (0: no trips).
     #[arg(long, default_value_t = 0)]
     stops_per_driver: usize,
+    /// Fleet geofences created over REST before the run: circles of 100 m spread evenly at
+    /// random over the area the drivers move in (0: none).
+    #[arg(long, default_value_t = 0)]
+    zones: usize,
     /// Connect and hold the driver sockets without sending (memory per idle connection).
     #[arg(long)]
     idle: bool,
@@ -266,6 +270,26 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    if args.zones > 0 {
+        let t = Instant::now();
+        let area = if routes.is_empty() {
+            [
+                center.1 - 0.05,
+                center.0 - 0.05,
+                center.1 + 0.05,
+                center.0 + 0.05,
+            ]
+        } else {
+            bbox
+        };
+        create_zones(&args, &keys, &fleet, area).await?;
+        eprintln!(
+            "created {} geofences in {:.1} s",
+            args.zones,
+            t.elapsed().as_secs_f64()
+        );
+    }
+
     let counters = Arc::new(Counters::new(args.duration_s));
     let samples = Arc::new(Samples::default());
     let started = Instant::now();
@@ -387,6 +411,7 @@ async fn main() -> anyhow::Result<()> {
         "fix_interval_ms": args.fix_interval_ms,
         "batch": args.batch,
         "stops_per_driver": args.stops_per_driver,
+        "zones": args.zones,
         "idle": args.idle,
         "duration_s": args.duration_s,
         "hubs": args.hub,
@@ -523,6 +548,40 @@ async fn create_trips(
             async move {
                 let r = request.await?;
                 anyhow::ensure!(r.status() == 201, "POST /v1/trips: {}", r.status());
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32);
+    while let Some(done) = requests.next().await {
+        done?;
+    }
+    Ok(())
+}
+
+/// Creates `--zones` circles of 100 m at random in `area` ([w, s, e, n]), 32 requests at once.
+async fn create_zones(args: &Args, keys: &Keys, fleet: &str, area: [f64; 4]) -> anyhow::Result<()> {
+    use rand::Rng;
+    let admin = keys.mint("loadtest-admin", Role::Admin, fleet, 86_400);
+    let http = reqwest::Client::new();
+    let base = args.hub[0].trim_end_matches('/').to_string();
+    let mut rng = rand::rng();
+    let bodies: Vec<Value> = (0..args.zones)
+        .map(|i| {
+            let lon = rng.random_range(area[0]..area[2]);
+            let lat = rng.random_range(area[1]..area[3]);
+            json!({"id": format!("zone-{i}"), "circle": {"center": [lon, lat], "radius_m": 100}})
+        })
+        .collect();
+    let mut requests = futures_util::stream::iter(bodies)
+        .map(|body| {
+            let request = http
+                .post(format!("{base}/v1/geofences"))
+                .bearer_auth(&admin)
+                .json(&body)
+                .send();
+            async move {
+                let r = request.await?;
+                anyhow::ensure!(r.status() == 201, "POST /v1/geofences: {}", r.status());
                 anyhow::Ok(())
             }
         })

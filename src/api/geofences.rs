@@ -312,11 +312,6 @@ pub fn geofence_json(g: &GeofenceRecord) -> serde_json::Value {
     v
 }
 
-async fn changed(app: &AppState, fleet: &str) -> Result<(), ApiError> {
-    app.hub.reload_zones(fleet).await?;
-    Ok(())
-}
-
 /// `POST /v1/geofences` (admin) → 201 with the geofence; 409 when the id is taken, or the fleet
 /// has [`MAX_PER_FLEET`]; 422 names each invalid field.
 #[utoipa::path(post, path = "/v1/geofences", operation_id = "create_geofence", tag = "geofences", request_body = GeofenceBody, security(("bearer" = [])), responses((status = 201, description = "The geofence", body = Object), (status = 409, body = crate::error::Problem), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem), (status = 422, description = "Invalid fields, each named", body = crate::error::Problem)))]
@@ -363,7 +358,7 @@ pub async fn create(
         updated_at: now,
     };
     app.hub.store.insert_geofence(&record).await?;
-    changed(&app, &fleet).await?;
+    app.hub.zone_upserted(&fleet, record.zone());
     Ok((StatusCode::CREATED, Json(geofence_json(&record))))
 }
 
@@ -440,7 +435,7 @@ pub async fn update(
     if !app.hub.store.update_geofence(&g).await? {
         return Err(ApiError::NotFound(format!("geofence `{id}` not found")));
     }
-    changed(&app, &fleet).await?;
+    app.hub.zone_upserted(&fleet, g.zone());
     Ok(Json(geofence_json(&g)))
 }
 
@@ -455,6 +450,6 @@ pub async fn delete(
     if !app.hub.store.delete_geofence(&caller.0.fleet, &id).await? {
         return Err(ApiError::NotFound(format!("geofence `{id}` not found")));
     }
-    changed(&app, &caller.0.fleet).await?;
+    app.hub.zone_removed(&caller.0.fleet, &id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -207,6 +207,29 @@ impl ZoneIndex {
         }
     }
 
+    /// A new index with `zone` added, or replacing the zone with its id.
+    pub fn with(&self, zone: Zone) -> Self {
+        let mut zones: Vec<Zone> = self
+            .zones
+            .iter()
+            .filter(|z| z.id != zone.id)
+            .cloned()
+            .collect();
+        zones.push(zone);
+        Self::new(zones)
+    }
+
+    /// A new index without the zone `id`.
+    pub fn without(&self, id: &str) -> Self {
+        Self::new(
+            self.zones
+                .iter()
+                .filter(|z| &*z.id != id)
+                .cloned()
+                .collect(),
+        )
+    }
+
     pub fn len(&self) -> usize {
         self.zones.len()
     }

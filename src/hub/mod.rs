@@ -203,6 +203,8 @@ pub struct Hub {
     drivers: DashMap<DriverKey, Arc<DriverSlot>>,
     fleet_etas: DashMap<Arc<str>, Arc<Mutex<eta::FleetEta>>>,
     zones: DashMap<Arc<str>, zones::FleetZones>,
+    /// Held while a fleet's zones are first read (see `Hub::ensure_zones`).
+    zones_loading: DashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>,
     fix_counters: crate::metrics::FixCounters,
 }
 
@@ -232,6 +234,7 @@ impl Hub {
             drivers: DashMap::new(),
             fleet_etas: DashMap::new(),
             zones: DashMap::new(),
+            zones_loading: DashMap::new(),
             fix_counters: crate::metrics::FixCounters::new(),
         }
     }
