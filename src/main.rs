@@ -35,6 +35,8 @@ enum Command {
     EvalArrival(EvalArgs),
     /// Score ETAs on real trips (Porto taxi, Go!Track) against naive baselines.
     EvalEta(EvalEtaArgs),
+    /// Score automatic stops (stationary anywhere) on the Amazon delivery labels.
+    EvalStops(EvalArgs),
 }
 
 #[derive(clap::Args)]
@@ -144,6 +146,34 @@ async fn main() -> anyhow::Result<()> {
             if summary.failed_drivers > 0 {
                 anyhow::bail!("{} driver(s) failed", summary.failed_drivers);
             }
+            Ok(())
+        }
+        Command::EvalStops(args) => {
+            let mut cfg = ArrivalConfig::default();
+            if let Some(d) = args.dwell_s {
+                cfg.dwell_ms = d as i64 * 1000;
+            }
+            if let Some(r) = args.stationary_radius_m {
+                cfg.stationary_radius_m = r;
+            }
+            let mut paths = amazon::chunk_paths(&args.dataset)?;
+            if let Some(n) = args.limit {
+                paths.truncate(n);
+            }
+            let s = trackhub::eval::stops::evaluate(&paths, &cfg, amazon::DEFAULT_ORIGIN)?;
+            println!(
+                "chunks {} | dwell {} s, radius {} m | TP {} FP {} FN {} (of which {} in one stop with the previous) (stops under 60 s: {}) | precision {:.4} recall {:.4}",
+                paths.len(),
+                cfg.dwell_ms / 1000,
+                cfg.stationary_radius_m,
+                s.true_positives,
+                s.false_positives,
+                s.false_negatives,
+                s.merged,
+                s.short_stops,
+                s.precision(),
+                s.recall()
+            );
             Ok(())
         }
         Command::EvalEta(args) => {

@@ -3,3 +3,4 @@
 pub mod amazon;
 pub mod eta;
 pub mod profiles;
+pub mod stops;

@@ -175,8 +175,10 @@ struct Outlier {
     inside: bool,
 }
 
+/// One stop's state machine: the evidence model itself, shared by planned stops (below) and
+/// automatic stops anywhere (`super::stops`).
 #[derive(Debug, Clone)]
-struct StopTrack {
+pub(super) struct StopTrack {
     fence: Geofence,
     phase: StopPhase,
     dwell: Dwell,
@@ -189,6 +191,33 @@ struct StopTrack {
 }
 
 impl StopTrack {
+    /// A stop in `phase` with nothing observed yet.
+    pub(super) fn new(fence: Geofence, phase: StopPhase) -> Self {
+        Self {
+            fence,
+            phase,
+            dwell: Dwell::default(),
+            strikes: 0,
+            last_outlier: None,
+            outside: 0,
+            first_outside_ms: 0,
+        }
+    }
+
+    /// Where the stop is and its phase.
+    pub(super) fn fence(&self) -> &Geofence {
+        &self.fence
+    }
+
+    pub(super) fn phase(&self) -> StopPhase {
+        self.phase
+    }
+
+    /// A dwell is in progress (pending, with fixes inside).
+    pub(super) fn dwelling(&self) -> bool {
+        self.phase == StopPhase::Pending && self.dwell.count > 0
+    }
+
     /// True while this stop needs to see fixes even outside its geofence's envelope.
     fn engaged(&self) -> bool {
         matches!(self.phase, StopPhase::Arrived { .. })
@@ -199,7 +228,7 @@ impl StopTrack {
         self.fence.radius_m * cfg.exit_radius_factor.max(1.0)
     }
 
-    fn observe(&mut self, fix: &Fix, cfg: &ArrivalConfig) -> Option<Decision> {
+    pub(super) fn observe(&mut self, fix: &Fix, cfg: &ArrivalConfig) -> Option<Decision> {
         let d = haversine_m(fix.lat, fix.lon, self.fence.lat, self.fence.lon);
         match self.phase {
             StopPhase::Pending => self.observe_pending(fix, d, cfg),
@@ -369,6 +398,15 @@ impl ArrivalTracker {
         }
     }
 
+    /// True when (`lat`, `lon`) lies inside the geofence of one of the tracked stops (any
+    /// phase): an automatic stop there is a planned one.
+    pub fn covers(&self, lat: f64, lon: f64) -> bool {
+        self.tree
+            .locate_in_envelope_intersecting(&rstar::AABB::from_point([lon, lat]))
+            .filter_map(|e| self.stops.get(&e.data))
+            .any(|t| haversine_m(lat, lon, t.fence.lat, t.fence.lon) <= t.fence.radius_m)
+    }
+
     /// Number of stops tracked.
     pub fn len(&self) -> usize {
         self.stops.len()
@@ -392,15 +430,7 @@ impl ArrivalTracker {
         if phase == StopPhase::Pending {
             self.pending += 1;
         }
-        let track = StopTrack {
-            fence,
-            phase,
-            dwell: Dwell::default(),
-            strikes: 0,
-            last_outlier: None,
-            outside: 0,
-            first_outside_ms: 0,
-        };
+        let track = StopTrack::new(fence, phase);
         if track.engaged() {
             self.engaged.insert(key.clone());
         }

@@ -9,6 +9,7 @@ pub mod arrival_invariants;
 pub mod distance;
 pub mod index;
 pub mod seq_window;
+pub mod stops;
 pub mod zones;
 
 pub use distance::{haversine_m, BBox};

@@ -112,7 +112,7 @@ impl Hub {
         let (slot, mut checkins) = self.ready_slot(who).await;
         let mut tracking = None;
         let received_ms = now_ms();
-        let (status, came_online, decisions, zone_events) = {
+        let (status, came_online, decisions, zone_events, movement) = {
             let mut state = lock(&slot.state);
             if let Some(seq) = seq {
                 state.refused.remove(&seq);
@@ -130,7 +130,7 @@ impl Hub {
             let newest = state.newest_ts_ms.is_none_or(|n| fix.ts_ms > n);
             if !newest {
                 self.fix_counters.late.increment(1);
-                (IngestStatus::Late, false, Vec::new(), Vec::new())
+                (IngestStatus::Late, false, Vec::new(), Vec::new(), None)
             } else {
                 state.newest_ts_ms = Some(fix.ts_ms);
                 state.last_seen_ms = received_ms;
@@ -138,6 +138,7 @@ impl Hub {
                 state.online = true;
                 let decisions = state.arrival.observe(&fix, &self.cfg.arrival);
                 let zone_events = self.observe_zones(who, &mut state, &fix);
+                let movement = self.observe_movement(&mut state, &fix);
                 state.recent.push(fix);
                 state.pace.observe(&fix);
                 state.last_fix = Some((fix, received_ms));
@@ -153,7 +154,13 @@ impl Hub {
                 m::activity()
                     .fixes
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                (IngestStatus::Accepted, came_online, decisions, zone_events)
+                (
+                    IngestStatus::Accepted,
+                    came_online,
+                    decisions,
+                    zone_events,
+                    movement,
+                )
             }
         };
 
@@ -183,6 +190,9 @@ impl Hub {
 
         if !zone_events.is_empty() {
             self.record_zone_events(who, &fix, zone_events);
+        }
+        if let Some((ts_ms, kind)) = movement {
+            self.presence_event(who, ts_ms, Some((fix.lat, fix.lon)), kind);
         }
         for decision in decisions {
             if let Some(notice) = self.apply_decision(who, &fix, decision).await {

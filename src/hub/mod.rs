@@ -154,6 +154,8 @@ struct DriverState {
     eta_basis: Option<(i64, i64)>,
     /// The driver's presence in its fleet's geofences.
     zones: crate::geo::zones::ZoneTracker,
+    /// Automatic stops (stationary anywhere).
+    movement: crate::geo::stops::StopDetector,
 }
 
 /// A driver's newest accepted fixes, thinned to one per [`RecentFixes::SPACING_MS`] and at most

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use super::{DriverState, Hub};
+use crate::geo::stops::Movement;
 use crate::geo::zones::{ZoneEvent, ZoneIndex};
 use crate::model::{now_ms, DriverKey, EventKind, Fix};
 use crate::store::StoreError;
@@ -111,6 +112,34 @@ impl Hub {
                 state.zones.observe(&index, &who.driver_id, fix)
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// Runs an accepted fix through the driver's automatic-stop detector (under the driver's
+    /// lock): the event it decided and its time (device time, ms), if any. A stop during an
+    /// active trip that is at none of the trip's stops is `unplanned`.
+    pub(super) fn observe_movement(
+        &self,
+        state: &mut DriverState,
+        fix: &Fix,
+    ) -> Option<(i64, EventKind)> {
+        match state.movement.observe(fix, &self.cfg.arrival)? {
+            Movement::Stopped {
+                since_ms,
+                confirmed_at_ms,
+                lat,
+                lon,
+            } => Some((
+                confirmed_at_ms,
+                EventKind::DriverStopped {
+                    stopped_since_ms: since_ms,
+                    unplanned: !state.plans.is_empty() && !state.arrival.covers(lat, lon),
+                },
+            )),
+            Movement::Moving {
+                at_ms,
+                stopped_since_ms,
+            } => Some((at_ms, EventKind::DriverMoving { stopped_since_ms })),
         }
     }
 

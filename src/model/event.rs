@@ -67,12 +67,22 @@ pub enum EventKind {
         geofence_id: Arc<str>,
         entered_at_ms: i64,
     },
+    /// Stationary anywhere for the arrival dwell (an automatic stop), since `stopped_since_ms`;
+    /// `unplanned` during an active trip when no stop of it is there.
+    DriverStopped {
+        stopped_since_ms: i64,
+        unplanned: bool,
+    },
+    /// Moving again after an automatic stop that began at `stopped_since_ms`.
+    DriverMoving { stopped_since_ms: i64 },
 }
 
 /// Every event type, as named on the wire.
-pub const EVENT_TYPES: [&str; 10] = [
+pub const EVENT_TYPES: [&str; 12] = [
     "driver.online",
     "driver.offline",
+    "driver.stopped",
+    "driver.moving",
     "stop.checked_in",
     "stop.departed",
     "stop.approaching",
@@ -97,6 +107,8 @@ impl EventKind {
             Self::GeofenceEntered { .. } => "geofence.entered",
             Self::GeofenceDwelled { .. } => "geofence.dwelled",
             Self::GeofenceExited { .. } => "geofence.exited",
+            Self::DriverStopped { .. } => "driver.stopped",
+            Self::DriverMoving { .. } => "driver.moving",
         }
     }
 }
@@ -118,6 +130,8 @@ pub struct EventFields {
     pub distance_m: Option<f64>,
     pub geofence_id: Option<Arc<str>>,
     pub entered_at_ms: Option<i64>,
+    pub stopped_since_ms: Option<i64>,
+    pub unplanned: Option<bool>,
 }
 
 impl EventKind {
@@ -191,6 +205,18 @@ impl EventKind {
                 entered_at_ms: Some(*entered_at_ms),
                 ..EventFields::default()
             },
+            Self::DriverStopped {
+                stopped_since_ms,
+                unplanned,
+            } => EventFields {
+                stopped_since_ms: Some(*stopped_since_ms),
+                unplanned: Some(*unplanned),
+                ..EventFields::default()
+            },
+            Self::DriverMoving { stopped_since_ms } => EventFields {
+                stopped_since_ms: Some(*stopped_since_ms),
+                ..EventFields::default()
+            },
         }
     }
 }
@@ -260,6 +286,17 @@ impl EventKind {
                     .clone()
                     .ok_or_else(|| missing("geofence_id"))?,
                 entered_at_ms: f.entered_at_ms.ok_or_else(|| missing("entered_at_ms"))?,
+            },
+            "driver.stopped" => Self::DriverStopped {
+                stopped_since_ms: f
+                    .stopped_since_ms
+                    .ok_or_else(|| missing("stopped_since_ms"))?,
+                unplanned: f.unplanned.unwrap_or(false),
+            },
+            "driver.moving" => Self::DriverMoving {
+                stopped_since_ms: f
+                    .stopped_since_ms
+                    .ok_or_else(|| missing("stopped_since_ms"))?,
             },
             "geofence.exited" => Self::GeofenceExited {
                 geofence_id: f

@@ -150,6 +150,12 @@ pub struct EventView {
     /// `geofence.dwelled`, `geofence.exited`: when the driver entered it, RFC 3339 UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entered_at: Option<String>,
+    /// `driver.stopped`, `driver.moving`: when the automatic stop began, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_since: Option<String>,
+    /// `driver.stopped`: during an active trip, away from all of its stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplanned: Option<bool>,
 }
 
 impl From<&Event> for EventView {
@@ -175,6 +181,8 @@ impl From<&Event> for EventView {
             distance_m: f.distance_m,
             geofence_id: f.geofence_id.map(|g| g.to_string()),
             entered_at: f.entered_at_ms.map(format_ts),
+            stopped_since: f.stopped_since_ms.map(format_ts),
+            unplanned: f.unplanned,
         }
     }
 }

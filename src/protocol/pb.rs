@@ -53,6 +53,8 @@ impl From<&DomainEvent> for Event {
             distance_m: f.distance_m,
             geofence_id: f.geofence_id.map(|g| g.to_string()),
             entered_at_ms: f.entered_at_ms,
+            stopped_since_ms: f.stopped_since_ms,
+            unplanned: f.unplanned,
         }
     }
 }
@@ -74,6 +76,8 @@ impl TryFrom<Event> for DomainEvent {
             distance_m: m.distance_m,
             geofence_id: m.geofence_id.as_deref().map(Into::into),
             entered_at_ms: m.entered_at_ms,
+            stopped_since_ms: m.stopped_since_ms,
+            unplanned: m.unplanned,
         };
         let kind = EventKind::from_fields(&m.r#type, fields)?;
         Ok(DomainEvent {

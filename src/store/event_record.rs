@@ -50,6 +50,10 @@ struct StoredEvent {
     geofence_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     entered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stopped_since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unplanned: Option<bool>,
 }
 
 fn format_time(ms: i64) -> String {
@@ -92,6 +96,8 @@ pub fn encode(event: &Event, id: Option<i64>) -> Result<String, StoreError> {
         distance_m: f.distance_m,
         geofence_id: f.geofence_id.map(|g| g.to_string()),
         entered_at: f.entered_at_ms.map(format_time),
+        stopped_since: f.stopped_since_ms.map(format_time),
+        unplanned: f.unplanned,
     };
     serde_json::to_string(&stored).map_err(|_| StoreError::Invalid("event not serializable"))
 }
@@ -114,6 +120,8 @@ pub fn decode(text: &str) -> Result<Event, StoreError> {
         distance_m: s.distance_m,
         geofence_id: s.geofence_id.as_deref().map(Into::into),
         entered_at_ms: time(s.entered_at)?,
+        stopped_since_ms: time(s.stopped_since)?,
+        unplanned: s.unplanned,
     };
     let kind = EventKind::from_fields(&s.kind, fields)
         .map_err(|_| StoreError::Invalid("stored event payload is not an event"))?;
@@ -172,6 +180,13 @@ mod tests {
             },
             EventKind::GeofenceEntered {
                 geofence_id: "depot".into(),
+            },
+            EventKind::DriverStopped {
+                stopped_since_ms: 1_790_000_000_000,
+                unplanned: true,
+            },
+            EventKind::DriverMoving {
+                stopped_since_ms: 1_790_000_000_000,
             },
             EventKind::GeofenceExited {
                 geofence_id: "depot".into(),

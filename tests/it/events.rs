@@ -210,8 +210,15 @@ async fn the_event_log_is_per_fleet_validated_and_complete() {
     let mut seq = 1;
     visit(&mut d, 0..2, t0, &mut seq).await;
 
-    // Every kind the visit made, in order: online, check-in, departure, check-in, completed.
-    let (_, all) = hub.get("/v1/events?since=0", "f1").await;
+    // Every kind the visit made, in order: online, check-in, departure, check-in, completed
+    // (the automatic stops of the same visits, `driver.stopped`/`driver.moving`, are checked in
+    // tests/it/geofences.rs and filtered out here).
+    let (_, all) = hub
+        .get(
+            "/v1/events?since=0&types=driver.online,stop.checked_in,stop.departed,trip.completed",
+            "f1",
+        )
+        .await;
     let kinds: Vec<&str> = all["events"]
         .as_array()
         .unwrap()
@@ -347,9 +354,13 @@ async fn events_past_retention_answer_410_instead_of_a_silent_gap() {
         .expect("the detail names where to resume");
     let (status, rest) = hub.get(&format!("/v1/events?since={pruned}"), "f1").await;
     assert_eq!(status, 200);
+    // The newest is kept (on a loaded machine the three were stored in more than one batch, and
+    // the second may not be pruned yet when the first is: it is then kept too).
+    let rest = rest["events"].as_array().unwrap();
+    assert!((1..=2).contains(&rest.len()), "{rest:?}");
     assert_eq!(
-        rest["events"].as_array().unwrap().len(),
-        1,
+        rest.last().unwrap()["driver_id"],
+        "D3",
         "the newest is kept"
     );
 

@@ -265,3 +265,60 @@ async fn zone_events_fire_once_each_and_flapping_stays_silent() {
         ["geofence.entered", "geofence.exited"]
     );
 }
+
+/// Automatic stops (issue 18): a driver on a trip parks away from its stops (`driver.stopped`,
+/// `unplanned: true`), drives on (`driver.moving`), then parks at its stop (`unplanned: false`,
+/// and the check-in).
+#[tokio::test]
+async fn automatic_stops_anywhere_and_unplanned_ones_are_flagged() {
+    let hub = TestHub::start().await;
+    let (status, _) = hub
+        .post("/v1/trips", "f1", &json!({"id": "t1", "driver_id": "D", "stops": [{"id": "s1", "lat": north(2_000.0), "lon": LON}]}))
+        .await;
+    assert_eq!(status, 201);
+    let mut d = hub.driver("D", "f1").await;
+    let t0 = now_ms() - 20 * 60_000;
+    // 2 minutes parked 1 km short of the stop, 1 km of driving, 2 minutes at the stop.
+    let mut path: Vec<(f64, f64)> = vec![(north(1_000.0), LON); 24];
+    path.extend((1..=20).map(|i| (north(1_000.0 + i as f64 * 50.0), LON)));
+    path.extend([(north(2_000.0), LON); 24]);
+    send(&mut d, 1, t0, 5_000, &path).await;
+    let body = hub
+        .wait_get(
+            "/v1/events?types=driver.stopped,driver.moving,stop.checked_in",
+            "f1",
+            "both stops",
+            |b| {
+                b["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e["type"] == "driver.stopped")
+                    .count()
+                    == 2
+            },
+        )
+        .await;
+    let events: Vec<(&str, Option<bool>)> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["unplanned"].as_bool()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("driver.stopped", Some(true)),
+            ("driver.moving", None),
+            ("stop.checked_in", None),
+            ("driver.stopped", Some(false)),
+        ],
+        "{body}"
+    );
+    let first = &body["events"][0];
+    assert_eq!(
+        first["stopped_since"],
+        trackhub::protocol::time::format_ts(t0)
+    );
+    assert_eq!(body["events"][1]["stopped_since"], first["stopped_since"]);
+}

@@ -496,3 +496,20 @@ async fn porto_taxi_stands_as_geofences_on_a_replay_of_real_trips() {
         "{counts:?}"
     );
 }
+
+/// Automatic stops on every Amazon chunk against the `OnFoot` labels (issue 18): the figures
+/// of BENCHMARKS.md (precision 0.963, recall 0.820 at the default dwell) hold.
+#[test]
+fn automatic_stops_on_the_amazon_labels() {
+    let paths =
+        amazon::chunk_paths(&shared_data("amazon_delivery_activity_labels/data_anon")).unwrap();
+    let s =
+        trackhub::eval::stops::evaluate(&paths, &ArrivalConfig::default(), amazon::DEFAULT_ORIGIN)
+            .unwrap();
+    eprintln!(
+        "{s:?} precision {:.4} recall {:.4}",
+        s.precision(),
+        s.recall()
+    );
+    assert!(s.precision() >= 0.95 && s.recall() >= 0.80, "{s:?}");
+}
