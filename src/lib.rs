@@ -34,6 +34,7 @@ pub mod model;
 
 pub mod protocol;
 pub mod replay;
+pub mod report;
 pub mod shutdown;
 pub mod state;
 pub mod store;

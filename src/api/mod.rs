@@ -6,6 +6,7 @@ mod events;
 mod geofences;
 pub mod links;
 pub mod openapi;
+mod reports;
 mod settings;
 mod trips;
 mod webhooks;
@@ -45,6 +46,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(track))
         .routes(routes!(trips::create, trips::list))
         .routes(routes!(trips::get))
+        .routes(routes!(reports::trip))
+        .routes(routes!(reports::driver))
         .routes(routes!(trips::manual_checkin))
         .routes(routes!(trips::checkins))
         .routes(routes!(links::create, links::list))

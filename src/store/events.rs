@@ -204,6 +204,36 @@ impl Store {
         Ok(EventPage { events, next_since })
     }
 
+    /// One driver's events with `from_ms <= ts <= to_ms` (device time), in log order, at most
+    /// `limit`: what a report reads (stops, presence). Only what retention kept.
+    pub async fn driver_events(
+        &self,
+        fleet: &str,
+        driver_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, payload FROM events WHERE fleet = $1 AND driver_id = $2 \
+             AND ts >= $3 AND ts <= $4 ORDER BY id LIMIT $5",
+        )
+        .bind(fleet)
+        .bind(driver_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let mut event = event_record::decode(&r.try_get::<String, _>("payload")?)?;
+                event.id = Some(r.try_get("id")?);
+                Ok(event)
+            })
+            .collect()
+    }
+
     /// The newest event id of the whole log (0 when empty): "now" for a consumer that does not
     /// resume.
     pub async fn latest_event_id(&self) -> Result<i64, StoreError> {

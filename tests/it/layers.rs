@@ -16,7 +16,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("formats", &["protocol"]),
     (
         "core",
-        &["geo", "eta", "store", "fanout", "bus", "webhooks", "limits"],
+        &[
+            "geo", "eta", "store", "report", "fanout", "bus", "webhooks", "limits",
+        ],
     ),
     ("hub", &["hub"]),
     (

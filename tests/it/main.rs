@@ -22,6 +22,7 @@ mod openapi;
 mod osmand;
 mod properties;
 mod real_traces;
+mod reports;
 mod security;
 mod store;
 mod streams;
