@@ -35,7 +35,8 @@ enum Command {
     EvalArrival(EvalArgs),
     /// Score ETAs on real trips (Porto taxi, Go!Track) against naive baselines.
     EvalEta(EvalEtaArgs),
-    /// Score automatic stops (stationary anywhere) on the Amazon delivery labels.
+    /// Score automatic stops (stationary anywhere) on the Amazon delivery labels; count them on
+    /// other traces (`--trace FILE`).
     EvalStops(EvalArgs),
 }
 
@@ -96,6 +97,9 @@ struct EvalArgs {
     /// every one. Default: every fix.
     #[arg(long, default_value = "every")]
     profile: String,
+    /// eval-stops: also count automatic stops on these trace files (any format `replay` reads).
+    #[arg(long)]
+    trace: Vec<PathBuf>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -162,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
             }
             let s = trackhub::eval::stops::evaluate(&paths, &cfg, amazon::DEFAULT_ORIGIN)?;
             println!(
-                "chunks {} | dwell {} s, radius {} m | TP {} FP {} FN {} (of which {} in one stop with the previous) (stops under 60 s: {}) | precision {:.4} recall {:.4}",
+                "chunks {} | dwell {} s, radius {} m | TP {} FP {} FN {} (of which {} in one stop with the previous) (stops under 60 s: {}) | precision {:.4} recall {:.4} | stopped {:.0} min vs OnFoot {:.0} min",
                 paths.len(),
                 cfg.dwell_ms / 1000,
                 cfg.stationary_radius_m,
@@ -172,8 +176,41 @@ async fn main() -> anyhow::Result<()> {
                 s.merged,
                 s.short_stops,
                 s.precision(),
-                s.recall()
+                s.recall(),
+                s.stopped_ms as f64 / 60_000.0,
+                s.on_foot_ms as f64 / 60_000.0
             );
+            for path in &args.trace {
+                let traces = trackhub::replay::formats::read(path, None)?;
+                let (mut stops, mut stopped_ms, mut span_ms) = (0, 0i64, 0i64);
+                for t in &traces {
+                    let mut d = trackhub::geo::stops::StopDetector::default();
+                    let mut since = None;
+                    for f in &t.fixes {
+                        match d.observe(f, &cfg) {
+                            Some(trackhub::geo::stops::Movement::Stopped { since_ms, .. }) => {
+                                stops += 1;
+                                since = Some(since_ms);
+                            }
+                            Some(trackhub::geo::stops::Movement::Moving { at_ms, .. }) => {
+                                stopped_ms += since.take().map_or(0, |s| at_ms - s);
+                            }
+                            None => {}
+                        }
+                    }
+                    let (a, b) = (t.fixes[0].ts_ms, t.fixes[t.fixes.len() - 1].ts_ms);
+                    stopped_ms += since.map_or(0, |s| b - s);
+                    span_ms += b - a;
+                }
+                println!(
+                    "{} | traces {} | automatic stops {} | stopped {:.0} min of {:.0} min",
+                    path.display(),
+                    traces.len(),
+                    stops,
+                    stopped_ms as f64 / 60_000.0,
+                    span_ms as f64 / 60_000.0
+                );
+            }
             Ok(())
         }
         Command::EvalEta(args) => {

@@ -26,6 +26,11 @@ pub struct StopScore {
     /// False negatives whose stretch began while the detector was still in an earlier stop
     /// (two deliveries from one parked van: one stop for both).
     pub merged: usize,
+    /// Time stopped by the detector (`Stopped` to `Moving`, or the chunk's end), ms: what a
+    /// report calls stopped time.
+    pub stopped_ms: i64,
+    /// Time labelled `OnFoot`, ms (every stretch, from its first fix to its last).
+    pub on_foot_ms: i64,
 }
 
 impl StopScore {
@@ -72,15 +77,29 @@ pub fn evaluate(
             }
             i = j + 1;
         }
+        s.on_foot_ms += stretches.iter().map(|(a, b, ..)| b - a).sum::<i64>();
         let mut detector = StopDetector::default();
         let mut matched = vec![false; stretches.len()];
         let mut began_stopped = vec![false; stretches.len()];
-        for fix in chunk.raw_fixes(origin) {
+        let fixes = chunk.raw_fixes(origin);
+        let end_ms = fixes.last().map_or(0, |f| f.ts_ms);
+        let mut stopped_since: Option<i64> = None;
+        for fix in fixes {
             if let Some(k) = stretches.iter().position(|(a, ..)| *a == fix.ts_ms) {
                 began_stopped[k] = detector.stopped();
             }
-            let Some(Movement::Stopped { since_ms, .. }) = detector.observe(&fix, cfg) else {
-                continue;
+            let since_ms = match detector.observe(&fix, cfg) {
+                Some(Movement::Stopped { since_ms, .. }) => {
+                    stopped_since = Some(since_ms);
+                    since_ms
+                }
+                Some(Movement::Moving { at_ms, .. }) => {
+                    if let Some(since) = stopped_since.take() {
+                        s.stopped_ms += at_ms - since;
+                    }
+                    continue;
+                }
+                None => continue,
             };
             let hit = stretches
                 .iter()
@@ -95,6 +114,9 @@ pub fn evaluate(
                 Some(_) => s.short_stops += 1,
                 None => s.false_positives += 1,
             }
+        }
+        if let Some(since) = stopped_since {
+            s.stopped_ms += end_ms - since;
         }
         for (k, (_, _, long, started)) in stretches.iter().enumerate() {
             if *long && !*started && !matched[k] {
