@@ -102,6 +102,24 @@ struct EvalArgs {
     trace: Vec<PathBuf>,
 }
 
+impl EvalArgs {
+    /// The arrival configuration with this run's overrides, and the chunk files to score.
+    fn config_and_chunks(&self) -> anyhow::Result<(ArrivalConfig, Vec<PathBuf>)> {
+        let mut cfg = ArrivalConfig::default();
+        if let Some(d) = self.dwell_s {
+            cfg.dwell_ms = d as i64 * 1000;
+        }
+        if let Some(r) = self.stationary_radius_m {
+            cfg.stationary_radius_m = r;
+        }
+        let mut paths = amazon::chunk_paths(&self.dataset)?;
+        if let Some(n) = self.limit {
+            paths.truncate(n);
+        }
+        Ok((cfg, paths))
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
@@ -153,17 +171,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::EvalStops(args) => {
-            let mut cfg = ArrivalConfig::default();
-            if let Some(d) = args.dwell_s {
-                cfg.dwell_ms = d as i64 * 1000;
-            }
-            if let Some(r) = args.stationary_radius_m {
-                cfg.stationary_radius_m = r;
-            }
-            let mut paths = amazon::chunk_paths(&args.dataset)?;
-            if let Some(n) = args.limit {
-                paths.truncate(n);
-            }
+            let (cfg, paths) = args.config_and_chunks()?;
             let s = trackhub::eval::stops::evaluate(&paths, &cfg, amazon::DEFAULT_ORIGIN)?;
             println!(
                 "chunks {} | dwell {} s, radius {} m | TP {} FP {} FN {} (of which {} in one stop with the previous) (stops under 60 s: {}) | precision {:.4} recall {:.4} | stopped {:.0} min vs OnFoot {:.0} min",
@@ -255,17 +263,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::EvalArrival(args) => {
-            let mut cfg = ArrivalConfig::default();
-            if let Some(d) = args.dwell_s {
-                cfg.dwell_ms = d as i64 * 1000;
-            }
-            if let Some(r) = args.stationary_radius_m {
-                cfg.stationary_radius_m = r;
-            }
-            let mut paths = amazon::chunk_paths(&args.dataset)?;
-            if let Some(n) = args.limit {
-                paths.truncate(n);
-            }
+            let (cfg, paths) = args.config_and_chunks()?;
             let names: Vec<&str> = if args.profile == "all" {
                 profiles::PROFILES.to_vec()
             } else {

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use super::amazon::{read_chunk, MIN_ON_FOOT_MS};
+use super::amazon::{read_chunk, Score, MIN_ON_FOOT_MS};
 use crate::geo::arrival::ArrivalConfig;
 use crate::geo::stops::{Movement, StopDetector};
 
@@ -34,22 +34,22 @@ pub struct StopScore {
 }
 
 impl StopScore {
-    pub fn precision(&self) -> f64 {
-        let called = self.true_positives + self.false_positives;
-        if called == 0 {
-            1.0
-        } else {
-            self.true_positives as f64 / called as f64
+    /// The counts as the arrival evaluation's score (no negatives here).
+    fn score(&self) -> Score {
+        Score {
+            true_positives: self.true_positives,
+            false_positives: self.false_positives,
+            false_negatives: self.false_negatives,
+            ..Score::default()
         }
     }
 
+    pub fn precision(&self) -> f64 {
+        self.score().precision()
+    }
+
     pub fn recall(&self) -> f64 {
-        let real = self.true_positives + self.false_negatives;
-        if real == 0 {
-            1.0
-        } else {
-            self.true_positives as f64 / real as f64
-        }
+        self.score().recall()
     }
 }
 
