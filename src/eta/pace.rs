@@ -21,6 +21,9 @@ pub struct Pace {
     last: Option<(i64, f64, f64)>,
     distance_m: f64,
     time_s: f64,
+    /// Distance along the fixes and time since the trip began (not decayed).
+    trip_m: f64,
+    trip_s: f64,
 }
 
 impl Pace {
@@ -34,10 +37,12 @@ impl Pace {
             if dt > MAX_GAP_S {
                 *self = Self::default();
             } else {
-                let d = haversine_m(lat, lon, fix.lat, fix.lon);
+                let d = haversine_m(lat, lon, fix.lat, fix.lon).min(MAX_MPS * dt);
                 let decay = (-dt / TAU_S).exp();
-                self.distance_m = self.distance_m * decay + d.min(MAX_MPS * dt);
+                self.distance_m = self.distance_m * decay + d;
                 self.time_s = self.time_s * decay + dt;
+                self.trip_m += d;
+                self.trip_s += dt;
             }
         }
         self.last = Some((fix.ts_ms, fix.lat, fix.lon));
@@ -46,6 +51,18 @@ impl Pace {
     /// The driver's recent travelled speed, m/s; `None` before a minute of fixes.
     pub fn speed_mps(&self) -> Option<f64> {
         (self.time_s >= MIN_SPAN_S).then(|| self.distance_m / self.time_s)
+    }
+
+    /// The driver's average travelled speed since its trip began ([`Pace::start_trip`]), m/s;
+    /// `None` before a minute of it.
+    pub fn trip_speed_mps(&self) -> Option<f64> {
+        (self.trip_s >= MIN_SPAN_S).then(|| self.trip_m / self.trip_s)
+    }
+
+    /// A trip begins: the trip average starts again from the next fix.
+    pub fn start_trip(&mut self) {
+        self.trip_m = 0.0;
+        self.trip_s = 0.0;
     }
 
     /// The driver's recent speed over the fleet's typical travelled speed (`fleet_mps`), the

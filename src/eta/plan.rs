@@ -100,8 +100,8 @@ pub struct Situation<'a> {
     pub cfg: &'a EtaConfig,
     pub alerts: &'a AlertConfig,
     pub curve: &'a ApproachCurve,
-    /// The driver's pace ratio ([`super::Pace::ratio`]).
-    pub pace: Option<f64>,
+    /// What is known of the driver's pace.
+    pub pace: super::DriverPace,
     /// The driver's position, degrees.
     pub position: (f64, f64),
     pub now_ms: i64,
@@ -234,7 +234,7 @@ mod tests {
             cfg: &cfg.0,
             alerts: &cfg.1,
             curve: &cfg.2,
-            pace: None,
+            pace: Default::default(),
             position: (lat, -8.61),
             now_ms,
         }

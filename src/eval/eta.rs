@@ -184,7 +184,10 @@ pub fn score(cfg: &EtaConfig, learned: &Learned, test: &[&Trip], into: &mut EtaS
             let ours = estimate(
                 cfg,
                 &learned.curve,
-                pace.ratio(learned.fleet_mps),
+                crate::eta::DriverPace {
+                    ratio: pace.ratio(learned.fleet_mps),
+                    trip_mps: pace.trip_speed_mps(),
+                },
                 (f.lat, f.lon),
                 f.ts_ms,
                 &stop,

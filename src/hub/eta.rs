@@ -291,7 +291,10 @@ impl Hub {
         // The fleet's lock is held for this driver's few haversines (after the driver's: the
         // one order both are taken in).
         let mut f = lock(fleet);
-        let pace = state.pace.ratio(f.travelled_mps);
+        let pace = crate::eta::DriverPace {
+            ratio: state.pace.ratio(f.travelled_mps),
+            trip_mps: state.pace.trip_speed_mps(),
+        };
         if let Some(v) = state.pace.speed_mps() {
             f.travelled_mps += FLEET_MPS_ALPHA * (v - f.travelled_mps);
         }

@@ -188,6 +188,9 @@ pub(super) fn add_trip_to(
     if !state.plans.iter().any(|p| *p.trip_id == *trip.id) {
         state.plans.push(super::eta::plan_of(trip));
         state.eta_basis = None; // estimated at the next refresh
+        if state.plans.len() == 1 {
+            state.pace.start_trip(); // the driver's trip average counts from here
+        }
     }
     let mut decisions = Vec::new();
     for fix in state.recent.iter() {

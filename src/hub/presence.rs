@@ -1,5 +1,7 @@
-//! Presence events (`driver.online`, `driver.offline`): stored in order, in batches, off the
-//! ingest path, then published with their log ids.
+//! Presence events (`driver.online`, `driver.offline`), and the other events decided on the
+//! ingest path that need no state change of their own in the database (`geofence.*`,
+//! `driver.stopped`, `driver.moving`): stored in order, in batches, off the ingest path, then
+//! published with their log ids.
 //!
 //! A driver's first fix and the presence sweep only queue the event; one task appends whatever
 //! has queued in a single transaction (a burst of 10,000 drivers coming online is a few dozen

@@ -4,7 +4,9 @@
 //! Its shape is the one the log has had since it was introduced, so rows written before this
 //! module existed read back unchanged: `{"type":"stop.checked_in","ts":"<RFC 3339 UTC>",
 //! "fleet","driver_id","lat"?,"lon"?,"trip_id"?,"stop_id"?,"arrived_at"?,"checked_in_at"?,
-//! "departed_at"?,"source"?,"id"?}`. Times RFC 3339 UTC with milliseconds, coordinates WGS84
+//! "departed_at"?,"source"?,"id"?}`, and since issue 17-18 `"eta"?,"window_end"?,"late"?,
+//! "distance_m"?,"geofence_id"?,"entered_at"?,"stopped_since"?,"unplanned"?` (absent on older
+//! rows, which read back unchanged). Times RFC 3339 UTC with milliseconds, coordinates WGS84
 //! degrees.
 
 use chrono::{DateTime, SecondsFormat, Utc};
