@@ -331,7 +331,10 @@ impl Hub {
         let (key, kind) = match alert {
             Alert::Rearmed { key } => {
                 if let Err(e) = self.store.rearm_approach(&who.fleet, &key).await {
-                    tracing::warn!(error = %e, stop = %key.stop_id, "approach not re-armed in the database");
+                    // The database still says approaching, and would refuse the next approach:
+                    // the flag goes back, so the next refresh re-arms it again.
+                    tracing::warn!(error = %e, stop = %key.stop_id, "approach not re-armed in the database; will retry");
+                    self.undo_alert(who, &key, |s| s.approaching = true);
                 }
                 return;
             }
@@ -373,24 +376,35 @@ impl Hub {
             Err(e) => {
                 // Not dropped: the flag goes back, so the next refresh decides it again.
                 tracing::error!(error = %e, stop = %key.stop_id, kind = event.kind.name(), "stop alert not stored; will retry");
-                if let Some(slot) = self.drivers.get(who).map(|s| s.clone()) {
-                    let mut state = lock(&slot.state);
-                    if let Some(s) = state
-                        .plans
-                        .iter_mut()
-                        .flat_map(|p| p.stops.iter_mut())
-                        .find(|s| s.key == key)
-                    {
-                        match event.kind {
-                            EventKind::StopApproaching { .. } => s.approaching = false,
-                            EventKind::StopLate { late, .. } => s.late = !late,
-                            _ => {}
-                        }
+                match event.kind {
+                    EventKind::StopApproaching { .. } => {
+                        self.undo_alert(who, &key, |s| s.approaching = false)
                     }
-                    state.eta_basis = None;
+                    EventKind::StopLate { late, .. } => {
+                        self.undo_alert(who, &key, |s| s.late = !late)
+                    }
+                    _ => {}
                 }
             }
         }
+    }
+
+    /// Puts a stop's approaching/late flag back after its change could not be stored, and makes
+    /// the next refresh estimate the driver again, so the crossing is decided (and written) again.
+    fn undo_alert(&self, who: &DriverKey, key: &StopKey, undo: impl FnOnce(&mut PlanStop)) {
+        let Some(slot) = self.drivers.get(who).map(|s| s.clone()) else {
+            return;
+        };
+        let mut state = lock(&slot.state);
+        if let Some(s) = state
+            .plans
+            .iter_mut()
+            .flat_map(|p| p.stops.iter_mut())
+            .find(|s| &s.key == key)
+        {
+            undo(s);
+        }
+        state.eta_basis = None;
     }
 
     /// Runs [`Hub::refresh_etas`] (and re-reads stale geofences) every [`REFRESH_EVERY_MS`]
