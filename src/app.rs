@@ -262,6 +262,9 @@ async fn retention(
                     }
                     Err(e) => tracing::warn!(error = %e, "track retention failed; retrying later"),
                 }
+                if let Err(e) = store.prune_stop_segments(before(track)).await {
+                    tracing::warn!(error = %e, "stop-segment retention failed; retrying later");
+                }
             }
             _ = shutdown.recv() => return,
         }

@@ -1,10 +1,10 @@
 //! Trip and driver reports, computed from what is stored: the track (distance driven), the
-//! automatic-stop events (stopped and driving time, unplanned stops), presence events (time
+//! stop segments (stopped and driving time, unplanned stops), presence events (time
 //! online) and the stops' times (per-stop punctuality). Pure: the edges read the data and
 //! write the formats (JSON, GeoJSON, GPX 1.1, CSV).
 
 use crate::geo::haversine_m;
-use crate::model::{Event, EventKind, Fix, StopStatus};
+use crate::model::{Event, EventKind, Fix, StopSegment, StopStatus};
 use crate::store::StopRecord;
 
 /// Segments faster than this are GPS jumps, left out of the distance, m/s (250 km/h).
@@ -24,47 +24,6 @@ pub fn distance_m(track: &[Fix]) -> f64 {
             }
         })
         .sum()
-}
-
-/// One automatic stop within the report's span. Times unix ms UTC.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StopSegment {
-    pub from_ms: i64,
-    /// `None`: still stopped at the end of the span.
-    pub to_ms: Option<i64>,
-    pub lat: Option<f64>,
-    pub lon: Option<f64>,
-    pub unplanned: bool,
-}
-
-/// The automatic stops of `events` (a driver's, in log order), clipped to `[from, to]`.
-pub fn stop_segments(events: &[Event]) -> Vec<StopSegment> {
-    let mut out: Vec<StopSegment> = Vec::new();
-    for e in events {
-        match &e.kind {
-            EventKind::DriverStopped {
-                stopped_since_ms,
-                unplanned,
-            } => out.push(StopSegment {
-                from_ms: *stopped_since_ms,
-                to_ms: None,
-                lat: e.position.map(|p| p.0),
-                lon: e.position.map(|p| p.1),
-                unplanned: *unplanned,
-            }),
-            EventKind::DriverMoving { stopped_since_ms } => {
-                if let Some(s) = out
-                    .iter_mut()
-                    .rev()
-                    .find(|s| s.from_ms == *stopped_since_ms && s.to_ms.is_none())
-                {
-                    s.to_ms = Some(e.ts_ms);
-                }
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 /// Time stopped within `[from_ms, to_ms]`, ms.
@@ -127,7 +86,7 @@ mod tests {
     }
 
     #[test]
-    fn distance_skips_jumps_and_segments_pair_up() {
+    fn distance_skips_jumps_and_times_are_clipped_to_the_span() {
         let track = [
             Fix::at(0, 41.0, -8.0),
             Fix::at(10_000, 41.001, -8.0), // 111 m
@@ -136,35 +95,28 @@ mod tests {
         ];
         let d = distance_m(&track);
         assert!((d - 111.2).abs() < 1.0, "{d}");
+        let segs = [
+            StopSegment {
+                from_ms: 20_000,
+                to_ms: Some(200_000),
+                lat: 41.0,
+                lon: -8.0,
+                unplanned: true,
+            },
+            StopSegment {
+                from_ms: 250_000,
+                to_ms: None,
+                lat: 41.0,
+                lon: -8.0,
+                unplanned: false,
+            },
+        ];
+        assert_eq!(stopped_ms(&segs, 0, 400_000), 180_000 + 150_000);
+        assert_eq!(stopped_ms(&segs, 100_000, 300_000), 100_000 + 50_000);
         let events = [
             event(0, EventKind::DriverOnline),
-            event(
-                100_000,
-                EventKind::DriverStopped {
-                    stopped_since_ms: 20_000,
-                    unplanned: true,
-                },
-            ),
-            event(
-                200_000,
-                EventKind::DriverMoving {
-                    stopped_since_ms: 20_000,
-                },
-            ),
-            event(
-                300_000,
-                EventKind::DriverStopped {
-                    stopped_since_ms: 250_000,
-                    unplanned: false,
-                },
-            ),
             event(350_000, EventKind::DriverOffline),
         ];
-        let segs = stop_segments(&events);
-        assert_eq!(segs.len(), 2);
-        assert_eq!(segs[0].to_ms, Some(200_000));
-        assert_eq!(segs[1].to_ms, None);
-        assert_eq!(stopped_ms(&segs, 0, 400_000), 180_000 + 150_000);
         assert_eq!(online_ms(&events, 0, 400_000), 350_000);
     }
 }

@@ -12,9 +12,9 @@ use serde_json::json;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::extract::ApiQuery;
-use crate::model::{now_ms, Fix};
+use crate::model::{now_ms, Fix, StopSegment};
 use crate::protocol::time::{format_ts, parse_ts};
-use crate::report::{distance_m, on_time, online_ms, stop_segments, stopped_ms, StopSegment};
+use crate::report::{distance_m, on_time, online_ms, stopped_ms};
 use crate::state::AppState;
 use crate::store::StopRecord;
 
@@ -22,6 +22,8 @@ use crate::store::StopRecord;
 const MAX_FIXES: i64 = super::MAX_TRACK_POINTS;
 /// Most events a report reads.
 const MAX_EVENTS: i64 = 100_000;
+/// Most stop segments a report reads.
+const MAX_SEGMENTS: i64 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Format {
@@ -271,10 +273,9 @@ pub async fn trip(
     let track = store
         .track(&t.fleet, &t.driver_id, from, to, MAX_FIXES)
         .await?;
-    let events = store
-        .driver_events(&t.fleet, &t.driver_id, from, to, MAX_EVENTS)
+    let segments = store
+        .stop_segments(&t.fleet, &t.driver_id, from, to, MAX_SEGMENTS)
         .await?;
-    let segments = stop_segments(&events);
     let stopped = stopped_ms(&segments, from, to);
     let driving = (to - from - stopped).max(0);
     let judged: Vec<bool> = t.stops.iter().filter_map(|s| on_time(s, now)).collect();
@@ -377,7 +378,9 @@ pub async fn driver(
     let events = store
         .driver_events(fleet, &id, from, to, MAX_EVENTS)
         .await?;
-    let segments = stop_segments(&events);
+    let segments = store
+        .stop_segments(fleet, &id, from, to, MAX_SEGMENTS)
+        .await?;
     let summary = json!({
         "driver_id": id,
         "from": format_ts(from),
@@ -396,8 +399,8 @@ pub async fn driver(
         csv.push(vec![
             format_ts(s.from_ms),
             cell(s.to_ms.map(format_ts)),
-            cell(s.lat),
-            cell(s.lon),
+            s.lat.to_string(),
+            s.lon.to_string(),
             s.unplanned.to_string(),
         ]);
     }

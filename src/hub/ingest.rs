@@ -191,8 +191,8 @@ impl Hub {
         if !zone_events.is_empty() {
             self.record_zone_events(who, &fix, zone_events);
         }
-        if let Some((ts_ms, kind)) = movement {
-            self.presence_event(who, ts_ms, Some((fix.lat, fix.lon)), kind);
+        if let Some((ts_ms, at, kind)) = movement {
+            self.presence_event(who, ts_ms, Some(at), kind);
         }
         for decision in decisions {
             if let Some(notice) = self.apply_decision(who, &fix, decision).await {

@@ -116,13 +116,14 @@ impl Hub {
     }
 
     /// Runs an accepted fix through the driver's automatic-stop detector (under the driver's
-    /// lock): the event it decided and its time (device time, ms), if any. A stop during an
-    /// active trip that is at none of the trip's stops is `unplanned`.
+    /// lock): the event it decided, its time (device time, ms) and where it stands (a stop:
+    /// the centre of its stationary circle; moving: this fix), if any. A stop during an active
+    /// trip that is at none of the trip's stops is `unplanned`.
     pub(super) fn observe_movement(
         &self,
         state: &mut DriverState,
         fix: &Fix,
-    ) -> Option<(i64, EventKind)> {
+    ) -> Option<(i64, (f64, f64), EventKind)> {
         match state.movement.observe(fix, &self.cfg.arrival)? {
             Movement::Stopped {
                 since_ms,
@@ -131,6 +132,7 @@ impl Hub {
                 lon,
             } => Some((
                 confirmed_at_ms,
+                (lat, lon),
                 EventKind::DriverStopped {
                     stopped_since_ms: since_ms,
                     unplanned: !state.plans.is_empty() && !state.arrival.covers(lat, lon),
@@ -139,7 +141,11 @@ impl Hub {
             Movement::Moving {
                 at_ms,
                 stopped_since_ms,
-            } => Some((at_ms, EventKind::DriverMoving { stopped_since_ms })),
+            } => Some((
+                at_ms,
+                (fix.lat, fix.lon),
+                EventKind::DriverMoving { stopped_since_ms },
+            )),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod event;
 pub mod fix;
 pub mod ids;
 pub mod position;
+pub mod segment;
 pub mod status;
 pub mod tracking;
 
@@ -16,5 +17,6 @@ pub use event::{CheckinSource, Event, EventFields, EventKind, EVENT_TYPES};
 pub use fix::{Battery, Fix, Motion};
 pub use ids::{DriverId, DriverKey, StopKey};
 pub use position::{LivePosition, NextStop};
+pub use segment::StopSegment;
 pub use status::{StopStatus, TripStatus};
 pub use tracking::{Sampling, TrackingHint};

@@ -10,6 +10,7 @@ pub mod event_record;
 pub mod events;
 pub mod geofences;
 pub mod links;
+pub mod segments;
 pub mod settings;
 pub mod track;
 pub mod webhooks;
@@ -554,13 +555,14 @@ impl Store {
         Ok(Some(id))
     }
 
-    /// Appends events on their own (presence events), in order, in one transaction; returns
-    /// their ids.
+    /// Appends events on their own (presence events), in order, in one transaction, with the
+    /// stop segments the automatic-stop events open and close; returns their ids.
     pub async fn record_events(&self, events: &[Event]) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut ids = Vec::with_capacity(events.len());
         for event in events {
             ids.push(append_event(&mut tx, self.backend, event, now_ms()).await?);
+            segments::apply(&mut tx, event).await?;
         }
         tx.commit().await?;
         Ok(ids)

@@ -131,6 +131,24 @@ async fn a_trip_report_in_json_geojson_gpx_and_csv() {
     assert!((dr["distance_m"].as_f64().unwrap() - dist).abs() < 1.0);
     assert_eq!(dr["stops"].as_array().unwrap().len(), 2);
     assert!(dr["online_s"].as_f64().unwrap() > 0.0);
+    // The stops are stored segments that match the event log: each begins at its
+    // `driver.stopped`'s `stopped_since`, the first ends at its `driver.moving`.
+    let (_, stopped) = hub.get("/v1/events?types=driver.stopped", "f1").await;
+    let (_, moving) = hub.get("/v1/events?types=driver.moving", "f1").await;
+    for (seg, ev) in dr["stops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(stopped["events"].as_array().unwrap())
+    {
+        assert_eq!(seg["from"], ev["stopped_since"], "{seg} {ev}");
+    }
+    assert!(moving["events"][0]["ts"].is_string(), "{moving}");
+    assert_eq!(
+        dr["stops"][0]["to"], moving["events"][0]["ts"],
+        "{dr} {moving}"
+    );
+    assert!(dr["stops"][1]["to"].is_null(), "still stopped: {dr}");
     // Bad queries are named.
     let (status, _, body) = get_raw(
         &hub,
