@@ -98,46 +98,74 @@ fn arrival(c: &mut Criterion) {
     g.finish();
 }
 
-/// One fix through a driver's fleet geofences (issue 18): 10 vs 10,000 zones, half circles of
-/// 100 m and half 200 m squares, over the same 50 × 50 km as the fixes.
-fn zones(c: &mut Criterion) {
+/// `n` zones at `points`, half circles of 100 m and half 200 m squares.
+fn bench_zones(points: Vec<(f64, f64)>) -> trackhub::geo::zones::ZoneIndex {
     use geo::polygon;
-    use trackhub::geo::zones::{Shape, Zone, ZoneIndex, ZoneTracker};
-    let mut g = c.benchmark_group("zones_observe");
-    for n in [10usize, 10_000] {
-        let zones: Vec<Zone> = points(n)
-            .into_iter()
-            .enumerate()
-            .map(|(i, (lat, lon))| {
-                let shape = if i % 2 == 0 {
-                    Shape::Circle {
-                        lat,
-                        lon,
-                        radius_m: 100.0,
-                    }
-                } else {
-                    let (dlat, dlon) = (0.0018, 0.0024);
-                    Shape::Polygons(geo::MultiPolygon::new(vec![polygon![
-                        (x: lon, y: lat), (x: lon + dlon, y: lat), (x: lon + dlon, y: lat + dlat),
-                        (x: lon, y: lat + dlat), (x: lon, y: lat)
-                    ]]))
-                };
-                Zone::new(format!("z{i}").into(), shape, None, 60_000, 20.0)
-            })
-            .collect();
-        let index = ZoneIndex::new(zones);
-        let mut tracker = ZoneTracker::default();
-        let route = points(1_000);
-        let mut ts = 0i64;
-        g.bench_with_input(BenchmarkId::new("zones", n), &n, |b, _| {
-            b.iter(|| {
-                ts += 5_000;
-                let (lat, lon) = route[(ts / 5_000) as usize % route.len()];
-                black_box(tracker.observe(&index, "D", &fix(lat, lon, ts))).len()
-            })
-        });
+    use trackhub::geo::zones::{Shape, Zone, ZoneIndex};
+    let zones = points
+        .into_iter()
+        .enumerate()
+        .map(|(i, (lat, lon))| {
+            let shape = if i % 2 == 0 {
+                Shape::Circle {
+                    lat,
+                    lon,
+                    radius_m: 100.0,
+                }
+            } else {
+                let (dlat, dlon) = (0.0018, 0.0024);
+                Shape::Polygons(geo::MultiPolygon::new(vec![polygon![
+                    (x: lon, y: lat), (x: lon + dlon, y: lat), (x: lon + dlon, y: lat + dlat),
+                    (x: lon, y: lat + dlat), (x: lon, y: lat)
+                ]]))
+            };
+            Zone::new(format!("z{i}").into(), shape, None, 60_000, 20.0)
+        })
+        .collect();
+    ZoneIndex::new(zones)
+}
+
+/// `points(n)` squeezed towards the box's south-west corner by `scale` (1: the whole city).
+fn scaled_points(n: usize, scale: f64) -> Vec<(f64, f64)> {
+    points(n)
+        .into_iter()
+        .map(|(lat, lon)| (41.0 + (lat - 41.0) * scale, -8.8 + (lon + 8.8) * scale))
+        .collect()
+}
+
+/// One fix through a driver's fleet geofences (issue 18), 10 vs 10,000 zones.
+/// `zones_observe`: the zones spread over the same 50 × 50 km as the fixes, so 10k zones put
+/// 1,000 times more zones near a fix (a fix then meets a zone's bbox about 1 time in 4, and
+/// pays the exact distance to it). `zones_observe_same_density`: zones and fixes in a box
+/// sized for 10,000 zones over 50 × 50 km (10 zones: 1.6 × 1.9 km), so a fix meets as many
+/// zones either way and only the index's depth differs.
+fn zones(c: &mut Criterion) {
+    use trackhub::geo::zones::ZoneTracker;
+    for (group, density) in [
+        ("zones_observe", false),
+        ("zones_observe_same_density", true),
+    ] {
+        let mut g = c.benchmark_group(group);
+        for n in [10usize, 10_000] {
+            let scale = if density {
+                (n as f64 / 10_000.0).sqrt()
+            } else {
+                1.0
+            };
+            let index = bench_zones(scaled_points(n, scale));
+            let mut tracker = ZoneTracker::default();
+            let route = scaled_points(1_000, scale);
+            let mut ts = 0i64;
+            g.bench_with_input(BenchmarkId::new("zones", n), &n, |b, _| {
+                b.iter(|| {
+                    ts += 5_000;
+                    let (lat, lon) = route[(ts / 5_000) as usize % route.len()];
+                    black_box(tracker.observe(&index, "D", &fix(lat, lon, ts))).len()
+                })
+            });
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 /// `n` positions of distinct drivers, as the hub holds them.

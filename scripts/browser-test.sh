@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The browser tests (web/test/: the live map, the customer's tracking page): headless Chromium from Debian's packages,
+# The browser tests (web/test/: the live map, the customer's tracking page, the driver app): headless Chromium from Debian's packages,
 # driven by playwright-core from npm (web/package-lock.json), against a real hub fed by a replay
 # of the Amazon traces. Installs what is missing; fails loudly when it cannot.
 set -euo pipefail

@@ -1,13 +1,14 @@
 //! The live map for admins, served at `/`: a page, its script and style, and Leaflet (vendored
 //! from npm with its licence in `web/vendor/leaflet/`), all embedded in the binary at build time
-//! so the hub stays one file.
+//! so the hub stays one file. The driver app (`web/driver/`, an installable web app) is served
+//! the same way under `/driver/`.
 //!
 //! The page signs in with an admin token (pasted, kept in `sessionStorage`, or `/#token=…` for
 //! wall screens), follows `/v1/ws/watch` and reads trips, check-ins and tracks over REST.
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -31,6 +32,31 @@ macro_rules! asset {
         }
     };
 }
+
+/// A file of the driver app (`web/driver/`), served under `/driver/`: the service worker's scope.
+macro_rules! driver_asset {
+    ($path:literal, $type:literal) => {
+        Asset {
+            route: concat!("/driver/", $path),
+            bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/driver/", $path)),
+            content_type: $type,
+        }
+    };
+}
+
+/// The driver app's page, served at `/driver/` with a CSP.
+const DRIVER: Asset = driver_asset!("index.html", "text/html; charset=utf-8");
+
+/// The driver app's other files. The service worker must be served from `/driver/` for its
+/// scope to cover the page.
+static DRIVER_FILES: [Asset; 6] = [
+    driver_asset!("app.js", "text/javascript; charset=utf-8"),
+    driver_asset!("icon.svg", "image/svg+xml"),
+    driver_asset!("outbox.js", "text/javascript; charset=utf-8"),
+    driver_asset!("app.css", "text/css; charset=utf-8"),
+    driver_asset!("sw.js", "text/javascript; charset=utf-8"),
+    driver_asset!("manifest.webmanifest", "application/manifest+json"),
+];
 
 /// The page itself, served at `/` (not at its `route`), with a CSP.
 const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
@@ -61,10 +87,20 @@ static FILES: [Asset; 12] = [
 pub fn routes() -> Router<AppState> {
     let router = Router::new()
         .route("/", get(index))
-        .route("/map/config.json", get(config));
-    FILES.iter().fold(router, |router, asset| {
-        router.route(asset.route, get(move || async move { respond(asset) }))
-    })
+        .route("/map/config.json", get(config))
+        .route("/driver", get(|| async { Redirect::permanent("/driver/") }))
+        .route("/driver/", get(driver_app));
+    FILES
+        .iter()
+        .chain(DRIVER_FILES.iter())
+        .fold(router, |router, asset| {
+            router.route(asset.route, get(move || async move { respond(asset) }))
+        })
+}
+
+/// The driver app (`/driver/`), with the map's CSP.
+async fn driver_app(State(app): State<AppState>) -> Response {
+    with_csp(&app, respond(&DRIVER))
 }
 
 /// Embedded files change only with the binary: `no-cache` makes browsers revalidate after an

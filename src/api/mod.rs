@@ -46,6 +46,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(track))
         .routes(routes!(trips::create, trips::list))
         .routes(routes!(trips::get))
+        .routes(routes!(trips::of_driver))
         .routes(routes!(reports::trip))
         .routes(routes!(reports::driver))
         .routes(routes!(trips::manual_checkin))

@@ -250,6 +250,21 @@ pub async fn get(
     Ok(Json(trip_json(&load_trip(&app, &caller, &id).await?)))
 }
 
+/// `GET /v1/drivers/{id}/trips` (admin, service, or the driver itself) → `{"trips":[…]}`: the
+/// driver's active trips, oldest first, each with its stops (what the driver app shows).
+#[utoipa::path(get, path = "/v1/drivers/{id}/trips", operation_id = "list_driver_trips", tag = "trips", params(("id" = String, Path, description = "Driver id")), security(("bearer" = [])), responses((status = 200, description = "`{\"trips\":[…]}`, active, oldest first", body = Object), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another driver, role or fleet", body = crate::error::Problem)))]
+pub async fn of_driver(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require_reader_of(&id)?;
+    let trips = app.hub.store.active_trips_of(&caller.0.fleet, &id).await?;
+    Ok(Json(
+        json!({ "trips": trips.iter().map(trip_json).collect::<Vec<_>>() }),
+    ))
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TripListQuery {

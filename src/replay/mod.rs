@@ -58,6 +58,10 @@ pub struct ReplayArgs {
     /// ≥ 60 s begin (must check in) and on stretches only driven past (must not).
     #[arg(long)]
     pub amazon_trips: bool,
+    /// With `--amazon-trips`: create the trips and send no fixes (for a client that will drive
+    /// them itself, as the driver app's browser test does).
+    #[arg(long, requires = "amazon_trips")]
+    pub trips_only: bool,
     /// Wire codec of the driver sockets (`Sec-WebSocket-Protocol`).
     #[arg(long, value_enum, default_value = "json")]
     pub codec: Codec,
@@ -148,6 +152,12 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Summary> {
             }
         }
         traces.append(&mut found);
+    }
+    if args.trips_only {
+        return Ok(Summary {
+            trips_created,
+            ..Summary::default()
+        });
     }
     if let Some(limit) = args.limit {
         traces.truncate(limit);

@@ -12,8 +12,15 @@ use common::*;
 use serde_json::Value;
 use trackhub::auth::Role;
 
-/// Routes registered outside the document, on purpose: the document itself and the map page.
-const UNDOCUMENTED: &[&str] = &["/openapi.json", "/", "/map/config.json"];
+/// Routes registered outside the document, on purpose: the document itself and the pages (the
+/// map, the driver app and its redirect).
+const UNDOCUMENTED: &[&str] = &[
+    "/openapi.json",
+    "/",
+    "/map/config.json",
+    "/driver",
+    "/driver/",
+];
 
 #[tokio::test]
 async fn every_documented_operation_is_routed_and_every_route_documented() {

@@ -22,6 +22,7 @@ fn replay_args(hub: &TestHub, files: Vec<std::path::PathBuf>, speed: f64) -> Rep
         limit: None,
         max_fixes: None,
         amazon_trips: false,
+        trips_only: false,
         codec: Codec::Json,
         quiet: true,
         obey_tracking: false,

@@ -618,6 +618,72 @@ async fn the_live_map_is_served_from_the_binary() {
     hub.stop().await;
 }
 
+/// The driver app: its page (with the CSP), a redirect from `/driver`, and the files an
+/// installable web app needs, each with its type; a driver reads its own active trips only.
+#[tokio::test]
+async fn the_driver_app_is_served_from_the_binary() {
+    let hub = TestHub::start().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let moved = http.get(hub.url("/driver")).send().await.unwrap();
+    assert_eq!(moved.status(), 308);
+    assert_eq!(moved.headers()["location"], "/driver/");
+    let page = http.get(hub.url("/driver/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'self'"));
+    let html = page.text().await.unwrap();
+    for (asset, ctype) in [
+        ("/driver/app.js", "text/javascript"),
+        ("/driver/outbox.js", "text/javascript"),
+        ("/driver/app.css", "text/css"),
+        ("/driver/manifest.webmanifest", "application/manifest+json"),
+        ("/driver/icon.svg", "image/svg+xml"),
+    ] {
+        assert!(html.contains(asset), "the page loads {asset}");
+        let r = http.get(hub.url(asset)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(ctype));
+    }
+    let sw = http.get(hub.url("/driver/sw.js")).send().await.unwrap();
+    assert!(sw.text().await.unwrap().contains("\"/driver/app.js\""));
+    let manifest: Value = http
+        .get(hub.url("/driver/manifest.webmanifest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(manifest["start_url"], "/driver/");
+    assert_eq!(manifest["scope"], "/driver/");
+
+    let (created, body) = hub.post(
+        "/v1/trips",
+        "fleet-a",
+        &json!({"id": "t1", "driver_id": "D1", "stops": [{"id": "s1", "lat": 47.61, "lon": -122.33}]}),
+    )
+    .await;
+    assert_eq!(created, 201, "{body}");
+    let mine = hub.token(Role::Driver, "D1", "fleet-a");
+    let (status, trips) = hub.get_as("/v1/drivers/D1/trips", &mine).await;
+    assert_eq!(status, 200, "{trips}");
+    assert_eq!(trips["trips"][0]["id"], "t1");
+    assert_eq!(trips["trips"][0]["stops"][0]["status"], "pending");
+    let other = hub.token(Role::Driver, "D2", "fleet-a");
+    assert_eq!(hub.get_as("/v1/drivers/D1/trips", &other).await.0, 403);
+    let (_, none) = hub.get_as("/v1/drivers/D2/trips", &other).await;
+    assert_eq!(none["trips"].as_array().unwrap().len(), 0);
+    hub.stop().await;
+}
+
 /// A snapshot larger than any one message a client may send (and than tungstenite's 256 KiB
 /// write cap the hub used to keep) reaches the watcher whole, and the socket stays live after it.
 #[tokio::test]
