@@ -219,6 +219,8 @@ async fn hub_metrics(hub: &str) -> Value {
     };
     json!({
         "rss_bytes": sum("process_resident_memory_bytes "),
+        // utime + stime of the hub process (metrics-process reads /proc/<pid>/stat), s.
+        "cpu_seconds": sum("process_cpu_seconds_total "),
         "sockets_open": sum("trackhub_sockets_open{"),
         "checkins": sum("trackhub_checkins_total{"),
         "track_backpressure": sum("trackhub_track_backpressure_total "),
@@ -303,6 +305,8 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
+    // The hub's memory before any socket: the base of the memory-per-socket figure.
+    let hub_at_start = hub_metrics(&args.hub[0]).await;
     let mut tasks = Vec::new();
     for w in 0..args.watchers {
         let url = format!(
@@ -361,6 +365,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut last_sent = 0;
     let mut hub_at_end = Value::Null;
+    let mut acked_at_end = 0;
+    // The hub's CPU time and the fixes acked when the warm-up ends: CPU per fix is measured
+    // over the same window as the throughput.
+    let mut hub_at_warmup: Option<(Value, u64)> = None;
     while Instant::now() < clock.end {
         tokio::time::sleep(Duration::from_secs(1).min(clock.end - Instant::now())).await;
         let sent = counters.sent.load(Ordering::Relaxed);
@@ -373,10 +381,15 @@ async fn main() -> anyhow::Result<()> {
             counters.errors.load(Ordering::Relaxed)
         ));
         last_sent = sent;
+        if hub_at_warmup.is_none() && started.elapsed() >= Duration::from_secs(args.warmup_s) {
+            let acked = counters.acked.load(Ordering::Relaxed);
+            hub_at_warmup = Some((hub_metrics(&args.hub[0]).await, acked));
+        }
         if clock.end.saturating_duration_since(Instant::now()) < Duration::from_millis(1500)
             && hub_at_end.is_null()
         {
             // While every socket is still open.
+            acked_at_end = counters.acked.load(Ordering::Relaxed);
             hub_at_end = hub_metrics(&args.hub[0]).await;
         }
     }
@@ -405,6 +418,23 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let fixes_per_s =
         measured.iter().map(|s| s.fixes_acked).sum::<u64>() as f64 / measured.len().max(1) as f64;
+    // Hub CPU time (utime + stime) per fix acked between the end of the warm-up and the end,
+    // µs: independent of the generator sharing the machine's cores. Only with one hub.
+    let cpu_us_per_fix = match &hub_at_warmup {
+        Some((warm, acked_warm)) if args.hub.len() == 1 && acked_at_end > *acked_warm => {
+            let cpu = hub_at_end["cpu_seconds"].as_f64().unwrap_or(0.0)
+                - warm["cpu_seconds"].as_f64().unwrap_or(0.0);
+            Some(cpu * 1e6 / (acked_at_end - acked_warm) as f64)
+        }
+        _ => None,
+    };
+    // Hub RSS grown per socket open at the end (the sockets' cost with `--idle`), bytes.
+    let connected = counters.connected.load(Ordering::Relaxed);
+    let rss_per_socket = (connected > 0 && args.hub.len() == 1).then(|| {
+        (hub_at_end["rss_bytes"].as_f64().unwrap_or(0.0)
+            - hub_at_start["rss_bytes"].as_f64().unwrap_or(0.0))
+            / connected as f64
+    });
     let result = json!({
         "drivers": args.drivers,
         "watchers": args.watchers,
@@ -425,6 +455,9 @@ async fn main() -> anyhow::Result<()> {
         "fixes_acked": acked,
         "acks_lost": sent - acked.min(sent),
         "fixes_per_s": fixes_per_s,
+        "hub_cpu_us_per_fix": cpu_us_per_fix,
+        "hub_rss_per_socket_bytes": rss_per_socket,
+        "hub_at_start": hub_at_start,
         "ack_p50_ms": percentile(&ack_us, 0.5),
         "ack_p99_ms": percentile(&ack_us, 0.99),
         "fanout_p50_ms": percentile(&fan_us, 0.5),
@@ -464,7 +497,7 @@ fn driver_id(d: usize) -> String {
 fn summary(r: &Value) -> String {
     let ms = |k: &str| r[k].as_f64().map_or("-".into(), |v| format!("{v:.1} ms"));
     format!(
-        "connected {} | fixes sent {} acked {} lost {} | {:.0} fixes/s | ack p50 {} p99 {} | fan-out p50 {} p99 {} | errors {} | hub RSS {:.0} MiB",
+        "connected {} | fixes sent {} acked {} lost {} | {:.0} fixes/s | ack p50 {} p99 {} | fan-out p50 {} p99 {} | errors {} | hub RSS {:.0} MiB | hub CPU {} µs/fix",
         r["connected"],
         r["fixes_sent"],
         r["fixes_acked"],
@@ -476,6 +509,9 @@ fn summary(r: &Value) -> String {
         ms("fanout_p99_ms"),
         r["errors"],
         r["hub"]["rss_bytes"].as_f64().unwrap_or(0.0) / 1_048_576.0,
+        r["hub_cpu_us_per_fix"]
+            .as_f64()
+            .map_or("-".into(), |v| format!("{v:.1}")),
     )
 }
 
