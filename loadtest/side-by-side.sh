@@ -20,7 +20,8 @@ mkdir -p "$OUT"
 
 command -v redis-server >/dev/null || { echo "side-by-side: redis-server is required" >&2; exit 1; }
 command -v node >/dev/null || { echo "side-by-side: node is required" >&2; exit 1; }
-cargo build --release --locked -p trackhub --bin trackhub -p trackhub-loadtest
+cargo build --release --locked -p trackhub --bin trackhub
+cargo build --release --locked -p trackhub-loadtest
 (cd loadtest/baselines/node-redis && npm ci --no-audit --no-fund --loglevel=error)
 
 export TRACKHUB_JWT_SECRET

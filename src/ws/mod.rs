@@ -23,8 +23,11 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Initial read buffer per socket. tungstenite reserves 128 KiB by default (and as much again to
 /// write); an idle connection should cost a few KiB, not a quarter of a megabyte. The buffer
 /// grows for larger frames (up to `MAX_MESSAGE`), so only busy sockets pay for it.
-/// Measured: 19,000 idle sockets cost 11.5 KiB each with 4 KiB here (BENCHMARKS.md).
-const READ_BUFFER: usize = 1024;
+/// It is also the most read per syscall, so a 64 KiB frame takes 256 reads: frames of one fix
+/// (~200 bytes) take one. Measured with 19,000 idle sockets (BENCHMARKS.md): 11.5 KiB each with
+/// 4 KiB here; with the frame pipeline boxed out of the session's future (driver.rs), 4.8 KiB
+/// with 1 KiB, 4.2 KiB with 512 bytes and 3.97 KiB with 256 (issue 21's budget is 4 KiB).
+const READ_BUFFER: usize = 256;
 /// Bytes gathered before a write reaches the socket; frames are flushed as they are sent anyway.
 const WRITE_BUFFER: usize = 1024;
 /// Most bytes queued for one socket. tungstenite refuses (`WriteBufferFull`) to queue a frame that
