@@ -23,11 +23,16 @@ struct Asset {
     content_type: &'static str,
 }
 
+/// `asset!(path, type)`: `web/<path>` served at `/map/<path>`; `asset!(route, dir, path, type)`:
+/// `web/<dir><path>` served at `<route><path>`.
 macro_rules! asset {
     ($path:literal, $type:literal) => {
+        asset!("/map/", "", $path, $type)
+    };
+    ($route:literal, $dir:literal, $path:literal, $type:literal) => {
         Asset {
-            route: concat!("/map/", $path),
-            bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/", $path)),
+            route: concat!($route, $path),
+            bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/", $dir, $path)),
             content_type: $type,
         }
     };
@@ -36,11 +41,7 @@ macro_rules! asset {
 /// A file of the driver app (`web/driver/`), served under `/driver/`: the service worker's scope.
 macro_rules! driver_asset {
     ($path:literal, $type:literal) => {
-        Asset {
-            route: concat!("/driver/", $path),
-            bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/driver/", $path)),
-            content_type: $type,
-        }
+        asset!("/driver/", "driver/", $path, $type)
     };
 }
 
