@@ -8,7 +8,8 @@ use crate::model::{Event, EventKind, StopSegment};
 
 /// Writes what `event` means for the stop segments inside `tx`: a `driver.stopped` opens one
 /// (a second copy of the same stop is ignored; one without a position writes nothing), a
-/// `driver.moving` closes the stop it names. Other events write nothing.
+/// `driver.moving` closes the stop it names, a `driver.offline` closes any stop still open.
+/// Other events write nothing.
 pub(crate) async fn apply(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     event: &Event,
@@ -45,6 +46,19 @@ pub(crate) async fn apply(
             .bind(&*event.fleet)
             .bind(&*event.driver_id)
             .bind(*stopped_since_ms)
+            .bind(event.ts_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::DriverOffline => {
+            // A phone switched off while parked sends no `driver.moving`: its stop ends when the
+            // hub took it offline, not at whatever time a report is read.
+            sqlx::query(
+                "UPDATE stop_segments SET ended_at = CASE WHEN started_at > $3 THEN started_at ELSE $3 END \
+                 WHERE fleet = $1 AND driver_id = $2 AND ended_at IS NULL",
+            )
+            .bind(&*event.fleet)
+            .bind(&*event.driver_id)
             .bind(event.ts_ms)
             .execute(&mut **tx)
             .await?;

@@ -220,3 +220,89 @@ async fn track_retention_deletes_old_fixes_and_keeps_new_ones() {
     hub.wait_track(&path, "f1", 1).await;
     hub.stop().await;
 }
+
+/// Stop segments (issue 18) follow the automatic-stop events written with them: a stop opens
+/// with `driver.stopped` (a second copy is ignored), closes with its `driver.moving`, and a stop
+/// still open when the driver goes offline closes then; a report's span sees the stops that
+/// overlap it.
+async fn stop_segments_follow_their_events(url: &str) {
+    use trackhub::model::{Event, EventKind};
+    let store = Store::connect(url).await.expect("store");
+    let event = |ts_ms: i64, kind: EventKind| Event {
+        id: None,
+        fleet: FLEET.into(),
+        driver_id: DRIVER.into(),
+        ts_ms,
+        position: Some((41.15, -8.61)),
+        kind,
+    };
+    let stopped = |since: i64, at: i64| {
+        event(
+            at,
+            EventKind::DriverStopped {
+                stopped_since_ms: since,
+                unplanned: since == 300_000,
+            },
+        )
+    };
+    store
+        .record_events(&[
+            stopped(100_000, 160_000),
+            stopped(100_000, 160_000),
+            event(
+                200_000,
+                EventKind::DriverMoving {
+                    stopped_since_ms: 100_000,
+                },
+            ),
+            stopped(300_000, 360_000),
+            event(500_000, EventKind::DriverOffline),
+            stopped(600_000, 660_000),
+        ])
+        .await
+        .expect("recorded");
+    let all = store
+        .stop_segments(FLEET, DRIVER, 0, 1_000_000, 100)
+        .await
+        .expect("read");
+    let spans: Vec<(i64, Option<i64>, bool)> = all
+        .iter()
+        .map(|s| (s.from_ms, s.to_ms, s.unplanned))
+        .collect();
+    assert_eq!(
+        spans,
+        [
+            (100_000, Some(200_000), false),
+            (300_000, Some(500_000), true),
+            (600_000, None, false)
+        ]
+    );
+    // A span inside the second stop sees it alone; one after every closed stop, the open one.
+    let inside = store
+        .stop_segments(FLEET, DRIVER, 400_000, 450_000, 100)
+        .await
+        .expect("read");
+    assert_eq!(inside.len(), 1);
+    assert_eq!(inside[0].from_ms, 300_000);
+    let late = store
+        .stop_segments(FLEET, DRIVER, 900_000, 950_000, 100)
+        .await
+        .expect("read");
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].from_ms, 600_000);
+    assert_eq!(store.prune_stop_segments(250_000).await.expect("pruned"), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn stop_segments_follow_their_events_on_sqlite() {
+    stop_segments_follow_their_events(&sqlite_url()).await;
+}
+
+#[tokio::test]
+async fn stop_segments_follow_their_events_on_postgres() {
+    let server = pg_server();
+    let (url, name) = common::create_database(&server).await;
+    stop_segments_follow_their_events(&url).await;
+    common::drop_database(&server, &name).await;
+}
