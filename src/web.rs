@@ -1,5 +1,5 @@
-//! The live map for admins, served at `/`: a page, its script and style, and Leaflet (vendored
-//! from npm with its licence in `web/vendor/leaflet/`), all embedded in the binary at build time
+//! The dispatcher's live map for admins, served at `/`: a page, its ES modules and style, Leaflet
+//! and Leaflet.markercluster (vendored from npm with their licences in `web/vendor/`), all embedded in the binary at build time
 //! so the hub stays one file. The driver app (`web/driver/`, an installable web app) is served
 //! the same way under `/driver/`.
 //!
@@ -65,11 +65,30 @@ const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
 const TRACK: Asset = asset!("track.html", "text/html; charset=utf-8");
 
 /// Every file under `/map/`.
-static FILES: [Asset; 12] = [
+static FILES: [Asset; 22] = [
     asset!("track.js", "text/javascript; charset=utf-8"),
     asset!("track.css", "text/css; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("api.js", "text/javascript; charset=utf-8"),
+    asset!("live.js", "text/javascript; charset=utf-8"),
+    asset!("drivers.js", "text/javascript; charset=utf-8"),
+    asset!("trip.js", "text/javascript; charset=utf-8"),
+    asset!("feed.js", "text/javascript; charset=utf-8"),
+    asset!("history.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
+    asset!(
+        "vendor/markercluster/leaflet.markercluster.js",
+        "text/javascript; charset=utf-8"
+    ),
+    asset!(
+        "vendor/markercluster/MarkerCluster.css",
+        "text/css; charset=utf-8"
+    ),
+    asset!(
+        "vendor/markercluster/MarkerCluster.Default.css",
+        "text/css; charset=utf-8"
+    ),
+    asset!("vendor/markercluster/LICENSE", "text/plain; charset=utf-8"),
     asset!(
         "vendor/leaflet/leaflet.js",
         "text/javascript; charset=utf-8"

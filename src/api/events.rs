@@ -20,9 +20,13 @@ pub(crate) struct EventsParams {
     limit: Option<i64>,
     types: Option<String>,
     drivers: Option<String>,
+    /// `asc` (default: the oldest after `since` first, for consumers that page through the
+    /// log) or `desc` (the newest first, for a feed that shows the latest; `next_since` is then
+    /// the log's head, where a stream resumes live).
+    order: Option<String>,
 }
 
-/// `GET /v1/events?since=ID&limit=N&types=a,b&drivers=x,y` (admin, service) →
+/// `GET /v1/events?since=ID&limit=N&types=a,b&drivers=x,y&order=asc|desc` (admin, service) →
 /// `{"events":[{"id","type","ts",…}],"next_since":N}`: events with `id > since` (default 0) in id
 /// order, at most `limit` (default 100, at most 1,000). Resume with `next_since`: the last id
 /// received, or past the events the filters skipped when the page is not full. 410 when `since`
@@ -49,6 +53,14 @@ pub async fn list(
     }
     let types = parse_types(q.types.as_deref(), &mut errors);
     let drivers = parse_drivers(q.drivers.as_deref(), &mut errors);
+    let newest_first = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => {
+            errors.push(FieldError::new("order", "must be `asc` or `desc`"));
+            false
+        }
+    };
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
@@ -63,6 +75,7 @@ pub async fn list(
         limit,
         types,
         drivers,
+        newest_first,
     };
     let page = app.hub.store.events(&caller.0.fleet, &query).await?;
     let events: Vec<EventView> = page.events.iter().map(EventView::from).collect();

@@ -3,6 +3,7 @@
 
 mod devices;
 mod events;
+mod fleet;
 mod geofences;
 pub mod links;
 pub mod openapi;
@@ -43,6 +44,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(drivers_in_bbox))
         .routes(routes!(drivers_nearby))
         .routes(routes!(driver))
+        .routes(routes!(fleet::drivers))
         .routes(routes!(track))
         .routes(routes!(trips::create, trips::list))
         .routes(routes!(trips::get))

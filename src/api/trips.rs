@@ -160,6 +160,8 @@ struct StopView<'a> {
     eta_updated_at: Option<String>,
     /// Pending stops with a window: the ETA is past its end (`stop.late` announced).
     late: bool,
+    /// Pending stops: `stop.approaching` announced and not yet taken back.
+    approaching: bool,
 }
 
 fn trip_json(t: &TripRecord) -> serde_json::Value {
@@ -198,6 +200,7 @@ fn stop_view(s: &StopRecord) -> StopView<'_> {
             .filter(|_| s.status == StopStatus::Pending)
             .map(format_ts),
         late: s.late && s.status == StopStatus::Pending,
+        approaching: s.approaching && s.status == StopStatus::Pending,
     }
 }
 
@@ -211,6 +214,7 @@ fn checkin_json(c: &CheckinRecord) -> serde_json::Value {
         "checked_in_at": format_ts(c.checked_in_at),
         "departed_at": c.departed_at.map(format_ts),
         "source": c.source.as_str(),
+        "evidence": c.evidence.as_ref().map(crate::store::evidence::to_json),
     })
 }
 

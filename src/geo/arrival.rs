@@ -51,7 +51,7 @@ use std::collections::{HashMap, HashSet};
 use rstar::{primitives::GeomWithData, primitives::Rectangle, RTree};
 
 use super::{haversine_m, BBox};
-use crate::model::{Fix, Motion, Sampling, StopKey};
+use crate::model::{CheckinEvidence, Fix, Motion, Sampling, StopKey};
 
 /// Detection parameters. See the module docs for where each default comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -133,6 +133,8 @@ pub enum Decision {
         key: StopKey,
         arrived_at_ms: i64,
         confirmed_at_ms: i64,
+        /// Which rule decided it, with its figures.
+        evidence: CheckinEvidence,
     },
     /// The driver left the exit ring after a check-in; `departed_at_ms` is the first fix outside.
     Departure { key: StopKey, departed_at_ms: i64 },
@@ -253,15 +255,19 @@ impl StopTrack {
         }
         // Evidence beyond fix density: the device says it is still, inside the zone; or it went
         // quiet after a fix inside and reappears near it (see `quiet_gap_ms`).
-        let quiet = self.dwell.last.is_some_and(|last| {
+        let quiet = self.dwell.last.and_then(|last| {
             let gap_ms = fix.ts_ms - last.ts_ms;
-            gap_ms >= cfg.quiet_gap_ms
-                && haversine_m(last.lat, last.lon, fix.lat, fix.lon)
-                    <= cfg.quiet_max_speed_mps * gap_ms as f64 / 1000.0
+            let moved_m = haversine_m(last.lat, last.lon, fix.lat, fix.lon);
+            (gap_ms >= cfg.quiet_gap_ms
+                && moved_m <= cfg.quiet_max_speed_mps * gap_ms as f64 / 1000.0)
+                .then_some(CheckinEvidence::QuietGap { gap_ms, moved_m })
         });
-        let still_inside = inside && fix.motion == Some(Motion::Still);
-        if quiet || still_inside {
-            return Some(self.check_in(fix.ts_ms));
+        if let Some(evidence) = quiet {
+            return Some(self.check_in(fix.ts_ms, evidence));
+        }
+        if inside && fix.motion == Some(Motion::Still) {
+            let fixes = self.dwell.count + 1;
+            return Some(self.check_in(fix.ts_ms, CheckinEvidence::DeviceStill { fixes }));
         }
         let (clat, clon) = self.dwell.centroid();
         let stationary = haversine_m(fix.lat, fix.lon, clat, clon) <= cfg.stationary_radius_m;
@@ -304,14 +310,19 @@ impl StopTrack {
             0
         };
         if self.dwell.count >= cfg.min_fixes && span + sparse >= cfg.dwell_ms {
-            return Some(self.check_in(fix.ts_ms));
+            let evidence = CheckinEvidence::Dwell {
+                fixes: self.dwell.count,
+                span_ms: span,
+                credited_ms: sparse,
+            };
+            return Some(self.check_in(fix.ts_ms, evidence));
         }
         None
     }
 
-    /// Checks in on the evidence so far: arrival at the dwell's first fix, confirmed at
+    /// Checks in on `evidence`: arrival at the dwell's first fix, confirmed at
     /// `confirmed_at_ms` (device time).
-    fn check_in(&mut self, confirmed_at_ms: i64) -> Decision {
+    fn check_in(&mut self, confirmed_at_ms: i64, evidence: CheckinEvidence) -> Decision {
         let arrived_at_ms = self.dwell.first_ts_ms;
         self.phase = StopPhase::Arrived { arrived_at_ms };
         self.dwell = Dwell::default();
@@ -319,6 +330,7 @@ impl StopTrack {
             key: self.fence.key.clone(),
             arrived_at_ms,
             confirmed_at_ms,
+            evidence,
         }
     }
 
@@ -618,9 +630,19 @@ mod tests {
             Decision::CheckIn {
                 arrived_at_ms,
                 confirmed_at_ms,
+                evidence,
                 ..
             } => {
                 assert_eq!(*arrived_at_ms, fixes[0].ts_ms);
+                // Why: 16 fixes over 75 s, a dense phone (no sparse credit).
+                assert_eq!(
+                    *evidence,
+                    CheckinEvidence::Dwell {
+                        fixes: 16,
+                        span_ms: 75_000,
+                        credited_ms: 0
+                    }
+                );
                 assert_eq!(
                     *confirmed_at_ms, fixes[15].ts_ms,
                     "75 s after the first fix"
@@ -639,8 +661,9 @@ mod tests {
         let mut t = tracker(&cfg);
         let d = run(&mut t, &cfg, &[fix(0, -20.0, 0.0), fix(125, 60.0, 0.0)]);
         assert!(
-            matches!(&d[..], [Decision::CheckIn { arrived_at_ms, confirmed_at_ms, .. }]
-                if *arrived_at_ms == fix(0, 0.0, 0.0).ts_ms && *confirmed_at_ms == fix(125, 0.0, 0.0).ts_ms),
+            matches!(&d[..], [Decision::CheckIn { arrived_at_ms, confirmed_at_ms, evidence: CheckinEvidence::QuietGap { gap_ms: 125_000, moved_m }, .. }]
+                if *arrived_at_ms == fix(0, 0.0, 0.0).ts_ms && *confirmed_at_ms == fix(125, 0.0, 0.0).ts_ms
+                    && (*moved_m - 80.0).abs() < 1.0),
             "{d:?}"
         );
         let mut t = tracker(&cfg);

@@ -47,6 +47,7 @@ pub fn run_and_check(
                     key,
                     arrived_at_ms,
                     confirmed_at_ms,
+                    ..
                 } => {
                     let g =
                         fence(key).ok_or_else(|| format!("check-in at unknown stop {key:?}"))?;

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use super::{lock, CheckinNotice, Hub};
 use crate::geo::arrival::{Decision, StopPhase};
-use crate::model::{now_ms, CheckinSource, DriverKey, Event, EventKind, Fix, StopKey};
+use crate::model::{
+    now_ms, CheckinEvidence, CheckinSource, DriverKey, Event, EventKind, Fix, StopKey,
+};
 use crate::store::{CheckinOutcome, StoreError, TripRecord};
 
 impl Hub {
@@ -24,6 +26,7 @@ impl Hub {
                 key,
                 arrived_at_ms,
                 confirmed_at_ms,
+                evidence,
             } => {
                 let event = Event {
                     id: None,
@@ -38,7 +41,7 @@ impl Hub {
                         source: CheckinSource::Auto,
                     },
                 };
-                let stored = self.store.record_checkin(&event).await;
+                let stored = self.store.record_checkin(&event, Some(evidence)).await;
                 match stored {
                     Ok(outcome) => {
                         let inserted = outcome.checkin.is_some();
@@ -155,7 +158,10 @@ impl Hub {
             },
         );
         self.presence.barrier().await;
-        let outcome = self.store.record_checkin(&event).await?;
+        let outcome = self
+            .store
+            .record_checkin(&event, Some(CheckinEvidence::Manual))
+            .await?;
         if outcome.checkin.is_some() {
             if let Some(slot) = self.drivers.get(&who).map(|s| s.clone()) {
                 let mut state = lock(&slot.state);

@@ -22,6 +22,40 @@ impl CheckinSource {
     }
 }
 
+/// Why arrival detection checked a driver in (issue 15): the evidence it decided on, stored
+/// with the check-in and returned by `GET /v1/checkins` so a dispatcher can see *why*. Times are
+/// device time, ms; distances m. See `geo::arrival` for each rule and where its threshold comes
+/// from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CheckinEvidence {
+    /// Stationary inside the stop: `fixes` fixes spanning `span_ms`, plus `credited_ms` (one
+    /// mean interval) for a sparse phone's unseen start and end of the stop.
+    Dwell {
+        fixes: u32,
+        span_ms: i64,
+        credited_ms: i64,
+    },
+    /// After a fix inside the stop the phone went quiet for `gap_ms` and reappeared `moved_m`
+    /// from it: what a distance-filtered app does while parked.
+    QuietGap { gap_ms: i64, moved_m: f64 },
+    /// The phone said it was still (`motion: still`) inside the stop, `fixes` fixes into a dwell.
+    DeviceStill { fixes: u32 },
+    /// An admin or the driver checked in through the REST fallback.
+    Manual,
+}
+
+impl CheckinEvidence {
+    /// `dwell` | `quiet_gap` | `device_still` | `manual`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Dwell { .. } => "dwell",
+            Self::QuietGap { .. } => "quiet_gap",
+            Self::DeviceStill { .. } => "device_still",
+            Self::Manual => "manual",
+        }
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {

@@ -13,7 +13,7 @@ pub mod status;
 pub mod tracking;
 
 pub use clock::now_ms;
-pub use event::{CheckinSource, Event, EventFields, EventKind, EVENT_TYPES};
+pub use event::{CheckinEvidence, CheckinSource, Event, EventFields, EventKind, EVENT_TYPES};
 pub use fix::{Battery, Fix, Motion};
 pub use ids::{DriverId, DriverKey, StopKey};
 pub use position::{LivePosition, NextStop};

@@ -30,6 +30,9 @@ pub struct EventQuery {
     pub types: Option<Vec<String>>,
     /// Only these drivers; `None`: every driver.
     pub drivers: Option<Vec<String>>,
+    /// The newest `limit` matching events, newest first, instead of the oldest in id order
+    /// (what an events feed shows first); the page's `next_since` is then the log's head.
+    pub newest_first: bool,
 }
 
 /// `a,b` as `,a,b,`: membership of `x` is then finding `,x,` in it (sqlx's `Any` driver cannot
@@ -162,7 +165,8 @@ impl Store {
             }
             (None, None) => {}
         }
-        sql += &format!("ORDER BY id LIMIT ${next}");
+        let order = if q.newest_first { "DESC" } else { "" };
+        sql += &format!("ORDER BY id {order} LIMIT ${next}");
         let mut query = sqlx::query(&sql).bind(fleet).bind(q.since).bind(head);
         // An empty list matches nothing: bound as one value no type or id equals.
         let list = |items: &Vec<String>| {
@@ -198,10 +202,37 @@ impl Store {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let next_since = match events.last() {
-            Some(last) if events.len() as i64 == limit => last.id.unwrap_or(q.since),
+            Some(last) if events.len() as i64 == limit && !q.newest_first => {
+                last.id.unwrap_or(q.since)
+            }
             _ => head,
         };
         Ok(EventPage { events, next_since })
+    }
+
+    /// Drivers of the fleet with a presence event (`driver.online`/`driver.offline`, whose `ts`
+    /// is server time) at or after `since_ms`, each with its latest such time (unix ms UTC): who
+    /// the drivers panel lists when they have neither a live position nor an active trip (a
+    /// node that restarts forgets who was online). At most `limit`.
+    pub async fn recently_present(
+        &self,
+        fleet: &str,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT driver_id, MAX(ts) AS last FROM events \
+             WHERE fleet = $1 AND type IN ('driver.online', 'driver.offline') AND ts >= $2 \
+             GROUP BY driver_id LIMIT $3",
+        )
+        .bind(fleet)
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("driver_id")?, r.try_get("last")?)))
+            .collect()
     }
 
     /// One driver's events with `from_ms <= ts <= to_ms` (device time), in log order, at most

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod etas;
 pub mod event_record;
 pub mod events;
+pub mod evidence;
 pub mod geofences;
 pub mod links;
 pub mod segments;
@@ -20,7 +21,9 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::model::{now_ms, CheckinSource, Event, EventKind, StopKey, StopStatus, TripStatus};
+use crate::model::{
+    now_ms, CheckinEvidence, CheckinSource, Event, EventKind, StopKey, StopStatus, TripStatus,
+};
 use events::append_event;
 
 /// Errors from the store.
@@ -136,6 +139,8 @@ pub struct CheckinRecord {
     pub checked_in_at: i64,
     pub departed_at: Option<i64>,
     pub source: CheckinSource,
+    /// Why it happened; `None` for check-ins stored before migration 0011.
+    pub evidence: Option<CheckinEvidence>,
 }
 
 /// What recording a check-in did.
@@ -406,7 +411,11 @@ impl Store {
     /// transaction; completes the trip (and records `trip.completed`) when no stop is left
     /// pending. Exactly once per (trip, stop): a second call writes nothing and returns
     /// `checkin: None`. `Invalid` for any other kind of event.
-    pub async fn record_checkin(&self, event: &Event) -> Result<CheckinOutcome, StoreError> {
+    pub async fn record_checkin(
+        &self,
+        event: &Event,
+        evidence: Option<CheckinEvidence>,
+    ) -> Result<CheckinOutcome, StoreError> {
         let EventKind::StopCheckedIn {
             key,
             arrived_at_ms,
@@ -438,8 +447,8 @@ impl Store {
                 .await?;
         }
         let row = sqlx::query(
-            "INSERT INTO checkins (fleet, trip_id, stop_id, driver_id, arrived_at, checked_in_at, source) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (fleet, trip_id, stop_id) DO NOTHING RETURNING id",
+            "INSERT INTO checkins (fleet, trip_id, stop_id, driver_id, arrived_at, checked_in_at, source, evidence) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (fleet, trip_id, stop_id) DO NOTHING RETURNING id",
         )
         .bind(fleet)
         .bind(&*key.trip_id)
@@ -448,6 +457,7 @@ impl Store {
         .bind(arrived_at_ms)
         .bind(checked_in_at_ms)
         .bind(source.as_str())
+        .bind(evidence.as_ref().map(|e| evidence::to_json(e).to_string()))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -513,6 +523,7 @@ impl Store {
                 checked_in_at: checked_in_at_ms,
                 departed_at: None,
                 source,
+                evidence,
             }),
             event_id: Some(event_id),
             trip_completed,
@@ -575,7 +586,7 @@ impl Store {
         filter: &CheckinFilter,
     ) -> Result<Vec<CheckinRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, fleet, trip_id, stop_id, driver_id, arrived_at, checked_in_at, departed_at, source \
+            "SELECT id, fleet, trip_id, stop_id, driver_id, arrived_at, checked_in_at, departed_at, source, evidence \
              FROM checkins WHERE fleet = $1 AND ($2 IS NULL OR trip_id = $2) AND ($3 IS NULL OR driver_id = $3) \
              ORDER BY id DESC LIMIT $4",
         )
@@ -598,6 +609,10 @@ impl Store {
                     departed_at: r.try_get("departed_at")?,
                     source: CheckinSource::parse(&r.try_get::<String, _>("source")?)
                         .ok_or(StoreError::Invalid("unknown check-in source"))?,
+                    evidence: r
+                        .try_get::<Option<String>, _>("evidence")?
+                        .as_deref()
+                        .and_then(evidence::from_json),
                 })
             })
             .collect()

@@ -104,6 +104,25 @@ impl Store {
             .collect()
     }
 
+    /// The fleet's stops still in progress: driver id → when the stop began (device time, unix
+    /// ms UTC). One row per stopped driver (a later `driver.stopped` without its `driver.moving`
+    /// cannot happen: a driver stops again only after it moved).
+    pub async fn open_stop_segments(
+        &self,
+        fleet: &str,
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT driver_id, MAX(started_at) AS since FROM stop_segments \
+             WHERE fleet = $1 AND ended_at IS NULL GROUP BY driver_id",
+        )
+        .bind(fleet)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("driver_id")?, r.try_get("since")?)))
+            .collect()
+    }
+
     /// Retention: deletes the stops that ended (device time) before `before_ms`, as the track
     /// they lie on goes. Returns how many.
     pub async fn prune_stop_segments(&self, before_ms: i64) -> Result<u64, StoreError> {

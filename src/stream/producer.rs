@@ -124,6 +124,7 @@ async fn produce(
             types: f.types.clone(),
             drivers: (!spec.filter.drivers.is_empty())
                 .then(|| spec.filter.drivers.iter().cloned().collect()),
+            newest_first: false,
         },
         wake: hub.feed.subscribe(&spec.fleet),
     });

@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod codecs;
 mod deploy;
+mod dispatch;
 mod drain;
 mod driver_socket;
 mod etas;

@@ -174,7 +174,10 @@ async fn concurrent_last_checkins_complete_the_trip(url: &str) {
             .await
             .expect("trip");
         let (e1, e2) = (checkin(&trip, "s1"), checkin(&trip, "s2"));
-        let (a, b) = tokio::join!(store.record_checkin(&e1), store.record_checkin(&e2));
+        let (a, b) = tokio::join!(
+            store.record_checkin(&e1, None),
+            store.record_checkin(&e2, None)
+        );
         let completions = [a.expect("check-in s1"), b.expect("check-in s2")]
             .iter()
             .filter(|o| o.trip_completed.is_some())

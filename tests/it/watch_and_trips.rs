@@ -228,6 +228,11 @@ async fn check_in_is_exactly_once_even_when_fixes_are_replayed_or_the_hub_restar
     assert_eq!(list[0]["stop_id"], "s1");
     assert_eq!(list[0]["driver_id"], "D1");
     assert!(list[0]["departed_at"].is_null());
+    // Why: stationary inside for 16 fixes (every 5 s) over the 75 s dwell, a dense phone.
+    assert_eq!(
+        list[0]["evidence"],
+        json!({"kind": "dwell", "fixes": 16, "span_s": 75.0, "credited_s": 0.0})
+    );
     let (_, trip) = hub.get("/v1/trips/t1", "f1").await;
     assert_eq!(trip["stops"][0]["status"], "arrived");
     assert_eq!(trip["stops"][1]["status"], "pending");

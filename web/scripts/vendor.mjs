@@ -1,16 +1,27 @@
-// Copies Leaflet's distribution from node_modules (installed by `npm ci`, version pinned in
-// package.json / package-lock.json) into vendor/, which the hub embeds at build time. Run after
-// changing the version: `npm ci && npm run vendor`, then commit vendor/.
+// Copies the browser libraries' distributions from node_modules (installed by `npm ci`, versions
+// pinned in package.json / package-lock.json) into vendor/, which the hub embeds at build time:
+// Leaflet, and Leaflet.markercluster (the live map's clustering). Run after changing a version:
+// `npm ci && npm run vendor`, then commit vendor/.
 import { cpSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 
-const from = "node_modules/leaflet";
-const to = "vendor/leaflet";
-const version = JSON.parse(readFileSync(`${from}/package.json`, "utf8")).version;
-rmSync(to, { recursive: true, force: true });
-mkdirSync(`${to}/images`, { recursive: true });
-for (const file of ["leaflet.js", "leaflet.css"]) cpSync(`${from}/dist/${file}`, `${to}/${file}`);
-for (const file of ["layers.png", "layers-2x.png", "marker-icon.png", "marker-icon-2x.png", "marker-shadow.png"]) {
-  cpSync(`${from}/dist/images/${file}`, `${to}/images/${file}`);
+function vendor(name, to, files) {
+  const from = `node_modules/${name}`;
+  const version = JSON.parse(readFileSync(`${from}/package.json`, "utf8")).version;
+  rmSync(to, { recursive: true, force: true });
+  for (const [src, dest] of files) {
+    mkdirSync(`${to}/${dest}`.replace(/\/[^/]*$/, ""), { recursive: true });
+    cpSync(`${from}/${src}`, `${to}/${dest}`);
+  }
+  console.log(`vendored ${name} ${version} into ${to}`);
 }
-cpSync(`${from}/LICENSE`, `${to}/LICENSE`);
-console.log(`vendored leaflet ${version} into ${to}`);
+
+vendor("leaflet", "vendor/leaflet", [
+  ...["leaflet.js", "leaflet.css"].map((f) => [`dist/${f}`, f]),
+  ...["layers.png", "layers-2x.png", "marker-icon.png", "marker-icon-2x.png", "marker-shadow.png"]
+    .map((f) => [`dist/images/${f}`, `images/${f}`]),
+  ["LICENSE", "LICENSE"],
+]);
+vendor("leaflet.markercluster", "vendor/markercluster", [
+  ...["leaflet.markercluster.js", "MarkerCluster.css", "MarkerCluster.Default.css"].map((f) => [`dist/${f}`, f]),
+  ["MIT-LICENCE.txt", "LICENSE"],
+]);
