@@ -75,10 +75,21 @@ function follow(id) {
   if (row?.trip) ctx.trip.open(row.trip.id);
 }
 
+/** Opens a trip from the feed, the history or a stop: the trip tab, the map on its stops. */
 function openTrip(tripId) {
   showTab("trip");
-  return ctx.trip.open(tripId);
+  return ctx.trip.open(tripId, true);
 }
+
+/** Fits the map to a trip's stops and its driver (when drawn); the view stops following. */
+ctx.fitTrip = (trip) => {
+  const points = trip.stops.map((s) => [s.lat, s.lon]);
+  const d = ctx.live.drivers.get(trip.driver_id);
+  if (d?.position) points.push([d.position.lat, d.position.lon]);
+  if (!points.length) return;
+  ctx.stopFollowing();
+  map.fitBounds(L.latLngBounds(points).pad(0.2), { maxZoom: 17 });
+};
 
 /** Presence and stop events change the drivers panel: re-read it (at most once per second). */
 let driversDue = null;

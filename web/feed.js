@@ -9,9 +9,9 @@ const TYPES = ["stop.checked_in", "stop.departed", "stop.approaching", "stop.lat
   "driver.online", "driver.offline", "driver.stopped", "driver.moving",
   "geofence.entered", "geofence.dwelled", "geofence.exited"];
 
-/** A line of text for an event. */
-export function describeEvent(e) {
-  const stop = e.stop_id ? ` at ${e.stop_id}` : "";
+/** A line of text for an event; `stopName(trip, stop)` gives a stop's name where known. */
+export function describeEvent(e, stopName = () => null) {
+  const stop = e.stop_id ? ` at ${stopName(e.trip_id, e.stop_id) || e.stop_id}` : "";
   switch (e.type) {
     case "stop.checked_in": return `checked in${stop} (${e.source || "auto"})`;
     case "stop.departed": return `left${stop}`;
@@ -56,7 +56,7 @@ export function createFeed(ctx) {
     if (e.trip_id) li.dataset.tripId = e.trip_id;
     const time = el("time", "meta", clock(e.ts));
     time.dateTime = e.ts;
-    li.append(time, " ", el("span", "name", e.driver_id), " ", describeEvent(e));
+    li.append(time, " ", el("span", "name", e.driver_id), " ", describeEvent(e, ctx.live.stopName));
     if (e.trip_id) li.append(el("div", "meta", `trip ${e.trip_id}`));
     const open = () => (e.trip_id ? ctx.openTrip(e.trip_id, e.stop_id) : ctx.follow(e.driver_id));
     li.addEventListener("click", open);

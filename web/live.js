@@ -14,12 +14,17 @@ const LABEL_LEFT_PX = 8;
 const LABEL_EVERY_MS = 250;
 /** Every stop's ring (its geofence radius, m) from this zoom on; the trip shown in the trip
  * panel has its rings at any zoom. Below it, dozens of overlapping rings hide the map. */
-const RING_ZOOM = 17;
+const RING_ZOOM = 18;
 /** Below this speed a heading is noise (GPS course while parked), m/s. */
 const HEADING_MIN_SPEED_MPS = 1;
-/** Updates of more markers than this in one frame go through the cluster group's bulk
- * remove/add (one re-cluster) instead of one `setLatLng` (one re-cluster each). */
+/** Re-clustering more markers than this goes through the cluster group's bulk remove/add (one
+ * re-cluster) instead of one `setLatLng` each (one remove + add each). */
 const BULK_UPDATE = 50;
+/** Markers inside clusters move this often, ms (see `flush`)… */
+const CLUSTERED_EVERY_MS = 2_000;
+/** …and only once their driver is this far from where the marker is, px at the current zoom
+ * (less cannot change which cluster shows it); the rest move when the zoom changes. */
+const RECLUSTER_PX = 8;
 const STOP_COLOURS = { pending: "#1e88e5", approaching: "#f9a825", late: "#c62828", arrived: "#2e7d32", departed: "#8d8d8d" };
 
 /** The status a stop shows: `late` and `approaching` are flags of a pending stop. */
@@ -65,6 +70,11 @@ export function createLive(map, ctx) {
   const trips = new Map();
   /** driver id → position, applied on the next animation frame (many frames, one redraw). */
   const pending = new Map();
+  /** driver id → driver whose marker waits inside a cluster for the next `recluster`. */
+  const clustered = new Map();
+  let reclusterTimer = null;
+  /** Drivers inside clusters whose marker lags their position by less than RECLUSTER_PX. */
+  const stale = new Set();
   let frameQueued = false;
 
   function showLayersForZoom() {
@@ -75,6 +85,12 @@ export function createLive(map, ctx) {
     placeLabels();
   }
   map.on("zoomend", showLayersForZoom);
+  // A new zoom re-clusters: every marker first goes where its driver is.
+  map.on("zoomstart", () => {
+    for (const d of stale) clustered.set(d.id, d);
+    stale.clear();
+    recluster();
+  });
   map.on("moveend", () => placeLabels());
 
   /** Labels only where they fit: greedily, in id order, a marker's label shows when its box
@@ -147,39 +163,54 @@ export function createLive(map, ctx) {
     d.dot.classList.toggle("selected", ctx.selected === d.id);
   }
 
+  /** Markers drawn on their own move at once (one `setLatLng`, which the cluster group turns
+   * into one remove + add); markers inside a cluster or out of view wait for the next
+   * re-cluster, every CLUSTERED_EVERY_MS, all in one bulk remove/add: a cluster's count and
+   * place barely change in 2 s, and re-clustering every frame cost a long task per frame. */
   function flush() {
     frameQueued = false;
-    const moved = [];
     const added = [];
     for (const [id, p] of pending) {
       const d = drivers.get(id) || makeDriver(id);
       d.course = course(d.position, p, d.course);
       d.position = p;
       paint(d);
-      if (d.added) moved.push(d.marker);
-      else {
+      if (!d.added) {
         d.added = true;
         d.marker.setLatLng([p.lat, p.lon]);
         added.push(d.marker);
-      }
-    }
-    if (moved.length > BULK_UPDATE) {
-      clusters.removeLayers(moved);
-      for (const m of moved) {
-        const p = pending.get(m.options.title);
-        m.setLatLng([p.lat, p.lon]);
-      }
-      clusters.addLayers(moved);
-    } else {
-      for (const m of moved) {
-        const p = pending.get(m.options.title);
-        m.setLatLng([p.lat, p.lon]);
+      } else if (clusters.getVisibleParent(d.marker) === d.marker) {
+        d.marker.setLatLng([p.lat, p.lon]);
+      } else if (map.project(d.marker.getLatLng()).distanceTo(map.project([p.lat, p.lon])) < RECLUSTER_PX) {
+        stale.add(d); // cannot change what the cluster shows at this zoom: moved on zoom
+      } else {
+        clustered.set(id, d);
+        if (!reclusterTimer) reclusterTimer = setTimeout(recluster, CLUSTERED_EVERY_MS);
       }
     }
     if (added.length) clusters.addLayers(added);
     pending.clear();
     placeLabelsSoon();
     ctx.onDriversDrawn?.();
+  }
+
+  /** Moves the markers that waited inside clusters: one bulk remove/add. */
+  function recluster() {
+    clearTimeout(reclusterTimer);
+    reclusterTimer = null;
+    const markers = [];
+    for (const d of clustered.values()) {
+      stale.delete(d);
+      if (drivers.get(d.id) === d) markers.push(d.marker);
+    }
+    clustered.clear();
+    if (markers.length > BULK_UPDATE) clusters.removeLayers(markers);
+    for (const m of markers) {
+      const p = drivers.get(m.options.title).position;
+      m.setLatLng([p.lat, p.lon]);
+    }
+    if (markers.length > BULK_UPDATE) clusters.addLayers(markers);
+    placeLabelsSoon();
   }
 
   /** Queues positions (`PositionView`s) for the next animation frame. */
@@ -193,8 +224,10 @@ export function createLive(map, ctx) {
 
   function remove(id) {
     pending.delete(id);
+    clustered.delete(id);
     const d = drivers.get(id);
     if (!d) return;
+    stale.delete(d);
     if (d.added) clusters.removeLayer(d.marker);
     drivers.delete(id);
   }
@@ -230,14 +263,19 @@ export function createLive(map, ctx) {
   function drawTrip(trip) {
     eraseTrip(trip.id);
     const active = trip.status === "active";
+    const focused = ctx.trip?.current === trip.id;
     const line = L.polyline(trip.stops.map((s) => [s.lat, s.lon]), {
-      color: active ? "#1565c0" : "#9e9e9e", weight: 2, dashArray: active ? "6 6" : null, opacity: 0.7, interactive: false,
+      color: focused ? "#d81b60" : active ? "#1565c0" : "#9e9e9e",
+      weight: focused ? 4 : 2,
+      dashArray: active && !focused ? "6 6" : null,
+      opacity: focused ? 0.9 : 0.6,
+      interactive: false,
     }).addTo(tripLayer);
     line.getElement()?.setAttribute("data-trip-id", trip.id);
     line.getElement()?.setAttribute("data-trip-status", trip.status);
     const stops = new Map();
     const rings = [];
-    const ringsTo = ctx.trip?.current === trip.id ? focusLayer : ringLayer;
+    const ringsTo = focused ? focusLayer : ringLayer;
     for (const s of trip.stops) {
       const state = stopState(s);
       const circle = L.circleMarker([s.lat, s.lon], {
@@ -294,6 +332,11 @@ export function createLive(map, ctx) {
     }
   }
 
+  /** A stop's name from the trips drawn, else `null`. */
+  function stopName(tripId, stopId) {
+    return trips.get(tripId)?.trip.stops.find((s) => s.id === stopId)?.name || null;
+  }
+
   showLayersForZoom();
-  return { drivers, trips, clusters, upsert, remove, retain, setStatus, repaintSelection, reveal, drawTrip, eraseTrip, drawZones };
+  return { stopName, drivers, trips, clusters, upsert, remove, retain, setStatus, repaintSelection, reveal, drawTrip, eraseTrip, drawZones };
 }

@@ -89,7 +89,7 @@ export function createTripPanel(ctx) {
     }
   }
 
-  async function load(id) {
+  async function load(id, fit = false) {
     try {
       const [trip, { checkins }] = await Promise.all([
         ctx.api.get(`/v1/trips/${enc(id)}`),
@@ -107,13 +107,15 @@ export function createTripPanel(ctx) {
       $("trip-body").dataset.tripId = trip.id;
       // Redrawn now that it is the shown trip: its rings show at any zoom.
       ctx.live.drawTrip(trip);
+      if (fit) ctx.fitTrip(trip);
     } catch (e) {
       if (current === id) $("trip-error").textContent = `Trip ${id}: ${e.message}`;
     }
   }
 
-  /** Shows trip `id` (re-read every REFRESH_MS while shown). */
-  function open(id) {
+  /** Shows trip `id` (re-read every REFRESH_MS while shown); with `fit`, the map shows its
+   * stops. */
+  function open(id, fit = false) {
     const previous = current;
     current = id;
     if (previous !== id) {
@@ -125,7 +127,7 @@ export function createTripPanel(ctx) {
     }
     clearInterval(timer);
     timer = setInterval(() => load(id), REFRESH_MS);
-    return load(id);
+    return load(id, previous !== id && fit);
   }
 
   /** An event of the shown trip re-reads it. */

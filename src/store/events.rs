@@ -112,7 +112,7 @@ pub struct EventPage {
 const MAX_DRIVERS_IN_LIST: usize = 256;
 
 /// `$first, $first+1, …` for `n` parameters.
-fn placeholders(first: usize, n: usize) -> String {
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()

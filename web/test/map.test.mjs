@@ -47,6 +47,12 @@ async function rest(method, path, body, token) {
 }
 
 async function shot(name) {
+  // A still map: no zoom or pan animation in progress (Leaflet's own flags), labels placed.
+  await page.waitForFunction(() => {
+    const map = window.trackhub.map;
+    return !map._animatingZoom && !(map._panAnim && map._panAnim._inProgress);
+  }, null, { timeout: 5_000 });
+  await page.evaluate(() => new Promise((r) => setTimeout(r, 300)));
   const path = join(SCREENSHOTS, name);
   await page.screenshot({ path });
   console.log(`screenshot: ${path}`);
@@ -202,6 +208,20 @@ test("the dispatcher's map: drivers, trip, map layers, events and history during
   await page.click("#history-play");
   await shot("map-history.png");
 
+  // ---- a tablet held upright: the panel goes under the map, both usable ------------------------------
+  step("tablet");
+  await page.setViewportSize({ width: 820, height: 1180 });
+  await tab("drivers");
+  const mapBox = await page.locator("#map").boundingBox();
+  const panelBox = await page.locator("#panel").boundingBox();
+  assert.ok(mapBox.height >= 500 && mapBox.width === 820, JSON.stringify(mapBox));
+  assert.ok(panelBox.y >= mapBox.y + mapBox.height - 1 && panelBox.width === 820, JSON.stringify(panelBox));
+  await page.fill("#driver-search", "");
+  await page.dispatchEvent("#driver-search", "input");
+  assert.ok(await page.isVisible("#driver-list li"), "the list is usable");
+  await shot("map-tablet.png");
+  await page.setViewportSize({ width: 1280, height: 800 });
+
   const { code, out } = await replay;
   assert.equal(code, 0, `replay failed: ${out}`);
   console.log(out.trim());
@@ -224,6 +244,7 @@ test("stop names and ids are shown as text, never as HTML", { timeout: 60_000 },
   const [lat, lon] = ORIGIN.split(",").map(Number);
   const made = await rest("POST", "/v1/trips", { id: "xss-trip", driver_id: "xss-driver", stops: [{ id: "xss-stop", name: evil, lat, lon }] }, token);
   assert.equal(made.status, 201, JSON.stringify(made.body));
+  await page.goto("about:blank"); // a new document: a fragment-only change would not reload
   await page.goto(`${hub.base}/#token=${token}`);
   await page.waitForSelector('#status[data-state="live"]', { timeout: 15_000 });
   const stop = await page.waitForSelector('[data-stop-id="xss-stop"]', { timeout: 20_000 });
@@ -238,4 +259,18 @@ test("stop names and ids are shown as text, never as HTML", { timeout: 60_000 },
   assert.ok((await page.textContent("#trip-stops")).includes(evil));
   assert.equal(await page.$$eval("img", (imgs) => imgs.filter((i) => !i.src.includes("/map/")).length), 0);
   assert.equal(await page.evaluate(() => window.__xss), undefined, "no script ran");
+});
+
+test("a map whose tiles cannot load says so instead of showing a grey map", { timeout: 60_000 }, async () => {
+  const token = hub.token("admin", "map-test");
+  // The hub's map config, with a tile server nobody answers on (a machine offline).
+  await page.route("**/map/config.json", async (route) => {
+    const config = await (await route.fetch()).json();
+    await route.fulfill({ json: { ...config, tile_url: "http://127.0.0.1:9/{z}/{x}/{y}.png" } });
+  });
+  await page.goto("about:blank"); // a new document: a fragment-only change would not reload
+  await page.goto(`${hub.base}/#token=${token}`);
+  await page.waitForSelector("#tiles-down:not([hidden])", { timeout: 20_000 });
+  assert.match(await page.textContent("#tiles-down"), /cannot be loaded/);
+  await page.unroute("**/map/config.json");
 });
