@@ -291,6 +291,12 @@ async fn main() -> anyhow::Result<()> {
                     s.recall(),
                     r.median_delay_s().map_or("-".to_string(), |d| format!("{d:.0} s"))
                 );
+                let kinds: Vec<String> = r
+                    .by_evidence
+                    .iter()
+                    .map(|(kind, (real, false_))| format!("{kind} {real} real / {false_} false"))
+                    .collect();
+                println!("  check-ins by evidence: {}", kinds.join(", "));
             }
             Ok(())
         }

@@ -258,6 +258,9 @@ pub struct ProfileResult {
     pub delays_ms: Vec<i64>,
     /// Fixes the profile sent, over all chunks.
     pub fixes_sent: usize,
+    /// Check-ins by the evidence that decided them (`CheckinEvidence::kind`): (at a real stop,
+    /// at a negative stretch), so a rule's false check-ins can be told from its true ones.
+    pub by_evidence: std::collections::BTreeMap<&'static str, (usize, usize)>,
 }
 
 impl ProfileResult {
@@ -293,9 +296,17 @@ pub fn evaluate_profile(
                 if let Decision::CheckIn {
                     key,
                     confirmed_at_ms,
+                    evidence,
                     ..
                 } = d
                 {
+                    let positive = key.stop_id.starts_with("pos-");
+                    let tally = result.by_evidence.entry(evidence.kind()).or_default();
+                    if positive {
+                        tally.0 += 1;
+                    } else {
+                        tally.1 += 1;
+                    }
                     if let Some(i) = key
                         .stop_id
                         .strip_prefix("pos-")
