@@ -105,6 +105,21 @@ async fn cluster_watcher_on_b_follows_driver_on_a_and_catches_up_after_redis_res
         .await;
     assert_eq!(near["drivers"][0]["driver_id"], "D1", "{near}");
     assert!(near["drivers"][0]["distance_m"].as_f64().unwrap() < 30.0);
+    // …and B's drivers panel lists A's driver as online, with the position A published.
+    let panel = c
+        .poll(b, "/v1/fleet/drivers", "f1", WAIT, |b| {
+            b["drivers"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|r| r["driver_id"] == "D1"))
+        })
+        .await;
+    let row = &panel["drivers"][0];
+    assert_eq!(row["driver_id"], "D1", "{panel}");
+    assert_ne!(row["status"], "offline", "{panel}");
+    assert!(
+        (row["position"]["lat"].as_f64().unwrap() - LAT).abs() < 0.001,
+        "{panel}"
+    );
     let (_, list) = c.get(b, "/v1/checkins?trip_id=t1", "f1").await;
     assert_eq!(list["checkins"].as_array().unwrap().len(), 1, "{list}");
 
