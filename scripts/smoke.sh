@@ -77,7 +77,8 @@ echo "smoke: $count check-ins visible over GET /v1/checkins"
 echo "smoke: eval-arrival on 20 chunks"
 eval_out=$(cargo run --release --locked --quiet -- eval-arrival --limit 20 2>&1) \
   || fail "eval-arrival failed: $eval_out"
-eval_line=${eval_out##*$'\n'}
+# The score line (the per-evidence split follows it).
+eval_line=$(grep -m1 'precision' <<<"$eval_out" || true)
 echo "smoke: $eval_line"
 grep -q 'precision' <<<"$eval_line" || fail "eval-arrival printed no score: $eval_out"
 

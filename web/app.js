@@ -14,6 +14,8 @@ const TOKEN_KEY = "trackhub.token";
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const TRIPS_REFRESH_MS = 15_000;
+/** Active trips drawn on the map (newest first): the API's page limit. */
+const MAX_TRIPS_DRAWN = 1_000;
 /** Tile errors before the page says the tiles are down (one failed tile is not an outage). */
 const TILE_ERRORS_SHOWN = 4;
 
@@ -186,7 +188,7 @@ map.zoomControl.getContainer().addEventListener("click", ctx.stopFollowing);
 // ---- trips and geofences -------------------------------------------------------------------
 
 async function loadTrips() {
-  const { trips } = await ctx.api.get("/v1/trips?status=active&limit=1000");
+  const { trips } = await ctx.api.get(`/v1/trips?status=active&limit=${MAX_TRIPS_DRAWN}`);
   const seen = new Set(trips.map((t) => t.id));
   for (const [id, t] of ctx.live.trips) if (!seen.has(id) && t.trip.status === "active") ctx.live.eraseTrip(id);
   for (const trip of trips) ctx.live.drawTrip(trip);
@@ -251,7 +253,8 @@ function onMessage(message) {
 /** The drivers panel read these active trips (`count` in all): draw the ones not on the map yet. */
 ctx.onTripsListed = (ids, count) => {
   $("trip-count").textContent = String(count);
-  if (ids.some((id) => !ctx.live.trips.has(id))) loadTrips().catch(ctx.fail);
+  // With MAX_TRIPS_DRAWN on the map, a larger fleet's other trips wait for the trip panel.
+  if (ctx.live.trips.size < MAX_TRIPS_DRAWN && ids.some((id) => !ctx.live.trips.has(id))) loadTrips().catch(ctx.fail);
 };
 
 /** After each redraw: keep the followed driver in view; show the fleet once it first appears. */
