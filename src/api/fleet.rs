@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::geo::BBox;
-use crate::model::{now_ms, DriverKey, StopStatus};
+use crate::model::{now_ms, DriverKey, LivePosition, StopStatus};
 use crate::protocol::time::format_ts;
 use crate::protocol::PositionView;
 use crate::state::AppState;
@@ -71,8 +71,8 @@ fn progress(trip: &TripRecord) -> serde_json::Value {
 
 /// `GET /v1/fleet/drivers` (admin, service) → `{"drivers":[…]}` sorted by id: every driver the
 /// fleet knows of (online anywhere in the cluster, with an active trip, with a registered
-/// device, or online or offline in the last 24 h). Online positions come from the live index (every node's drivers); battery is known
-/// for drivers this node serves whose app reports it.
+/// device, or online or offline in the last 24 h). Online positions come from the live index
+/// (every node's drivers); battery is known for drivers this node serves whose app reports it.
 #[utoipa::path(get, path = "/v1/fleet/drivers", operation_id = "list_fleet_drivers", tag = "drivers", security(("bearer" = [])), responses((status = 200, description = "`{\"drivers\":[{driver_id, status: moving|stopped|offline, since?, position?, trip?, more_trips}]}`", body = Object), (status = 401, description = "No valid token", body = crate::error::Problem), (status = 403, description = "Another role or fleet", body = crate::error::Problem)))]
 pub async fn drivers(
     State(app): State<AppState>,
@@ -135,16 +135,15 @@ pub async fn drivers(
             None if lookups < MAX_LAST_FIX_LOOKUPS => {
                 lookups += 1;
                 let last = store.recent_track(fleet, &id, 1).await?.pop();
+                // The wire view of a stored fix is that of a live one without a next stop.
                 let position = last.map(|fix| PositionView {
-                    driver_id: id.clone(),
-                    lat: fix.lat,
-                    lon: fix.lon,
-                    ts: format_ts(fix.ts_ms),
-                    accuracy_m: fix.accuracy_m,
-                    speed_mps: fix.speed_mps,
-                    heading_deg: fix.heading_deg,
                     battery: app.hub.battery(&who).map(Into::into),
-                    next_stop: None,
+                    ..PositionView::from(&LivePosition {
+                        driver_id: id.as_str().into(),
+                        fix,
+                        received_ms: fix.ts_ms,
+                        next_stop: None,
+                    })
                 });
                 let since = last.map(|f| f.ts_ms).or_else(|| offline.get(&id).copied());
                 ("offline", since.map(format_ts), position)
