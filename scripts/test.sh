@@ -15,6 +15,10 @@ if [ ! -d ../shared/data ]; then
   exit 1
 fi
 bash scripts/ensure-services.sh
+# The property tests (tests/it/properties.rs) draw from a fixed seed here, so a run of this script
+# is reproducible; plain `cargo test` and the fuzz targets (fuzz/) keep exploring new inputs.
+# Override to search: PROPTEST_RNG_SEED=$RANDOM bash scripts/test.sh
+export PROPTEST_RNG_SEED=${PROPTEST_RNG_SEED:-20261208}
 PG_URL=${TRACKHUB_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 # Leftovers of interrupted runs.
 for db in $(psql "$PG_URL" -Atc "select datname from pg_database where datname like 'trackhub_test_%'"); do
