@@ -7,13 +7,11 @@ use super::{lock, CheckinNotice, DriverSlot, DriverState, Hub};
 use crate::bus::Outgoing;
 use crate::geo::arrival::{ArrivalConfig, ArrivalTracker, Decision, Geofence, StopPhase};
 use crate::model::{now_ms, DriverKey, Fix, StopKey, StopStatus};
-use crate::store::{StoreError, TripRecord};
+use crate::store::TripRecord;
 
 /// How far back (device time, before the newest stored fix) hydration replays a driver's track:
 /// several dwell times, so a dwell in progress is rebuilt whole. Milliseconds.
 pub const HYDRATE_WINDOW_MS: i64 = 15 * 60 * 1000;
-/// Most stored fixes hydration replays (15 min at 1 fix/s is 900).
-pub const HYDRATE_MAX_FIXES: i64 = 1_000;
 
 /// Longest a fix waits for hydration before it is processed without it, and how long the driver's
 /// later fixes skip hydration after such a failure (the database is down or slow). Milliseconds.
@@ -71,25 +69,14 @@ impl Hub {
         // to the end, so no decision is lost half-way.
         let limit = std::time::Duration::from_millis(HYDRATE_TIMEOUT_MS);
         let load = async {
-            self.ensure_zones(&who.fleet).await?;
-            let trips = self
-                .store
-                .active_trips_of(&who.fleet, &who.driver_id)
-                .await?;
-            let detecting = trips
-                .iter()
-                .any(|t| t.stops.iter().any(|s| s.status != StopStatus::Departed));
-            let recent = if detecting {
-                self.store
-                    .recent_track(&who.fleet, &who.driver_id, HYDRATE_MAX_FIXES)
-                    .await?
-            } else {
-                Vec::new()
-            };
-            Ok::<_, StoreError>((trips, recent))
+            self.ensure_zones(&who.fleet)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.loader.load(who).await
         };
-        let (trips, recent) = match tokio::time::timeout(limit, load).await {
-            Ok(loaded) => loaded.map_err(|e| e.to_string())?,
+        let super::loader::Loaded { trips, recent } = match tokio::time::timeout(limit, load).await
+        {
+            Ok(loaded) => loaded?,
             Err(_) => return Err(format!("no answer within {HYDRATE_TIMEOUT_MS} ms")),
         };
         let decisions = {

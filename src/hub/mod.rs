@@ -17,6 +17,7 @@ pub mod eta;
 mod hydrate;
 mod ingest;
 mod liveness;
+mod loader;
 pub mod presence;
 mod queries;
 mod remote;
@@ -207,6 +208,8 @@ pub struct Hub {
     zones: DashMap<Arc<str>, zones::FleetZones>,
     /// Held while a fleet's zones are first read (see `Hub::ensure_zones`).
     zones_loading: DashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>,
+    /// Reads hydration's trips and tracks for many drivers at once.
+    loader: loader::Loader,
     fix_counters: crate::metrics::FixCounters,
 }
 
@@ -224,6 +227,7 @@ impl Hub {
         emitter: Emitter,
     ) -> Self {
         let Emitter { fanout, bus, feed } = emitter;
+        let loader = loader::Loader::new(store.clone());
         Self {
             cfg,
             fanout,
@@ -237,6 +241,7 @@ impl Hub {
             fleet_etas: DashMap::new(),
             zones: DashMap::new(),
             zones_loading: DashMap::new(),
+            loader,
             fix_counters: crate::metrics::FixCounters::new(),
         }
     }

@@ -348,6 +348,10 @@ fn insert_sql(backend: Backend, rows: usize) -> &'static str {
     &all[usize::from(backend == Backend::Postgres)][i]
 }
 
+/// Drivers per statement of [`Store::recent_tracks`]: 2 + 200 bound parameters, far under
+/// SQLite's 32,766 and PostgreSQL's 65,535, and 200 subqueries that each read one key range.
+pub const RECENT_READ_SLICE: usize = 200;
+
 impl Store {
     /// A driver's newest `limit` stored fixes, returned oldest first (hydration replays them).
     pub async fn recent_track(
@@ -356,21 +360,49 @@ impl Store {
         driver_id: &str,
         limit: i64,
     ) -> Result<Vec<Fix>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT ts, lat, lon, accuracy_m, speed_mps, heading_deg, motion FROM track_points \
-             WHERE fleet = $1 AND driver_id = $2 ORDER BY ts DESC LIMIT $3",
-        )
-        .bind(fleet)
-        .bind(driver_id)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        let mut fixes = rows
-            .iter()
-            .map(fix_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        fixes.reverse();
-        Ok(fixes)
+        let mut tracks = self.recent_tracks(fleet, &[driver_id], limit).await?;
+        Ok(tracks.remove(driver_id).unwrap_or_default())
+    }
+
+    /// The newest `limit` stored fixes of each of `driver_ids` (one fleet), oldest first per
+    /// driver; drivers without fixes are absent. One statement per [`RECENT_READ_SLICE`]
+    /// drivers: a `UNION ALL` of per-driver `ORDER BY ts DESC LIMIT` subqueries, so each walks
+    /// its own end of the `(fleet, driver_id, ts)` key on SQLite and PostgreSQL alike.
+    pub async fn recent_tracks(
+        &self,
+        fleet: &str,
+        driver_ids: &[&str],
+        limit: i64,
+    ) -> Result<std::collections::HashMap<String, Vec<Fix>>, StoreError> {
+        let mut tracks: std::collections::HashMap<String, Vec<Fix>> = Default::default();
+        for ids in driver_ids.chunks(RECENT_READ_SLICE) {
+            let sql = (0..ids.len())
+                .map(|i| {
+                    format!(
+                        "SELECT * FROM (SELECT driver_id, ts, lat, lon, accuracy_m, speed_mps, \
+                         heading_deg, motion FROM track_points WHERE fleet = $1 AND driver_id = ${} \
+                         ORDER BY ts DESC LIMIT $2) AS d{i}",
+                        i + 3
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let mut query = sqlx::query(&sql).bind(fleet).bind(limit);
+            for id in ids {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                let driver_id: String = row.try_get("driver_id")?;
+                tracks
+                    .entry(driver_id)
+                    .or_default()
+                    .push(fix_from_row(&row)?);
+            }
+        }
+        for fixes in tracks.values_mut() {
+            fixes.sort_by_key(|f| f.ts_ms);
+        }
+        Ok(tracks)
     }
 
     /// A driver's stored fixes with `from_ms <= ts <= to_ms`, oldest first, at most `limit`.

@@ -309,3 +309,114 @@ async fn stop_segments_follow_their_events_on_postgres() {
     stop_segments_follow_their_events(&url).await;
     common::drop_database(&server, &name).await;
 }
+
+/// Hydration reads many drivers at once (`hub::loader`): each driver's trips (with stops, in
+/// order) and its newest fixes, oldest first, across more drivers than one statement takes
+/// (`RECENT_READ_SLICE`), drivers without trips or fixes absent, other fleets' rows never mixed
+/// in.
+async fn batched_hydration_reads(url: &str) {
+    use trackhub::store::track::RECENT_READ_SLICE;
+    use trackhub::store::{NewStop, NewTrip};
+
+    let store = Store::connect(url).await.expect("store");
+    let stop = ShutdownTrigger::new();
+    let (writer, _task) = TrackWriter::spawn(store.clone(), stop.subscribe());
+    let drivers = RECENT_READ_SLICE + 50;
+    let t0 = 1_795_000_000_000;
+    let id = |i: usize| format!("d{i:03}");
+    // Driver i has i % 7 fixes, 1 s apart; every third driver has a trip of two stops (stored
+    // in reverse position order); the same ids in fleet "f2" have fixes that must not appear.
+    for i in 0..drivers {
+        for k in 0..(i % 7) as i64 {
+            for fleet in [FLEET, "f2"] {
+                let lat = if fleet == FLEET { 47.61 } else { 10.0 };
+                let p = TrackPoint {
+                    fleet: fleet.into(),
+                    driver_id: id(i).as_str().into(),
+                    fix: Fix::at(t0 + k * 1_000, lat, -122.33 + i as f64 * 1e-4),
+                    received_ms: t0,
+                };
+                writer.push(p).await.expect("writer running");
+            }
+        }
+        if i % 3 == 0 {
+            let stop = |sid: &str| NewStop {
+                id: sid.into(),
+                name: None,
+                lat: 47.61,
+                lon: -122.33,
+                radius_m: 50.0,
+                window_start_ms: None,
+                window_end_ms: None,
+                service_s: 0.0,
+            };
+            let trip = NewTrip {
+                id: format!("trip-{i}"),
+                fleet: FLEET.into(),
+                driver_id: id(i),
+                stops: vec![stop("b"), stop("a")],
+            };
+            store.insert_trip(&trip, t0).await.expect("trip");
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(30), writer.committed())
+        .await
+        .expect("fixes committed within 30 s")
+        .expect("writer running");
+
+    let ids: Vec<String> = (0..drivers).map(id).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let tracks = store
+        .recent_tracks(FLEET, &refs, 3)
+        .await
+        .expect("recent tracks");
+    for i in 0..drivers {
+        let n = (i % 7) as i64;
+        let want: Vec<i64> = ((n - 3).max(0)..n).map(|k| t0 + k * 1_000).collect();
+        let got: Vec<i64> = tracks
+            .get(&id(i))
+            .map(|f| f.iter().map(|f| f.ts_ms).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            got, want,
+            "driver {i}'s newest 3 fixes, oldest first, on {url}"
+        );
+        assert!(tracks
+            .get(&id(i))
+            .is_none_or(|f| f.iter().all(|f| f.lat == 47.61)));
+    }
+    assert_eq!(
+        tracks.len(),
+        (0..drivers).filter(|i| i % 7 != 0).count(),
+        "drivers without fixes are absent"
+    );
+    let trips = store
+        .active_trips_of_drivers(FLEET, &refs)
+        .await
+        .expect("trips");
+    assert_eq!(
+        trips.len(),
+        drivers.div_ceil(3),
+        "one trip per third driver"
+    );
+    for t in &trips {
+        let i: usize = t.driver_id[1..].parse().expect("a driver id");
+        assert_eq!(t.id, format!("trip-{i}"), "a driver's own trip on {url}");
+        let stops: Vec<&str> = t.stops.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(stops, ["b", "a"], "stops in position order on {url}");
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn batched_hydration_reads_on_sqlite() {
+    batched_hydration_reads(&sqlite_url()).await;
+}
+
+#[tokio::test]
+async fn batched_hydration_reads_on_postgres() {
+    let server = pg_server();
+    let (url, name) = common::create_database(&server).await;
+    batched_hydration_reads(&url).await;
+    common::drop_database(&server, &name).await;
+}
