@@ -97,15 +97,35 @@ async fn mixed_batches_round_trip(url: &str) {
     store.close().await;
 }
 
+/// Two tests of one async check `$check(url)`: on a fresh SQLite file, and on a fresh database of
+/// the PostgreSQL server (dropped afterwards).
+macro_rules! on_both_engines {
+    ($check:ident => $on_sqlite:ident, $on_postgres:ident) => {
+        #[tokio::test]
+        async fn $on_sqlite() {
+            $check(&sqlite_url()).await;
+        }
+
+        #[tokio::test]
+        async fn $on_postgres() {
+            let server = pg_server();
+            let (url, name) = common::create_database(&server).await;
+            $check(&url).await;
+            common::drop_database(&server, &name).await;
+        }
+    };
+}
+
 fn sqlite_url() -> String {
     let dir = common::temp_dir();
     format!("sqlite://{}?mode=rwc", dir.join("hub.db").display())
 }
 
-#[tokio::test]
-async fn history_keeps_optional_fields_mixed_on_sqlite() {
-    mixed_batches_round_trip(&sqlite_url()).await;
-}
+on_both_engines!(
+    mixed_batches_round_trip =>
+    history_keeps_optional_fields_mixed_on_sqlite,
+    history_keeps_optional_fields_mixed_on_postgres
+);
 
 /// The PostgreSQL server these tests need whatever the pass (the bugs they pin were PostgreSQL's
 /// alone): `TRACKHUB_TEST_DATABASE_URL`, else `TRACKHUB_PG_URL`, else the machine's local one. An
@@ -114,14 +134,6 @@ fn pg_server() -> String {
     std::env::var("TRACKHUB_TEST_DATABASE_URL")
         .or_else(|_| std::env::var("TRACKHUB_PG_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-#[tokio::test]
-async fn history_keeps_optional_fields_mixed_on_postgres() {
-    let server = pg_server();
-    let (url, name) = common::create_database(&server).await;
-    mixed_batches_round_trip(&url).await;
-    common::drop_database(&server, &name).await;
 }
 
 /// Two check-ins of a trip's last two stops, committed concurrently on two connections, complete
@@ -192,18 +204,11 @@ async fn concurrent_last_checkins_complete_the_trip(url: &str) {
     store.close().await;
 }
 
-#[tokio::test]
-async fn concurrent_last_checkins_complete_the_trip_on_postgres() {
-    let server = pg_server();
-    let (url, name) = common::create_database(&server).await;
-    concurrent_last_checkins_complete_the_trip(&url).await;
-    common::drop_database(&server, &name).await;
-}
-
-#[tokio::test]
-async fn concurrent_last_checkins_complete_the_trip_on_sqlite() {
-    concurrent_last_checkins_complete_the_trip(&sqlite_url()).await;
-}
+on_both_engines!(
+    concurrent_last_checkins_complete_the_trip =>
+    concurrent_last_checkins_complete_the_trip_on_sqlite,
+    concurrent_last_checkins_complete_the_trip_on_postgres
+);
 
 /// Track retention (issue 16: `track_points` was never deleted): fixes stored longer ago than
 /// the retention are deleted by the hub's retention task; newer ones stay.
@@ -297,18 +302,11 @@ async fn stop_segments_follow_their_events(url: &str) {
     store.close().await;
 }
 
-#[tokio::test]
-async fn stop_segments_follow_their_events_on_sqlite() {
-    stop_segments_follow_their_events(&sqlite_url()).await;
-}
-
-#[tokio::test]
-async fn stop_segments_follow_their_events_on_postgres() {
-    let server = pg_server();
-    let (url, name) = common::create_database(&server).await;
-    stop_segments_follow_their_events(&url).await;
-    common::drop_database(&server, &name).await;
-}
+on_both_engines!(
+    stop_segments_follow_their_events =>
+    stop_segments_follow_their_events_on_sqlite,
+    stop_segments_follow_their_events_on_postgres
+);
 
 /// Hydration reads many drivers at once (`hub::loader`): each driver's trips (with stops, in
 /// order) and its newest fixes, oldest first, across more drivers than one statement takes
@@ -408,15 +406,8 @@ async fn batched_hydration_reads(url: &str) {
     store.close().await;
 }
 
-#[tokio::test]
-async fn batched_hydration_reads_on_sqlite() {
-    batched_hydration_reads(&sqlite_url()).await;
-}
-
-#[tokio::test]
-async fn batched_hydration_reads_on_postgres() {
-    let server = pg_server();
-    let (url, name) = common::create_database(&server).await;
-    batched_hydration_reads(&url).await;
-    common::drop_database(&server, &name).await;
-}
+on_both_engines!(
+    batched_hydration_reads =>
+    batched_hydration_reads_on_sqlite,
+    batched_hydration_reads_on_postgres
+);
