@@ -411,3 +411,81 @@ on_both_engines!(
     batched_hydration_reads_on_sqlite,
     batched_hydration_reads_on_postgres
 );
+
+/// ETAs are written many rows per statement (`Store::update_etas`): every pending stop named
+/// gets its ETA, across more rows than one statement takes and two fleets; a checked-in stop
+/// and another fleet's stop of the same ids keep theirs.
+async fn etas_are_stored_in_slices(url: &str) {
+    use trackhub::model::{CheckinSource, Event, EventKind};
+    use trackhub::store::etas::{EtaRow, ETA_WRITE_SLICE};
+    use trackhub::store::{NewStop, NewTrip};
+    let store = Store::connect(url).await.expect("store");
+    let stops = ETA_WRITE_SLICE + 20;
+    let stop = |i: usize| NewStop {
+        id: format!("s{i}"),
+        name: None,
+        lat: 47.61,
+        lon: -122.33,
+        radius_m: 50.0,
+        window_start_ms: None,
+        window_end_ms: None,
+        service_s: 0.0,
+    };
+    for fleet in [FLEET, "f2"] {
+        let trip = NewTrip {
+            id: "t".into(),
+            fleet: fleet.into(),
+            driver_id: DRIVER.into(),
+            stops: (0..stops).map(stop).collect(),
+        };
+        store.insert_trip(&trip, 1_000).await.expect("trip");
+    }
+    let key = |i: usize| StopKey {
+        trip_id: "t".into(),
+        stop_id: format!("s{i}").as_str().into(),
+    };
+    let checkin = Event {
+        id: None,
+        fleet: FLEET.into(),
+        driver_id: DRIVER.into(),
+        ts_ms: 2_000,
+        position: None,
+        kind: EventKind::StopCheckedIn {
+            key: key(0),
+            arrived_at_ms: 2_000,
+            checked_in_at_ms: 2_000,
+            source: CheckinSource::Manual,
+        },
+    };
+    store
+        .record_checkin(&checkin, None)
+        .await
+        .expect("check-in");
+    let rows: Vec<EtaRow> = (0..stops)
+        .map(|i| EtaRow {
+            fleet: FLEET.into(),
+            key: key(i),
+            eta_ms: 1_800_000_000_000 + i as i64,
+            updated_at_ms: 3_000,
+        })
+        .collect();
+    store.update_etas(&rows).await.expect("ETAs stored");
+    let trip = store.trip(FLEET, "t").await.expect("read").expect("trip");
+    for (i, s) in trip.stops.iter().enumerate() {
+        let want = (i > 0).then_some(1_800_000_000_000 + i as i64);
+        assert_eq!(s.eta, want, "stop {i} on {url}");
+        assert_eq!(s.eta_updated_at, want.map(|_| 3_000), "stop {i} on {url}");
+    }
+    let other = store.trip("f2", "t").await.expect("read").expect("trip");
+    assert!(
+        other.stops.iter().all(|s| s.eta.is_none()),
+        "other fleet untouched"
+    );
+    store.close().await;
+}
+
+on_both_engines!(
+    etas_are_stored_in_slices =>
+    etas_are_stored_in_slices_on_sqlite,
+    etas_are_stored_in_slices_on_postgres
+);
