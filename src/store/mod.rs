@@ -372,9 +372,9 @@ impl Store {
         Ok(trips)
     }
 
-    /// The active trips of many drivers of one fleet, oldest first, with their stops: what
-    /// hydration needs for a batch of drivers (`hub::loader`): two statements per 500 drivers
-    /// (`STOPS_READ_SLICE`), where one driver at a time took 1 + one per trip.
+    /// The active trips of many drivers of one fleet with their stops, each driver's oldest
+    /// first: what hydration needs for a batch of drivers (`hub::loader`). Two statements per
+    /// 500 drivers (`STOPS_READ_SLICE`), where one driver at a time took 1 + one per trip.
     pub async fn active_trips_of_drivers(
         &self,
         fleet: &str,
