@@ -39,6 +39,42 @@ fn point(
     }
 }
 
+/// A stop of a test trip: 50 m around one point, no time window.
+fn new_stop(id: &str) -> trackhub::store::NewStop {
+    trackhub::store::NewStop {
+        id: id.into(),
+        name: None,
+        lat: 47.61,
+        lon: -122.33,
+        radius_m: 50.0,
+        window_start_ms: None,
+        window_end_ms: None,
+        service_s: 0.0,
+    }
+}
+
+/// A manual check-in of `DRIVER` (fleet `FLEET`) at `trip`'s `stop`, arrived and checked in at
+/// `at_ms`.
+fn manual_checkin(trip: &str, stop: &str, at_ms: i64) -> trackhub::model::Event {
+    use trackhub::model::{CheckinSource, Event, EventKind};
+    Event {
+        id: None,
+        fleet: FLEET.into(),
+        driver_id: DRIVER.into(),
+        ts_ms: at_ms,
+        position: None,
+        kind: EventKind::StopCheckedIn {
+            key: StopKey {
+                trip_id: trip.into(),
+                stop_id: stop.into(),
+            },
+            arrived_at_ms: at_ms,
+            checked_in_at_ms: at_ms,
+            source: CheckinSource::Manual,
+        },
+    }
+}
+
 /// Writes the batches one after the other, through a pool of one connection (so the INSERT
 /// prepared by the first batch is the one every later batch runs), and reads every fix back as
 /// it was sent.
@@ -140,36 +176,10 @@ fn pg_server() -> String {
 /// the trip exactly once: before the trip row was locked, each transaction counted the other's
 /// stop as pending, and on PostgreSQL the trip stayed active with no `trip.completed` (issue 16).
 async fn concurrent_last_checkins_complete_the_trip(url: &str) {
-    use trackhub::model::{CheckinSource, Event, EventKind};
-    use trackhub::store::{NewStop, NewTrip};
+    use trackhub::store::NewTrip;
 
     let store = Store::connect(url).await.expect("store");
-    let stop = |id: &str| NewStop {
-        id: id.into(),
-        name: None,
-        lat: 47.61,
-        lon: -122.33,
-        radius_m: 50.0,
-        window_start_ms: None,
-        window_end_ms: None,
-        service_s: 0.0,
-    };
-    let checkin = |trip: &str, stop: &str| Event {
-        id: None,
-        fleet: FLEET.into(),
-        driver_id: DRIVER.into(),
-        ts_ms: 1_795_000_000_000,
-        position: None,
-        kind: EventKind::StopCheckedIn {
-            key: StopKey {
-                trip_id: trip.into(),
-                stop_id: stop.into(),
-            },
-            arrived_at_ms: 1_795_000_000_000,
-            checked_in_at_ms: 1_795_000_000_000,
-            source: CheckinSource::Manual,
-        },
-    };
+
     const TRIPS: usize = 30;
     for i in 0..TRIPS {
         let trip = format!("race-{i}");
@@ -179,13 +189,17 @@ async fn concurrent_last_checkins_complete_the_trip(url: &str) {
                     id: trip.clone(),
                     fleet: FLEET.into(),
                     driver_id: DRIVER.into(),
-                    stops: vec![stop("s1"), stop("s2")],
+                    stops: vec![new_stop("s1"), new_stop("s2")],
                 },
                 1_795_000_000_000,
             )
             .await
             .expect("trip");
-        let (e1, e2) = (checkin(&trip, "s1"), checkin(&trip, "s2"));
+        let at = 1_795_000_000_000;
+        let (e1, e2) = (
+            manual_checkin(&trip, "s1", at),
+            manual_checkin(&trip, "s2", at),
+        );
         let (a, b) = tokio::join!(
             store.record_checkin(&e1, None),
             store.record_checkin(&e2, None)
@@ -314,7 +328,7 @@ on_both_engines!(
 /// in.
 async fn batched_hydration_reads(url: &str) {
     use trackhub::store::track::RECENT_READ_SLICE;
-    use trackhub::store::{NewStop, NewTrip};
+    use trackhub::store::NewTrip;
 
     let store = Store::connect(url).await.expect("store");
     let stop = ShutdownTrigger::new();
@@ -338,21 +352,11 @@ async fn batched_hydration_reads(url: &str) {
             }
         }
         if i % 3 == 0 {
-            let stop = |sid: &str| NewStop {
-                id: sid.into(),
-                name: None,
-                lat: 47.61,
-                lon: -122.33,
-                radius_m: 50.0,
-                window_start_ms: None,
-                window_end_ms: None,
-                service_s: 0.0,
-            };
             let trip = NewTrip {
                 id: format!("trip-{i}"),
                 fleet: FLEET.into(),
                 driver_id: id(i),
-                stops: vec![stop("b"), stop("a")],
+                stops: vec![new_stop("b"), new_stop("a")],
             };
             store.insert_trip(&trip, t0).await.expect("trip");
         }
@@ -416,27 +420,16 @@ on_both_engines!(
 /// gets its ETA, across more rows than one statement takes and two fleets; a checked-in stop
 /// and another fleet's stop of the same ids keep theirs.
 async fn etas_are_stored_in_slices(url: &str) {
-    use trackhub::model::{CheckinSource, Event, EventKind};
     use trackhub::store::etas::{EtaRow, ETA_WRITE_SLICE};
-    use trackhub::store::{NewStop, NewTrip};
+    use trackhub::store::NewTrip;
     let store = Store::connect(url).await.expect("store");
     let stops = ETA_WRITE_SLICE + 20;
-    let stop = |i: usize| NewStop {
-        id: format!("s{i}"),
-        name: None,
-        lat: 47.61,
-        lon: -122.33,
-        radius_m: 50.0,
-        window_start_ms: None,
-        window_end_ms: None,
-        service_s: 0.0,
-    };
     for fleet in [FLEET, "f2"] {
         let trip = NewTrip {
             id: "t".into(),
             fleet: fleet.into(),
             driver_id: DRIVER.into(),
-            stops: (0..stops).map(stop).collect(),
+            stops: (0..stops).map(|i| new_stop(&format!("s{i}"))).collect(),
         };
         store.insert_trip(&trip, 1_000).await.expect("trip");
     }
@@ -444,19 +437,8 @@ async fn etas_are_stored_in_slices(url: &str) {
         trip_id: "t".into(),
         stop_id: format!("s{i}").as_str().into(),
     };
-    let checkin = Event {
-        id: None,
-        fleet: FLEET.into(),
-        driver_id: DRIVER.into(),
-        ts_ms: 2_000,
-        position: None,
-        kind: EventKind::StopCheckedIn {
-            key: key(0),
-            arrived_at_ms: 2_000,
-            checked_in_at_ms: 2_000,
-            source: CheckinSource::Manual,
-        },
-    };
+    let checkin = manual_checkin("t", "s0", 2_000);
+
     store
         .record_checkin(&checkin, None)
         .await
