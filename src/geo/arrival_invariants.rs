@@ -69,13 +69,12 @@ pub fn run_and_check(
                     }
                     // Some accurate fix inside, quiet_gap_ms or more before, near enough, with
                     // at most tolerated_outliers accurate fixes reported in between.
-                    let before: Vec<&Fix> = observed
-                        .iter()
-                        .copied()
-                        .filter(|f| accurate(f) && f.ts_ms < fix.ts_ms)
-                        .collect();
                     let strays = cfg.tolerated_outliers as usize;
-                    let quiet = before.iter().rev().take(strays + 1).any(|p| {
+                    let before = observed
+                        .iter()
+                        .rev()
+                        .filter(|f| accurate(f) && f.ts_ms < fix.ts_ms);
+                    let quiet = before.take(strays + 1).any(|p| {
                         let gap = fix.ts_ms - p.ts_ms;
                         inside(p)
                             && gap >= cfg.quiet_gap_ms
